@@ -1,0 +1,5 @@
+import sys
+
+from modeldeck.core.cli import main
+
+sys.exit(main())

@@ -1,0 +1,9 @@
+"""`modeldeck registry` commands (placeholder until implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add this module's subcommands to the top-level parser."""

@@ -1,0 +1,1 @@
+"""Model registry access (MLflow): browse, inspect, promote."""

@@ -1,0 +1,1 @@
+"""Deploy targets behind one :class:`~modeldeck.core.targets.base.Target` protocol."""

@@ -1,0 +1,1 @@
+"""Icons, styles and demo data shipped with ModelDeck (read with importlib.resources)."""
