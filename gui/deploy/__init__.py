@@ -1,0 +1,1 @@
+"""Bundling, local deployments and the Try-it panel."""

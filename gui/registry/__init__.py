@@ -1,0 +1,1 @@
+"""Registry browser: model list, versions, details, compare, promotion."""
