@@ -1,0 +1,208 @@
+"""The health gate a new release must pass before it takes traffic, and a tiny HTTP/JSON client.
+
+Stdlib only (``http.client``) and every call has a finite timeout, so the SSH and
+Docker targets (and the GUI's Try-it panel) can reuse it anywhere. The gate is:
+the runtime says it is ready (ready file or ``/health`` 200) within the start
+period, ``/health`` answers 200, and -- if asked -- the bundle's input example
+sent to ``/invocations`` comes back with one prediction per row.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from modeldeck.core.errors import Cancelled, DeployError
+from modeldeck.core.targets.base import HealthGate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """One HTTP exchange: status, parsed JSON body (or None) and raw text, and how long it took."""
+
+    status: int
+    body: Any
+    text: str
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def request_json(method: str, url: str, body: Any = None, *, timeout: float = 5.0) -> HttpAnswer:
+    """Send one request (JSON body if given) and return the answer.
+
+    Raises :class:`OSError` (incl. timeouts and refused connections) for transport
+    failures; the caller decides whether that is an error or a retry.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    payload = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Connection": "close"} if payload is not None else {}
+    start = time.perf_counter()
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        elapsed = time.perf_counter() - start
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer from {url}: {exc}") from exc
+    finally:
+        conn.close()
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        parsed = None
+    return HttpAnswer(resp.status, parsed, text, elapsed)
+
+
+def is_healthy(base_url: str, *, timeout: float = 1.0) -> bool:
+    """True if ``GET base_url/health`` answers 200 within ``timeout``."""
+    try:
+        return request_json("GET", base_url.rstrip("/") + "/health", timeout=timeout).status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def example_request(example: Any) -> dict[str, Any]:
+    """The ``/invocations`` body for a bundle's input example (accepts the bare split form too)."""
+    if isinstance(example, dict) and any(k in example for k in ("dataframe_split", "inputs", "instances")):
+        return example
+    if isinstance(example, dict) and "columns" in example and "data" in example:
+        return {"dataframe_split": example}
+    if isinstance(example, list):
+        return {"inputs": example}
+    raise DeployError("the bundle's input example is not in MLflow dataframe_split or inputs form")
+
+
+def example_rows(request: dict[str, Any]) -> int | None:
+    """How many rows the request holds (None if it cannot tell)."""
+    split = request.get("dataframe_split")
+    if isinstance(split, dict) and isinstance(split.get("data"), list):
+        return len(split["data"])
+    for key in ("inputs", "instances"):
+        value = request.get(key)
+        if isinstance(value, list):
+            return len(value)
+    return None
+
+
+def load_example(bundle_dir: Path, example_file: str | None) -> dict[str, Any] | None:
+    """The bundle's input example as an ``/invocations`` body, or None if the bundle has none."""
+    if not example_file:
+        return None
+    path = Path(bundle_dir) / example_file
+    if not path.is_file():
+        return None
+    try:
+        return example_request(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"cannot read the bundle's input example {path}: {exc}") from exc
+
+
+def wait_for_ready_file(
+    path: Path,
+    gate: HealthGate,
+    *,
+    alive: Callable[[], bool],
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Wait up to ``gate.start_period_s`` for the runtime's ready file and return its JSON.
+
+    Fails early (:class:`DeployError`) if ``alive()`` turns False -- the process died
+    while loading -- and raises :class:`Cancelled` as soon as ``cancel`` is set.
+    """
+    deadline = time.monotonic() + gate.start_period_s
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict):
+                    return data
+            except (OSError, ValueError):
+                pass  # being replaced right now; look again
+        if not alive():
+            raise DeployError("the new runtime exited before it was ready")
+        if time.monotonic() >= deadline:
+            raise DeployError(f"the new runtime was not ready within {gate.start_period_s:g} s")
+        if cancel is not None:
+            cancel.wait(gate.interval_s)
+        else:
+            time.sleep(gate.interval_s)
+
+
+def check_release(
+    base_url: str,
+    gate: HealthGate,
+    *,
+    example: dict[str, Any] | None,
+    expect_sha256: str | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Run the gate's HTTP checks against one runtime (its private port); return a one-line summary.
+
+    ``/health`` must answer 200 (``gate.retries`` tries, ``gate.interval_s`` apart);
+    ``/version`` must name ``expect_sha256`` (proves we talk to the new process);
+    the example must come back as 200 with one prediction per row.
+    Raises :class:`DeployError` saying which check failed.
+    """
+    base = base_url.rstrip("/")
+    last = "no answer"
+    for attempt in range(max(gate.retries, 1)):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        try:
+            answer = request_json("GET", base + "/health", timeout=gate.timeout_s)
+            if answer.status == 200:
+                break
+            last = f"HTTP {answer.status}"
+        except OSError as exc:
+            last = str(exc)
+        if attempt + 1 < gate.retries:
+            time.sleep(gate.interval_s)
+    else:
+        raise DeployError(f"health check failed: /health {last}")
+    if expect_sha256:
+        try:
+            version = request_json("GET", base + "/version", timeout=gate.timeout_s)
+        except OSError as exc:
+            raise DeployError(f"health check failed: /version: {exc}") from exc
+        got = version.body.get("bundle_sha256") if isinstance(version.body, dict) else None
+        if got is not None and got != expect_sha256:
+            raise DeployError(f"health check failed: the runtime serves bundle {str(got)[:12]}…, not the new one")
+    if not gate.check_example or example is None:
+        return "healthy"
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    try:
+        answer = request_json("POST", base + "/invocations", example, timeout=gate.timeout_s)
+    except OSError as exc:
+        raise DeployError(f"the input example got no answer: {exc}") from exc
+    if answer.status != 200:
+        detail = answer.body.get("message") or answer.body.get("error") if isinstance(answer.body, dict) else None
+        raise DeployError(f"the input example failed: HTTP {answer.status}: {detail or answer.text[:200]}")
+    predictions = answer.body.get("predictions") if isinstance(answer.body, dict) else None
+    rows = example_rows(example)
+    if not isinstance(predictions, list) or (rows is not None and len(predictions) != rows):
+        raise DeployError(f"the input example got a malformed answer: {answer.text[:200]}")
+    return f"healthy; the example answered {len(predictions)} prediction(s) in {answer.elapsed_s * 1000:.0f} ms"

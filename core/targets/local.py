@@ -1,0 +1,635 @@
+"""The local target (``local://PORT``, ``local://HOST:PORT``): deployments on this machine.
+
+Each deployment is a release layout (see :mod:`modeldeck.core.targets.releases`) under
+``settings.deployments_dir``, served by a runtime process under a small supervisor
+(:mod:`modeldeck.core.targets.supervisor`) that outlives the CLI or GUI that started it.
+
+Switching releases is health-gated and start-first: the new runtime starts beside the
+old one on the same public port (``SO_REUSEPORT``) plus a private port, must pass the
+:class:`HealthGate` on the private port (ready, ``/health``, the bundle's own input
+example), and only then is it recorded as active and the old one drained with SIGTERM.
+Any failure or cancellation before that point stops the new process and leaves the old
+release serving and ``current`` unchanged. The new supervisor is on probation until the
+deployer commits through a pipe, so even a deployer that crashes mid-switch cannot leave
+an uncommitted release serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from modeldeck.core.errors import BundleError, Cancelled, DeployError, ModelDeckError, TargetError
+from modeldeck.core.runtime.manifest import Manifest, read_manifest, verify_bundle
+from modeldeck.core.targets import health, releases
+from modeldeck.core.targets.base import (
+    DeploymentStatus,
+    DeployOptions,
+    DeployResult,
+    Plan,
+    PlannedStep,
+    Progress,
+    ProgressEvent,
+    no_progress,
+)
+from modeldeck.core.targets.releases import DeploymentState
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_MODULE = "modeldeck.core.targets.supervisor"
+RUNTIME_MODULE = "modeldeck.core.runtime"
+_STOP_MARGIN_S = 10.0  # on top of the runtime's graceful drain before SIGKILL
+
+
+def parse_local_url(url: str) -> tuple[str, int | None]:
+    """``local://``, ``local://PORT`` or ``local://HOST:PORT`` -> (host, port); raises :class:`TargetError`."""
+    if not url.startswith("local://"):
+        raise TargetError(f"not a local target URL: {url!r}", hint="use local://PORT or local://HOST:PORT")
+    rest = url[len("local://") :].strip("/")
+    if not rest:
+        return "127.0.0.1", None
+    host, sep, port_text = rest.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", rest
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise TargetError(f"invalid port in target {url!r}", hint="use local://PORT, e.g. local://8080") from None
+    if not 1 <= port <= 65535:
+        raise TargetError(f"port {port} in target {url!r} is out of range 1..65535")
+    return host, port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free right now (for defaults; a later bind may still race)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if nothing listens on ``host:port`` (a plain bind, as a foreign server would see it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if ``pid`` runs and is not a zombie."""
+    if not pid:
+        return False
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it happens to be our child
+        if done:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_our_supervisor(pid: int | None) -> bool:
+    """Guards against pid reuse: the pid must still be a ModelDeck supervisor."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return SUPERVISOR_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class LocalTarget:
+    """Deployments on this machine, under ``root`` (default: ``settings.deployments_dir``)."""
+
+    kind = "local"
+
+    def __init__(
+        self, root: Path | None = None, *, host: str = "127.0.0.1", port: int | None = None, python: str | None = None
+    ) -> None:
+        if root is None:
+            from modeldeck.core.settings import load_settings
+
+            root = load_settings().deployments_dir
+        self.root = Path(root)
+        self.host = host
+        self.port = port
+        self.python = python or sys.executable
+
+    @classmethod
+    def from_url(cls, url: str, *, root: Path | None = None, python: str | None = None) -> LocalTarget:
+        host, port = parse_local_url(url)
+        return cls(root, host=host, port=port, python=python)
+
+    @property
+    def url(self) -> str:
+        return f"local://{self.host}:{self.port}" if self.port else "local://"
+
+    # -- planning --------------------------------------------------------------------------------
+    def _name_for(self, manifest: Manifest, options: DeployOptions) -> str:
+        return releases.validate_name(options.name or releases.name_from_model(manifest.model_name))
+
+    def plan(self, bundle_dir: Path, options: DeployOptions) -> Plan:
+        """What :meth:`deploy` would do; validates the bundle, name and port without changing anything."""
+        manifest = self._checked_bundle(bundle_dir)
+        name = self._name_for(manifest, options)
+        state = releases.read_state(self.root, name)
+        host, port = self._choose_port(name, state, options, check=True)
+        url = f"local://{host}:{port}"
+        if state is not None and state.bundle_sha256 == manifest.sha256 and self._serving(state):
+            return Plan(
+                url,
+                name,
+                (PlannedStep("noop", "this bundle is already installed and serving"),),
+                replaces=state.active_release,
+            )
+        steps = [
+            PlannedStep(
+                "verify", f"verify bundle {manifest.model_name} v{manifest.model_version} ({manifest.sha256[:12]})"
+            ),
+            PlannedStep("install", f"copy it into a new release under {releases.deployment_dir(self.root, name)}"),
+            PlannedStep("start", f"start the runtime beside the current one on {host}:{port} plus a private port"),
+            PlannedStep("health", "wait until ready, check /health and answer the bundle's input example"),
+        ]
+        if state is not None and self._serving(state):
+            steps.append(PlannedStep("switch", f"make it current and drain the old release {state.active_release}"))
+        else:
+            steps.append(PlannedStep("switch", "make it current"))
+        return Plan(url, name, tuple(steps), replaces=state.active_release if state and self._serving(state) else None)
+
+    # -- deploy ----------------------------------------------------------------------------------
+    def deploy(
+        self,
+        bundle_dir: Path,
+        options: DeployOptions,
+        progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
+    ) -> DeployResult:
+        """Install ``bundle_dir`` as a new release and switch to it, health-gated and start-first.
+
+        Validation errors (missing or tampered bundle, bad name, port in use) raise before
+        anything changes. A failed health gate returns ``failed (rolled back)`` (or ``failed``
+        when nothing was serving) with the reason, the old release still serving. Cancelling
+        raises :class:`Cancelled` after the same clean-up.
+        """
+        _check_cancel(cancel)
+        progress(ProgressEvent("verify", "verifying the bundle", 0.02))
+        manifest = self._checked_bundle(bundle_dir)
+        name = self._name_for(manifest, options)
+        with releases.deployment_lock(self.root, name):
+            state = releases.read_state(self.root, name)
+            if state is not None:
+                state = self._finish_interrupted(state)
+            host, port = self._choose_port(name, state, options, check=True)
+            if state is not None and state.bundle_sha256 == manifest.sha256 and state.active_release:
+                installed = releases.release_dir(self.root, name, state.active_release).is_dir()
+                if installed and self._serving(state) and state.port == port and state.host == host:
+                    progress(ProgressEvent("done", "already installed; nothing to do", 1.0))
+                    return DeployResult(
+                        name,
+                        "already-installed",
+                        self._status_of(state),
+                        f"bundle {manifest.sha256[:12]} is already serving as {state.active_release}",
+                    )
+                if installed and not self._serving(state):
+                    state = replace(state, host=host, port=port)
+                    return self._switch(
+                        state, state.active_release, options, progress, cancel, outcome="deployed", fresh=False
+                    )
+            _check_cancel(cancel)
+            release_id = releases.new_release_id(manifest.sha256)
+            progress(ProgressEvent("install", f"installing release {release_id}", 0.1))
+            runtime_config = self._runtime_config(name, host, port, options)
+            rdir = releases.install_release(self.root, name, Path(bundle_dir), release_id, runtime_config)
+            try:
+                verify_bundle(rdir / releases.BUNDLE_DIR)  # the copy, not just the source
+            except BundleError as exc:
+                releases.remove_release(self.root, name, release_id)
+                raise DeployError(f"the installed copy of the bundle is damaged: {exc}") from exc
+            first = state is None
+            if state is None:
+                state = DeploymentState(name=name, host=host, port=port, desired="stopped")
+                releases.write_state(self.root, state)
+            elif not self._serving(state):
+                state = replace(state, host=host, port=port)
+            try:
+                result = self._switch(
+                    state, release_id, options, progress, cancel, outcome="deployed", fresh=True, new_port=(host, port)
+                )
+            except Cancelled:
+                if first:
+                    releases.remove_deployment(self.root, name)
+                raise
+            if first and not result.ok:  # nothing was ever serving: leave no trace
+                releases.remove_deployment(self.root, name)
+                result = replace(result, status=None)
+            return result
+
+    def rollback(
+        self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None
+    ) -> DeployResult:
+        """Switch back to the recorded previous release, with the same health-gated start-first switch."""
+        with releases.deployment_lock(self.root, name):
+            state = self._require_state(name)
+            state = self._finish_interrupted(state)
+            prev = state.previous_release
+            if not prev or not releases.release_dir(self.root, name, prev).is_dir():
+                raise DeployError(f"deployment {name!r} has no previous release to roll back to")
+            try:
+                verify_bundle(releases.bundle_path(self.root, name, prev))
+            except BundleError as exc:
+                raise DeployError(f"the previous release {prev} is damaged: {exc}") from exc
+            options = DeployOptions(name=name, host=state.host, port=state.port)
+            return self._switch(state, prev, options, progress, cancel, outcome="rolled-back", fresh=False)
+
+    def start(self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None) -> DeployResult:
+        """Start a stopped deployment's active release again (health-gated); a running one is left alone."""
+        with releases.deployment_lock(self.root, name):
+            state = self._finish_interrupted(self._require_state(name))
+            if self._serving(state):
+                return DeployResult(name, "already-installed", self._status_of(state), "already running")
+            if not state.active_release:
+                raise DeployError(f"deployment {name!r} has no release to start")
+            if not port_is_free(state.host, state.port):
+                raise DeployError(
+                    f"port {state.port} is in use by another program", hint="stop it, or deploy again with another port"
+                )
+            options = DeployOptions(name=name, host=state.host, port=state.port)
+            return self._switch(state, state.active_release, options, progress, cancel, outcome="deployed", fresh=False)
+
+    # -- the switch ------------------------------------------------------------------------------
+    def _switch(
+        self,
+        state: DeploymentState,
+        release_id: str,
+        options: DeployOptions,
+        progress: Progress,
+        cancel: threading.Event | None,
+        *,
+        outcome: str,
+        fresh: bool,
+        new_port: tuple[str, int] | None = None,
+    ) -> DeployResult:
+        name = state.name
+        host, port = new_port or (state.host, state.port)
+        old_serving = self._serving(state)
+        bundle = releases.bundle_path(self.root, name, release_id)
+        manifest = read_manifest(bundle)
+        example = health.load_example(bundle, manifest.input_example_file) if options.health.check_example else None
+        if fresh is False:  # an old release: its runtime.json may name another port; rewrite it
+            cfg = releases.release_dir(self.root, name, release_id) / releases.RUNTIME_CONFIG
+            releases._atomic_write(cfg, self._runtime_config(name, host, port, options))
+        run = releases.run_dir(self.root, name)
+        run.mkdir(parents=True, exist_ok=True)
+        ready_file = run / f"{release_id}.ready.json"
+        pidfile = run / f"{release_id}.pid"
+        proc_pid: int | None = None
+        commit_w: int | None = None
+        try:
+            _check_cancel(cancel)
+            progress(ProgressEvent("start", f"starting release {release_id} on {host}:{port}", 0.3))
+            proc_pid, commit_w = self._launch(name, release_id, host, port, ready_file, pidfile)
+            progress(ProgressEvent("health", "waiting for the new runtime to be ready", 0.45))
+            ready = health.wait_for_ready_file(
+                ready_file, options.health, alive=lambda: pid_alive(proc_pid), cancel=cancel
+            )
+            private = _private_bind(ready, host, port)
+            progress(ProgressEvent("health", f"checking the new runtime on its private port {private}", 0.7))
+            summary = health.check_release(
+                f"http://{private}", options.health, example=example, expect_sha256=manifest.sha256, cancel=cancel
+            )
+            _check_cancel(cancel)
+        except (ModelDeckError, OSError) as exc:
+            reason = exc.message if isinstance(exc, ModelDeckError) else str(exc)
+            tail = self.logs(name, 5).strip() if not isinstance(exc, Cancelled) else ""
+            log.warning("release %s of %s failed its health gate: %s", release_id, name, reason)
+            self._abort(proc_pid, commit_w, ready_file, pidfile)
+            if fresh:
+                releases.remove_release(self.root, name, release_id)
+            if isinstance(exc, Cancelled):
+                progress(ProgressEvent("done", "cancelled; the previous release is still serving", 1.0))
+                raise
+            detail = f"{reason}" + (f" (last log lines: {tail.splitlines()[-1]})" if tail else "")
+            result_outcome = "failed (rolled back)" if old_serving else "failed"
+            progress(ProgressEvent("done", f"{result_outcome}: {reason}", 1.0))
+            return DeployResult(name, result_outcome, self._status_of(state), detail)
+
+        # Commit: the new supervisor stays, the state names it, current points at it, the old one drains.
+        progress(ProgressEvent("switch", f"switching to release {release_id}", 0.85))
+        old_pid = state.pid if old_serving else None
+        previous = state.active_release if state.active_release != release_id else state.previous_release
+        new_state = replace(
+            state,
+            host=host,
+            port=port,
+            active_release=release_id,
+            previous_release=previous,
+            desired="running",
+            pid=proc_pid,
+            retiring_pid=old_pid,
+            started_at=_utc_now(),
+            bundle_sha256=manifest.sha256,
+            model_name=manifest.model_name,
+            model_version=manifest.model_version,
+        )
+        releases.write_state(self.root, new_state)
+        assert commit_w is not None
+        with contextlib.suppress(OSError):
+            os.write(commit_w, b"commit\n")
+        os.close(commit_w)
+        releases.switch_current(self.root, name, release_id)
+        if old_pid:
+            progress(ProgressEvent("drain", "draining the old release", 0.9))
+            self._stop_pid(old_pid)
+            new_state = replace(new_state, retiring_pid=None)
+            releases.write_state(self.root, new_state)
+        releases.prune_releases(
+            self.root, name, options.keep_releases, protect=(new_state.active_release, new_state.previous_release)
+        )
+        progress(ProgressEvent("done", f"{outcome}: {summary}", 1.0))
+        return DeployResult(name, outcome, self._status_of(new_state), summary)
+
+    def _launch(
+        self, name: str, release_id: str, host: str, port: int, ready_file: Path, pidfile: Path
+    ) -> tuple[int, int]:
+        """Start a supervisor (on probation) for one release; return its pid and the commit pipe."""
+        rdir = releases.release_dir(self.root, name, release_id)
+        logfile = releases.log_path(self.root, name)
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+        read_fd, write_fd = os.pipe()
+        cmd = [
+            self.python, "-m", SUPERVISOR_MODULE, "--daemon",
+            "--pidfile", str(pidfile), "--log", str(logfile), "--clear-file", str(ready_file),
+            "--probation-fd", str(read_fd),
+            "--state-file", str(releases.deployment_dir(self.root, name) / releases.STATE_FILE),
+            "--release", release_id,
+            "--stop-timeout", str(30.0 + 5.0),
+            "--",
+            *self.runtime_command(rdir, host, port, ready_file),
+        ]  # fmt: skip
+        try:
+            with logfile.open("ab") as out:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(read_fd,),
+                    start_new_session=True, close_fds=True,
+                )  # fmt: skip
+            code = proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            os.close(write_fd)
+            raise DeployError(f"cannot start the runtime supervisor: {exc}") from exc
+        finally:
+            os.close(read_fd)
+        if code != 0 or not pidfile.is_file():
+            os.close(write_fd)
+            raise DeployError(f"the runtime supervisor failed to start (exit {code})", hint=f"see {logfile}")
+        pid = int(pidfile.read_text().strip())
+        log.info("started supervisor %d for %s release %s", pid, name, release_id)
+        return pid, write_fd
+
+    def runtime_command(self, release: Path, host: str, port: int, ready_file: Path) -> list[str]:
+        """The runtime's command line: the public port (shared via SO_REUSEPORT) plus a private health port."""
+        return [
+            self.python, "-m", RUNTIME_MODULE, "serve", str(release / releases.BUNDLE_DIR),
+            "--config", str(release / releases.RUNTIME_CONFIG),
+            "--bind", _bind_text(host, port), "--bind", "127.0.0.1:0", "--reuse-port",
+            "--ready-file", str(ready_file),
+        ]  # fmt: skip
+
+    def _runtime_config(self, name: str, host: str, port: int, options: DeployOptions) -> str:
+        import json
+
+        from modeldeck.core.runtime.config import RuntimeConfig
+
+        try:
+            cfg = RuntimeConfig.from_dict(
+                {
+                    "deployment_name": name,
+                    "binds": [_bind_text(host, port), "127.0.0.1:0"],
+                    "reuse_port": True,
+                    "max_batch_size": options.max_batch_size,
+                    "max_batch_wait_ms": options.max_batch_wait_ms,
+                    "cors_origins": list(options.cors_origins),
+                }
+            )
+        except ModelDeckError as exc:
+            raise DeployError(f"invalid deploy options: {exc.message}", hint=exc.hint) from exc
+        return json.dumps(cfg.to_dict(), indent=2)
+
+    def _abort(self, pid: int | None, commit_w: int | None, ready_file: Path, pidfile: Path) -> None:
+        """Stop a candidate that did not pass: close its commit pipe (it stops itself), then make sure."""
+        if commit_w is not None:
+            with contextlib.suppress(OSError):
+                os.close(commit_w)
+        if pid:
+            self._stop_pid(pid, timeout=10.0)
+        for f in (ready_file, pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+    def _stop_pid(self, pid: int, timeout: float = 30.0 + _STOP_MARGIN_S) -> None:
+        """SIGTERM a supervisor (its runtime drains), wait, then SIGKILL its whole process group."""
+        if not _is_our_supervisor(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            log.warning("supervisor %d did not stop within %.0f s; killing its process group", pid, timeout)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def _finish_interrupted(self, state: DeploymentState) -> DeploymentState:
+        """Finish what an interrupted switch left: a replaced supervisor that was never stopped."""
+        if state.retiring_pid and state.retiring_pid != state.pid:
+            log.info("stopping supervisor %d left over by an interrupted switch", state.retiring_pid)
+            self._stop_pid(state.retiring_pid)
+        if state.retiring_pid:
+            state = replace(state, retiring_pid=None)
+            releases.write_state(self.root, state)
+        return state
+
+    # -- status, logs, stop, undeploy ---------------------------------------------------------------
+    def status(self, name: str | None = None) -> list[DeploymentStatus]:
+        """All deployments (or one), their state derived from the supervisor's liveness and ``/health``."""
+        names = [name] if name else releases.list_deployments(self.root)
+        out = []
+        for n in names:
+            state = releases.read_state(self.root, n)
+            if state is None:
+                if name:
+                    raise DeployError(f"no deployment named {name!r}", hint="see `modeldeck status`")
+                continue
+            out.append(self._status_of(state))
+        return out
+
+    def _status_of(self, state: DeploymentState) -> DeploymentStatus:
+        endpoint = f"http://{_url_host(state.host)}:{state.port}"
+        alive = _is_our_supervisor(state.pid)
+        if state.desired == "stopped" and not alive:
+            st, msg = "stopped", "stopped" if state.active_release else "never started"
+        elif not alive:
+            st, msg = "failed", "the runtime is not running (crashed or killed); see `modeldeck logs`"
+        elif health.is_healthy(endpoint, timeout=1.0):
+            st, msg = "running", ""
+        elif (
+            state.active_release
+            and not (releases.run_dir(self.root, state.name) / f"{state.active_release}.ready.json").is_file()
+        ):
+            st, msg = "starting", "the runtime is (re)starting"
+        else:
+            st, msg = "unknown", "the runtime process is up but /health does not answer 200"
+        return DeploymentStatus(
+            name=state.name,
+            target_url=f"local://{state.host}:{state.port}",
+            state=st,
+            endpoint=endpoint,
+            model_name=state.model_name,
+            model_version=state.model_version,
+            bundle_sha256=state.bundle_sha256,
+            release_id=state.active_release,
+            previous_release_id=state.previous_release,
+            since=state.started_at,
+            message=msg,
+            pid=state.pid if alive else None,
+        )
+
+    def logs(self, name: str, lines: int = 200) -> str:
+        """The last ``lines`` lines of the deployment's runtime log ('' if it has none yet)."""
+        path = releases.log_path(self.root, name)
+        chunks: list[bytes] = []
+        for p in (path.with_name(path.name + ".1"), path):
+            if p.is_file():
+                with p.open("rb") as fh:
+                    fh.seek(0, os.SEEK_END)
+                    size = fh.tell()
+                    fh.seek(max(0, size - max(lines, 1) * 512))
+                    chunks.append(fh.read())
+        text = b"".join(chunks).decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "") if lines > 0 else ""
+
+    def stop(self, name: str) -> DeploymentStatus:
+        """Drain and stop the deployment's runtime; it stays installed (``start`` or ``deploy`` again)."""
+        with releases.deployment_lock(self.root, name):
+            state = self._finish_interrupted(self._require_state(name))
+            if state.pid:
+                self._stop_pid(state.pid)
+            state = replace(state, desired="stopped", pid=None)
+            releases.write_state(self.root, state)
+            return self._status_of(state)
+
+    def undeploy(self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None) -> None:
+        """Stop every process of the deployment and remove its folder (releases, logs, state)."""
+        with releases.deployment_lock(self.root, name):
+            state = self._require_state(name)
+            progress(ProgressEvent("stop", f"stopping {name}", 0.2))
+            for pid in {state.pid, state.retiring_pid, *self._pidfile_pids(name)}:
+                if pid:
+                    self._stop_pid(pid)
+            progress(ProgressEvent("remove", f"removing {releases.deployment_dir(self.root, name)}", 0.8))
+        releases.remove_deployment(self.root, name)
+        progress(ProgressEvent("done", f"{name} undeployed", 1.0))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _pidfile_pids(self, name: str) -> list[int]:
+        run = releases.run_dir(self.root, name)
+        pids = []
+        for p in run.glob("*.pid") if run.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                pids.append(int(p.read_text().strip()))
+        return pids
+
+    def _require_state(self, name: str) -> DeploymentState:
+        state = releases.read_state(self.root, name)
+        if state is None:
+            raise DeployError(f"no deployment named {name!r}", hint="see `modeldeck status`")
+        return state
+
+    def _serving(self, state: DeploymentState) -> bool:
+        return state.desired == "running" and _is_our_supervisor(state.pid)
+
+    def _checked_bundle(self, bundle_dir: Path) -> Manifest:
+        path = Path(bundle_dir)
+        if not path.is_dir():
+            raise DeployError(f"bundle {path} does not exist", hint="build one with `modeldeck bundle MODEL_URI`")
+        return verify_bundle(path)
+
+    def _choose_port(
+        self, name: str, state: DeploymentState | None, options: DeployOptions, *, check: bool
+    ) -> tuple[str, int]:
+        """The host and port to serve on; refuses a port another program or deployment holds."""
+        host = options.host if options.host else self.host
+        port = options.port or self.port or (state.port if state else None) or free_port(host)
+        if not 1 <= port <= 65535:
+            raise DeployError(f"port {port} is out of range 1..65535")
+        if not check:
+            return host, port
+        for other in releases.list_deployments(self.root):
+            if other == name:
+                continue
+            with contextlib.suppress(DeployError):
+                st = releases.read_state(self.root, other)
+                if st is not None and st.port == port and self._serving(st):
+                    raise DeployError(
+                        f"port {port} is used by deployment {other!r}", hint="choose another port with local://PORT"
+                    )
+        ours = state is not None and state.port == port and self._serving(state)
+        if not ours and not port_is_free(host, port):
+            raise DeployError(f"port {port} on {host} is in use by another program", hint="choose another port")
+        return host, port
+
+
+def _bind_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _private_bind(ready: dict[str, Any], host: str, port: int) -> str:
+    """The bind from the ready file that is not the public one (the private health port)."""
+    binds = [str(b) for b in ready.get("binds") or []]
+    public = {_bind_text(host, port), f"{_url_host(host)}:{port}"}
+    private = [b for b in binds if b not in public and not b.endswith(f":{port}")]
+    if not private:
+        raise DeployError(f"the new runtime reported no private port (binds: {binds})")
+    return private[0]
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()

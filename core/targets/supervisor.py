@@ -1,0 +1,233 @@
+"""A tiny process supervisor for one runtime: restart on crash, drain on SIGTERM, log to a bounded file.
+
+Run as ``python -m modeldeck.core.targets.supervisor [options] -- COMMAND ...``. Stdlib
+only, so it can run on any target that has Python. It
+
+* writes its pid to ``--pidfile`` (atomically) and removes it on exit; with ``--daemon`` it
+  first forks into a new session, so it outlives whoever started it and is nobody's zombie;
+* runs COMMAND with stdout/stderr appended to ``--log``, rotated at ``--log-max-bytes``
+  (one ``.1`` backup), so ``logs`` can read the tail;
+* restarts COMMAND when it exits on its own, at most ``--max-restarts`` times within
+  ``--restart-window`` seconds, with exponential backoff -- then gives up (exit 1);
+* forwards SIGTERM/SIGINT to COMMAND (the runtime drains gracefully), and SIGKILLs it
+  after ``--stop-timeout`` seconds;
+* deletes ``--clear-file`` (the runtime's ready file) before every start, so a stale
+  file never claims readiness;
+* with ``--probation-fd FD``, reads the deployer's commit pipe: ``commit`` makes the
+  release permanent; end-of-file without it (the deployer crashed or gave up) stops
+  everything, unless ``--state-file`` already names ``--release`` as active. A deploy
+  cut off half-way therefore never leaves a candidate release serving beside the old one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+
+class _Log:
+    """Append-only log with one rotation step; lines from the child are timestamp-free (the runtime stamps)."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh: IO[bytes] = path.open("ab")
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.fh.write(data)
+            self.fh.flush()
+            if self.fh.tell() > self.max_bytes:
+                self.fh.close()
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                self.fh = self.path.open("ab")
+
+    def note(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.write(f"{stamp} supervisor[{os.getpid()}]: {message}\n".encode())
+
+    def close(self) -> None:
+        with self.lock:
+            self.fh.close()
+
+
+class Supervisor:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.command: list[str] = args.command
+        self.log = _Log(Path(args.log), args.log_max_bytes)
+        self.stopping = threading.Event()
+        self.child: subprocess.Popen[bytes] | None = None
+        self.child_lock = threading.RLock()  # also taken by the signal handler
+        self.committed = args.probation_fd is None
+
+    # -- signals -------------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        if self.stopping.is_set():
+            return
+        self.log.note(f"stopping ({reason})")
+        self.stopping.set()
+        with self.child_lock:
+            if self.child is not None and self.child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.child.send_signal(signal.SIGTERM)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.request_stop(signal.Signals(signum).name)
+
+    # -- probation -----------------------------------------------------------------------------
+    def _watch_probation(self, fd: int) -> None:
+        data = b""
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(64):
+                data += chunk
+                if b"commit" in data:
+                    self.committed = True
+                    self.log.note("release committed")
+                    return
+        if self._named_active():
+            self.committed = True
+            self.log.note("deployer went away after recording this release as active; staying up")
+            return
+        self.request_stop("the deployer went away before committing this release")
+
+    def _named_active(self) -> bool:
+        if not self.args.state_file or not self.args.release:
+            return False
+        try:
+            state = json.loads(Path(self.args.state_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(state, dict) and state.get("active_release") == self.args.release
+
+    # -- main loop -----------------------------------------------------------------------------
+    def _pump(self, stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            self.log.write(line)
+        stream.close()
+
+    def _start_child(self) -> subprocess.Popen[bytes]:
+        if self.args.clear_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.args.clear_file)
+        child = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        assert child.stdout is not None
+        threading.Thread(target=self._pump, args=(child.stdout,), daemon=True).start()
+        self.log.note(f"started runtime pid {child.pid}")
+        return child
+
+    def _wait_child(self, child: subprocess.Popen[bytes]) -> int:
+        while True:
+            try:
+                return child.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if self.stopping.is_set():
+                    try:
+                        return child.wait(timeout=self.args.stop_timeout)
+                    except subprocess.TimeoutExpired:
+                        self.log.note(f"runtime did not stop within {self.args.stop_timeout:g} s; killing it")
+                        child.kill()
+                        return child.wait(timeout=10)
+
+    def run(self) -> int:
+        restarts: list[float] = []
+        backoff = self.args.backoff
+        code = 0
+        while not self.stopping.is_set():
+            with self.child_lock:
+                self.child = self._start_child()
+            started = time.monotonic()
+            code = self._wait_child(self.child)
+            if self.stopping.is_set():
+                self.log.note(f"runtime exited with {code}")
+                break
+            self.log.note(f"runtime exited unexpectedly with {code}")
+            if not self.committed:
+                # A candidate release that cannot start is not retried: the deployer rolls back at once.
+                self.log.note("not restarting a release that is still on probation")
+                return 1
+            now = time.monotonic()
+            if now - started > self.args.restart_window:
+                backoff = self.args.backoff  # it ran fine for a while: start over
+            restarts = [t for t in restarts if now - t < self.args.restart_window] + [now]
+            if len(restarts) > self.args.max_restarts:
+                self.log.note(f"giving up after {self.args.max_restarts} restarts in {self.args.restart_window:g} s")
+                return 1
+            self.log.note(f"restarting in {backoff:.1f} s")
+            if self.stopping.wait(backoff):
+                break
+            backoff = min(backoff * 2, 30.0)
+        return 0 if self.stopping.is_set() else code
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="modeldeck-supervisor", description=__doc__.splitlines()[0])
+    p.add_argument("--pidfile", required=True)
+    p.add_argument("--log", required=True)
+    p.add_argument("--log-max-bytes", type=int, default=5 * 1024 * 1024)
+    p.add_argument("--max-restarts", type=int, default=5)
+    p.add_argument("--restart-window", type=float, default=60.0)
+    p.add_argument("--backoff", type=float, default=0.5)
+    p.add_argument("--stop-timeout", type=float, default=30.0)
+    p.add_argument("--clear-file")
+    p.add_argument("--probation-fd", type=int)
+    p.add_argument("--state-file")
+    p.add_argument("--release")
+    p.add_argument("--daemon", action="store_true", help="fork into the background (a new session) at once")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    if not args.command:
+        p.error("no command to supervise")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    pidfile = Path(args.pidfile)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pidfile.with_name(pidfile.name + ".tmp")
+    if args.daemon:
+        # Double fork: the launcher reaps the parent at once, so the supervisor is nobody's child
+        # (no zombies) and outlives the CLI or GUI that started it.
+        pid = os.fork()
+        if pid:
+            tmp.write_text(f"{pid}\n")
+            tmp.replace(pidfile)
+            os._exit(0)
+        os.setsid()
+    else:
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.replace(pidfile)
+    sup = Supervisor(args)
+    signal.signal(signal.SIGTERM, sup._on_signal)
+    signal.signal(signal.SIGINT, sup._on_signal)
+    if args.probation_fd is not None:
+        threading.Thread(target=sup._watch_probation, args=(args.probation_fd,), daemon=True).start()
+    try:
+        return sup.run()
+    finally:
+        with contextlib.suppress(OSError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()
+        sup.log.note("exit")
+        sup.log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
