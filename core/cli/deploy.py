@@ -1,9 +1,261 @@
-"""`modeldeck deploy` commands (placeholder until implemented)."""
+"""``modeldeck deploy/status/logs/start/stop/rollback/undeploy``: deployments from the command line.
+
+Every command goes through :func:`~modeldeck.core.targets.base.open_target`, so new target
+kinds need nothing here. Deploy progress goes to stderr (one line per step), results to
+stdout (a table, or JSON with ``--json``); a failed or rolled-back deploy exits 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from modeldeck.core.errors import DeployError
+
+DEFAULT_TARGET = "local://"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this module's subcommands to the top-level parser."""
+    p = sub.add_parser(
+        "deploy",
+        help="deploy a model version or a bundle to a target",
+        description="Deploy MODEL_URI (bundled first) or BUNDLE_DIR. The new release starts beside the old one and "
+        "only takes over once healthy; on failure the old one keeps serving.",
+    )
+    p.add_argument("source", metavar="MODEL_URI|BUNDLE_DIR", help="e.g. models:/iris/3, models:/iris@prod or ./bundle")
+    p.add_argument("--target", "-t", required=True, metavar="URL", help="where to deploy: local://PORT")
+    p.add_argument("--name", help="deployment name (default: the model name)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; change nothing")
+    p.add_argument("--max-batch-size", type=int, default=32, metavar="N", help="requests batched per inference")
+    p.add_argument("--max-batch-wait-ms", type=float, default=2.0, metavar="MS", help="longest wait to fill a batch")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allowed CORS origin")
+    p.add_argument("--start-period", type=float, default=20.0, metavar="S", help="seconds the new runtime may take")
+    p.add_argument("--no-example-check", action="store_true", help="skip answering the input example at deploy")
+    p.add_argument("--keep-releases", type=int, default=5, metavar="N", help="releases kept for rollback")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_deploy)
+
+    p = sub.add_parser("status", help="list deployments and their state")
+    p.add_argument("name", nargs="?", help="only this deployment")
+    _target_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("logs", help="print the tail of a deployment's runtime log")
+    p.add_argument("name")
+    p.add_argument("-n", "--lines", type=int, default=100, metavar="LINES", help="how many lines (default 100)")
+    _target_arg(p)
+    p.set_defaults(handler=cmd_logs)
+
+    for verb, text, handler in (
+        ("stop", "stop a deployment (it stays installed)", cmd_stop),
+        ("start", "start a stopped deployment again", cmd_start),
+        ("rollback", "switch a deployment back to its previous release", cmd_rollback),
+        ("undeploy", "stop a deployment and remove it", cmd_undeploy),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("name")
+        _target_arg(p)
+        if verb in ("start", "rollback"):
+            p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.set_defaults(handler=handler)
+
+
+def _target_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", default=DEFAULT_TARGET, metavar="URL", help="target (default: local)")
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from modeldeck.core.cli import settings_for
+    from modeldeck.core.targets.base import open_target
+
+    settings = settings_for(args)
+    return open_target(args.target, root=settings.deployments_dir)
+
+
+def _progress_printer() -> Any:
+    def show(event: Any) -> None:
+        pct = f"{event.fraction * 100:3.0f}%" if event.fraction is not None else "  … "
+        print(f"[{pct}] {event.step}: {event.message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _with_cancel_on_sigint(fn: Any) -> Any:
+    """Run ``fn(cancel)`` with Ctrl-C setting the cancel event, so an interrupted deploy cleans up."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return fn(cancel)
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        return fn(cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _bundle_slug(uri: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", uri.split(":", 1)[-1]).strip("-._") or "bundle"
+
+
+def resolve_source(source: str, args: argparse.Namespace, cancel: threading.Event) -> Path:
+    """A bundle folder for ``source``: used as is if it holds a manifest, else bundled from the registry."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "manifest.json").is_file():
+            raise DeployError(
+                f"{path} is not a ModelDeck bundle (no manifest.json)", hint="build one with `modeldeck bundle`"
+            )
+        return path
+    if "://" not in source and ":/" not in source:
+        raise DeployError(
+            f"{source!r} is neither a bundle folder nor a model URI", hint="use models:/NAME/VERSION or a bundle dir"
+        )
+    from modeldeck.core.bundle import build_bundle  # type: ignore[attr-defined]
+    from modeldeck.core.cli import settings_for
+
+    settings = settings_for(args)
+    out = settings.bundles_dir / _bundle_slug(source)
+    report = build_bundle(
+        source,
+        out,
+        tracking_uri=settings.effective_tracking_uri,
+        registry_uri=settings.registry_uri,
+        progress=lambda msg, frac: print(
+            f"[{frac * 100:3.0f}%] bundle: {msg}" if frac is not None else f"[  … ] bundle: {msg}",
+            file=sys.stderr,
+            flush=True,
+        ),
+        cancel=cancel,
+    )
+    print(str(report), file=sys.stderr)
+    return Path(getattr(report, "bundle_dir", out))
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from modeldeck.core.targets.base import DeployOptions, HealthGate
+
+    target = _target(args)
+    options = DeployOptions(
+        name=args.name,
+        max_batch_size=args.max_batch_size,
+        max_batch_wait_ms=args.max_batch_wait_ms,
+        cors_origins=tuple(args.cors_origin),
+        health=HealthGate(start_period_s=args.start_period, check_example=not args.no_example_check),
+        keep_releases=args.keep_releases,
+    )
+
+    def run(cancel: threading.Event) -> int:
+        bundle = resolve_source(args.source, args, cancel)
+        if args.dry_run:
+            plan = target.plan(bundle, options)
+            if args.json:
+                _print_json(plan)
+            else:
+                print(
+                    f"plan for {plan.name} on {plan.target_url}"
+                    + (f" (replaces {plan.replaces})" if plan.replaces else "")
+                )
+                for i, step in enumerate(plan.steps, 1):
+                    print(f"  {i}. {step.step}: {step.description}")
+            return 0
+        result = target.deploy(bundle, options, progress=_progress_printer(), cancel=cancel)
+        return _report(result, args.json)
+
+    return int(_with_cancel_on_sigint(run))
+
+
+def _report(result: Any, as_json: bool) -> int:
+    if as_json:
+        _print_json({"ok": result.ok, **_jsonable(result)})
+    else:
+        status = result.status
+        where = f" at {status.endpoint}" if status is not None and status.endpoint else ""
+        what = f" ({status.model_name} v{status.model_version}, release {status.release_id})" if status else ""
+        print(f"{result.name}: {result.outcome}{where}{what}" + (f" — {result.message}" if result.message else ""))
+    if not result.ok:
+        if not as_json:
+            print(f"error: {result.name}: {result.outcome}: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    statuses = _target(args).status(args.name)
+    if args.json:
+        _print_json(statuses)
+        return 0
+    if not statuses:
+        print("no deployments")
+        return 0
+    rows = [("NAME", "STATE", "MODEL", "VERSION", "URL", "RELEASE", "SINCE")]
+    for s in statuses:
+        rows.append(
+            (
+                s.name,
+                s.state,
+                s.model_name or "-",
+                s.model_version or "-",
+                s.endpoint or "-",
+                s.release_id or "-",
+                s.since or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    failed = [s for s in statuses if s.state in ("failed", "unknown") and s.message]
+    for s in failed:
+        print(f"{s.name}: {s.message}", file=sys.stderr)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    target = _target(args)
+    target.status(args.name)  # a one-line error for an unknown name
+    sys.stdout.write(target.logs(args.name, args.lines))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    status = _target(args).stop(args.name)
+    print(f"{status.name}: {status.state}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    target = _target(args)
+    if not hasattr(target, "start"):
+        raise DeployError(f"target {args.target} cannot start a stopped deployment", hint="deploy it again")
+    result = _with_cancel_on_sigint(lambda c: target.start(args.name, progress=_progress_printer(), cancel=c))
+    return _report(result, args.json)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    target = _target(args)
+    result = _with_cancel_on_sigint(lambda c: target.rollback(args.name, progress=_progress_printer(), cancel=c))
+    return _report(result, args.json)
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    target = _target(args)
+    _with_cancel_on_sigint(lambda c: target.undeploy(args.name, progress=_progress_printer(), cancel=c))
+    print(f"{args.name}: undeployed")
+    return 0
+
+
+def _jsonable(obj: Any) -> Any:
+    from modeldeck.core.registry.types import to_jsonable
+
+    return to_jsonable(obj)
+
+
+def _print_json(obj: Any) -> None:
+    from modeldeck.core.cli import print_json
+
+    print_json(obj)
