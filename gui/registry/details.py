@@ -1,0 +1,249 @@
+"""The details pane: everything known about one model version, read-only."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from modeldeck.core.registry.types import SignatureColumn, VersionDetails
+from modeldeck.gui import style
+from modeldeck.gui.registry.models import RowsModel, format_number, format_size, format_time
+from modeldeck.gui.widgets import MessageBanner, fit_columns, readonly_table
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QFrame,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+SIGNATURE_HEADERS = ("Name", "Type", "Optional", "Shape")
+
+
+def _signature_rows(columns: tuple[SignatureColumn, ...]) -> list[tuple[str, ...]]:
+    rows = []
+    for c in columns:
+        shape = "" if c.shape is None else "(" + ", ".join("?" if d == -1 else str(d) for d in c.shape) + ")"
+        rows.append((c.name or "(tensor)", c.type, "yes" if c.optional else "no", shape))
+    return rows
+
+
+def _chip(text: str) -> str:
+    return (
+        f'<span style="background:{style.ALIAS_BG}; color:{style.ALIAS_FG}; font-weight:600;">'
+        f"&nbsp;@{html.escape(text)}&nbsp;</span>"
+    )
+
+
+def _titled(title: str, widget: QWidget) -> QWidget:
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 4, 0, 0)
+    layout.setSpacing(4)
+    label = QLabel(title)
+    label.setProperty("role", "pane-title")
+    layout.addWidget(label)
+    layout.addWidget(widget, 1)
+    return box
+
+
+class DetailsPane(QWidget):
+    """Header (name, version, aliases, status, run) over tabs: signature, metrics & params, artifacts, example."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.details: VersionDetails | None = None
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.banner = MessageBanner()
+        outer.addWidget(self.banner)
+        self.stack = QStackedWidget()
+        outer.addWidget(self.stack, 1)
+
+        self.empty_label = QLabel("Select a version to see its signature, metrics, parameters and artifacts.")
+        self.empty_label.setProperty("role", "empty")
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stack.addWidget(self.empty_label)
+
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(6)
+        self.title = QLabel()
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary = QLabel()
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings = MessageBanner()
+        layout.addWidget(self.title)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.warnings)
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(False)
+        layout.addWidget(self.tabs, 1)
+
+        self.inputs_model = RowsModel(SIGNATURE_HEADERS, self)
+        self.outputs_model = RowsModel(SIGNATURE_HEADERS, self)
+        self.inputs_view = readonly_table(self.inputs_model)
+        self.outputs_view = readonly_table(self.outputs_model)
+        self.signature_note = QLabel()
+        self.signature_note.setProperty("role", "muted")
+        sig = QWidget()
+        sig_layout = QVBoxLayout(sig)
+        sig_layout.setContentsMargins(6, 6, 6, 6)
+        sig_layout.addWidget(self.signature_note)
+        sig_split = QSplitter(Qt.Orientation.Vertical)
+        sig_split.addWidget(_titled("Inputs", self.inputs_view))
+        sig_split.addWidget(_titled("Outputs", self.outputs_view))
+        sig_split.setStretchFactor(0, 3)
+        sig_split.setStretchFactor(1, 1)
+        sig_layout.addWidget(sig_split, 1)
+        self.tabs.addTab(sig, "Signature")
+
+        self.metrics_model = RowsModel(("Metric", "Value"), self)
+        self.params_model = RowsModel(("Parameter", "Value"), self)
+        self.metrics_view = readonly_table(self.metrics_model)
+        self.params_view = readonly_table(self.params_model)
+        run = QWidget()
+        run_layout = QVBoxLayout(run)
+        run_layout.setContentsMargins(6, 6, 6, 6)
+        run_split = QSplitter(Qt.Orientation.Vertical)
+        run_split.addWidget(_titled("Metrics", self.metrics_view))
+        run_split.addWidget(_titled("Parameters", self.params_view))
+        run_layout.addWidget(run_split, 1)
+        self.tabs.addTab(run, "Metrics && params")
+
+        self.tags_model = RowsModel(("Tag", "Value", "On"), self)
+        self.tags_view = readonly_table(self.tags_model)
+        self.tabs.addTab(self._padded(self.tags_view), "Tags")
+
+        self.artifacts = QTreeWidget()
+        self.artifacts.setHeaderLabels(["Artifact", "Size"])
+        self.artifacts.setUniformRowHeights(True)
+        self.artifacts.header().setStretchLastSection(False)
+        self.artifacts.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.artifacts.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tabs.addTab(self._padded(self.artifacts), "Artifacts")
+
+        self.example = QPlainTextEdit()
+        self.example.setReadOnly(True)
+        self.example.setFont(style.monospace_font())
+        self.example.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.tabs.addTab(self._padded(self.example), "Input example")
+        self.stack.addWidget(body)
+
+    @staticmethod
+    def _padded(widget: QWidget) -> QWidget:
+        box = QFrame()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(widget)
+        return box
+
+    # -- states -----------------------------------------------------------------------------------
+    def show_empty(self, text: str | None = None) -> None:
+        self.details = None
+        self.empty_label.setText(text or "Select a version to see its signature, metrics, parameters and artifacts.")
+        self.stack.setCurrentWidget(self.empty_label)
+
+    def show_loading(self, ref: str) -> None:
+        self.banner.hide()
+        if self.details is None:
+            self.empty_label.setText(f"Loading {ref}…")
+            self.stack.setCurrentWidget(self.empty_label)
+
+    def show_error(self, text: str, retry: Any = None) -> None:
+        self.banner.show_message(text, action_text="Retry" if retry else None, action=retry)
+
+    def show_details(self, d: VersionDetails) -> None:
+        self.details = d
+        self.banner.hide()
+        v = d.version
+        chips = " ".join(_chip(a) for a in v.aliases)
+        self.title.setText(
+            f'<span style="font-size:13pt; font-weight:600;">{html.escape(v.name)}</span>'
+            f'&nbsp;&nbsp;<span style="font-size:13pt; color:{style.MUTED};">version {html.escape(v.version)}</span>'
+            f"&nbsp;&nbsp;{chips}"
+        )
+        facts: list[tuple[str, str]] = [
+            ("Status", v.status.replace("_", " ").title()),
+            ("Created", format_time(v.creation_time)),
+        ]
+        if d.run is not None:
+            run_label = d.run.run_name or d.run.run_id[:12]
+            facts.append(("Source run", f"{run_label} ({d.run.run_id[:12]})"))
+        elif v.run_id:
+            facts.append(("Source run", v.run_id[:12]))
+        facts.append(("Flavors", ", ".join(d.flavors) or "none recorded"))
+        if d.size_bytes is not None:
+            facts.append(("Size", format_size(d.size_bytes)))
+        muted = f'style="color:{style.MUTED};"'
+        line = " &nbsp;·&nbsp; ".join(f"<span {muted}>{k}</span> {html.escape(val)}" for k, val in facts)
+        desc = f"<br>{html.escape(v.description)}" if v.description else ""
+        self.summary.setText(line + desc)
+        self.summary.setToolTip(d.model_uri)
+
+        if d.warnings:
+            self.warnings.show_message("Some parts could not be read: " + "; ".join(d.warnings), kind="warning")
+        else:
+            self.warnings.hide()
+
+        if d.signature is None:
+            self.signature_note.setText("This version was logged without a signature.")
+            self.inputs_model.set_rows([])
+            self.outputs_model.set_rows([])
+        else:
+            kind = "named columns" if d.signature.input_kind == "columns" else "a tensor"
+            self.signature_note.setText(
+                f"Takes {kind}: {len(d.signature.inputs)} input(s), {len(d.signature.outputs)} output(s)."
+            )
+            self.inputs_model.set_rows(_signature_rows(d.signature.inputs))
+            self.outputs_model.set_rows(_signature_rows(d.signature.outputs))
+
+        run = d.run
+        metrics = sorted((run.metrics if run else {}).items())
+        self.metrics_model.set_rows([(k, format_number(val)) for k, val in metrics], raw=metrics, align_right={1})
+        self.params_model.set_rows(sorted((run.params if run else {}).items()))
+        tag_rows = [(k, val, "version") for k, val in sorted(v.tags.items())]
+        if run:
+            tag_rows += [(k, val, "run") for k, val in sorted(run.tags.items()) if not k.startswith("mlflow.")]
+        self.tags_model.set_rows(tag_rows)
+        self._fill_artifacts(d)
+        if d.input_example is None:
+            self.example.setPlainText("No input example was logged with this version.")
+        else:
+            self.example.setPlainText(json.dumps(d.input_example, indent=2, default=str))
+        for view in (self.inputs_view, self.outputs_view, self.metrics_view, self.params_view, self.tags_view):
+            fit_columns(view)
+        self.stack.setCurrentIndex(1)
+
+    def _fill_artifacts(self, d: VersionDetails) -> None:
+        self.artifacts.clear()
+        nodes: dict[str, QTreeWidgetItem] = {}
+        for entry in sorted(d.artifacts, key=lambda e: e.path):
+            parent_path, _, leaf = entry.path.rstrip("/").rpartition("/")
+            parent = nodes.get(parent_path)
+            name = leaf if parent is not None and leaf else entry.path
+            item = QTreeWidgetItem([name, "" if entry.is_dir else format_size(entry.size)])
+            item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if parent is None:
+                self.artifacts.addTopLevelItem(item)
+            else:
+                parent.addChild(item)
+            if entry.is_dir:
+                nodes[entry.path.rstrip("/")] = item
+        self.artifacts.expandAll()
+        if not d.artifacts:
+            self.artifacts.addTopLevelItem(QTreeWidgetItem(["No artifacts listed", ""]))

@@ -1,0 +1,720 @@
+"""The Registry page: models | versions | details, plus compare and alias promotion.
+
+Every registry call runs in a worker. Requests that belong to "the current
+selection" are tagged (a :class:`~modeldeck.gui.workers.Channel`, or the model
+generation counter for paging/metrics) so a slow answer for an old selection is
+dropped instead of overwriting what the user is looking at now.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from modeldeck.core.registry.types import ModelVersion, Page, RegisteredModel, VersionComparison, VersionDetails
+from modeldeck.gui import style
+from modeldeck.gui.registry.details import DetailsPane
+from modeldeck.gui.registry.dialogs import CompareDialog, PromoteDialog
+from modeldeck.gui.registry.models import ModelFilterProxy as _ModelFilterProxy
+from modeldeck.gui.registry.models import (
+    ObjectRole,
+    RegisteredModelListModel,
+    SubtitleRole,
+    VersionSortProxy,
+    VersionTableModel,
+)
+from modeldeck.gui.widgets import MessageBanner, fit_columns
+from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPainter, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+if TYPE_CHECKING:
+    from modeldeck.core.registry.client import Registry
+
+log = logging.getLogger(__name__)
+
+MAX_MODEL_PAGES = 200  # 20,000 models: a bound, not an expectation
+PREFERRED_METRICS = ("accuracy", "f1", "f1_score", "roc_auc", "r2", "rmse", "mae", "mse", "loss")
+
+
+def _fetch_all_models(registry: Registry, cancel: Any = None) -> list[RegisteredModel]:
+    """All registered models, page by page (bounded), honouring cancellation between pages."""
+    from modeldeck.core.errors import Cancelled
+
+    models: list[RegisteredModel] = []
+    token: str | None = None
+    for _ in range(MAX_MODEL_PAGES):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        page = registry.list_models(page_token=token, max_results=100)
+        models.extend(page.items)
+        token = page.next_token
+        if token is None:
+            break
+    return models
+
+
+class ModelItemDelegate(QStyledItemDelegate):
+    """Two lines per model: the name, and "latest vN · aliases" in a muted colour."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        h = option.fontMetrics.height()
+        return QSize(200, 2 * h + 14)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""
+        widget = opt.widget
+        widget_style = widget.style() if widget is not None else None
+        if widget_style is not None:
+            widget_style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        painter.save()
+        rect = option.rect.adjusted(10, 6, -8, -6)
+        h = option.fontMetrics.height()
+        bold = QFont(option.font)
+        bold.setWeight(QFont.Weight.DemiBold)
+        painter.setFont(bold)
+        painter.setPen(QColor(style.TEXT))
+        name = painter.fontMetrics().elidedText(str(index.data()), Qt.TextElideMode.ElideRight, rect.width())
+        painter.drawText(QRect(rect.left(), rect.top(), rect.width(), h), Qt.AlignmentFlag.AlignLeft, name)
+        painter.setFont(option.font)
+        painter.setPen(QColor(style.MUTED))
+        subtitle = str(index.data(SubtitleRole) or "")
+        sub = option.fontMetrics.elidedText(subtitle, Qt.TextElideMode.ElideRight, rect.width())
+        painter.drawText(QRect(rect.left(), rect.top() + h + 2, rect.width(), h), Qt.AlignmentFlag.AlignLeft, sub)
+        painter.restore()
+
+
+class RegistryPage(QWidget):
+    """Browse a registry. Call :meth:`set_registry`; everything else follows from user actions."""
+
+    modelsLoaded = Signal(int)
+    versionsLoaded = Signal(str)  # model name
+    detailsShown = Signal(object)  # VersionDetails
+    firstScreenReady = Signal()
+    loadFailed = Signal(str)
+    statusMessage = Signal(str)
+    aliasChanged = Signal(str, str)  # model, alias
+
+    def __init__(self, parent: QWidget | None = None, *, versions_page_size: int = 200) -> None:
+        super().__init__(parent)
+        self.registry: Registry | None = None
+        self.versions_page_size = versions_page_size
+        self._models_channel = Channel("models")
+        self._versions_channel = Channel("versions")
+        self._details_channel = Channel("details")
+        self._action_channel = Channel("action")
+        self._model_gen = 0  # bumps when the selected model or the registry changes
+        self._model_tasks: list[TaskHandle] = []
+        self._first_screen_pending = False
+        self._want_model: str | None = None
+        self._want_version: str | None = None
+        self._model_aliases: dict[str, str] = {}
+        self.compare_dialog: CompareDialog | None = None
+        self.promote_dialog: PromoteDialog | None = None
+        self.remove_alias_box: QMessageBox | None = None
+        self._details_timer = QTimer(self)
+        self._details_timer.setSingleShot(True)
+        self._details_timer.setInterval(40)  # arrow-key runs coalesce into one details request
+        self._details_timer.timeout.connect(self._load_current_details)
+        self._build()
+
+    # -- construction -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(8, 8, 8, 8)
+        outer.setSpacing(6)
+        self.banner = MessageBanner()
+        outer.addWidget(self.banner)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setChildrenCollapsible(False)
+        outer.addWidget(self.splitter, 1)
+
+        # Left: models
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 4, 0)
+        title = QLabel("Models")
+        title.setProperty("role", "pane-title")
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter models  (Ctrl+F)")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.model_list_model = RegisteredModelListModel(self)
+        self.model_proxy = _ModelFilterProxy(self)
+        self.model_proxy.setSourceModel(self.model_list_model)
+        self.model_view = QListView()
+        self.model_view.setModel(self.model_proxy)
+        self.model_view.setItemDelegate(ModelItemDelegate(self.model_view))
+        self.model_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.model_view.setUniformItemSizes(True)
+        self.models_stack = QStackedWidget()
+        self.models_empty = QLabel()
+        self.models_empty.setProperty("role", "empty")
+        self.models_empty.setWordWrap(True)
+        self.models_empty.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.models_stack.addWidget(self.model_view)
+        self.models_stack.addWidget(self.models_empty)
+        self.models_count = QLabel()
+        self.models_count.setProperty("role", "muted")
+        left_layout.addWidget(title)
+        left_layout.addWidget(self.filter_edit)
+        left_layout.addWidget(self.models_stack, 1)
+        left_layout.addWidget(self.models_count)
+        self.splitter.addWidget(left)
+
+        # Middle: versions
+        middle = QWidget()
+        mid_layout = QVBoxLayout(middle)
+        mid_layout.setContentsMargins(4, 0, 4, 0)
+        head = QHBoxLayout()
+        self.versions_title = QLabel("Versions")
+        self.versions_title.setProperty("role", "pane-title")
+        self.metric_combo = QComboBox()
+        self.metric_combo.setToolTip("Metric of each version's source run shown in the table (sortable)")
+        self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.metric_combo.setMinimumContentsLength(10)
+        metric_label = QLabel("Metric:")
+        metric_label.setBuddy(self.metric_combo)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Select two versions (Ctrl+click) to compare metrics and parameters")
+        self.promote_button = QPushButton("Promote…")
+        self.promote_button.setToolTip("Set or move an alias (e.g. champion) to the selected version")
+        head.addWidget(self.versions_title, 1)
+        head.addWidget(metric_label)
+        head.addWidget(self.metric_combo)
+        head.addWidget(self.compare_button)
+        head.addWidget(self.promote_button)
+        mid_layout.addLayout(head)
+        self.versions_banner = MessageBanner()
+        mid_layout.addWidget(self.versions_banner)
+        self.version_model = VersionTableModel(self)
+        self.version_proxy = VersionSortProxy(self)
+        self.version_proxy.setSourceModel(self.version_model)
+        self.version_view = QTableView()
+        self.version_view.setModel(self.version_proxy)
+        self.version_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.version_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.version_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.version_view.setAlternatingRowColors(True)
+        self.version_view.setShowGrid(False)
+        self.version_view.setWordWrap(False)
+        self.version_view.setSortingEnabled(True)
+        self.version_view.sortByColumn(VersionTableModel.VERSION, Qt.SortOrder.DescendingOrder)
+        self.version_view.verticalHeader().hide()
+        self.version_view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+        self.version_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header = self.version_view.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        header.setStretchLastSection(True)
+        header.setSortIndicatorShown(True)
+        self.versions_stack = QStackedWidget()
+        self.versions_empty = QLabel()
+        self.versions_empty.setProperty("role", "empty")
+        self.versions_empty.setWordWrap(True)
+        self.versions_empty.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        self.versions_stack.addWidget(self.version_view)
+        self.versions_stack.addWidget(self.versions_empty)
+        mid_layout.addWidget(self.versions_stack, 1)
+        self.versions_count = QLabel()
+        self.versions_count.setProperty("role", "muted")
+        mid_layout.addWidget(self.versions_count)
+        self.splitter.addWidget(middle)
+
+        # Right: details
+        self.details = DetailsPane()
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(4, 0, 0, 0)
+        right_layout.addWidget(self.details)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 5)
+        self.splitter.setStretchFactor(2, 5)
+        self.splitter.setSizes([230, 560, 560])
+
+        # Wiring
+        self.filter_edit.textChanged.connect(self.model_proxy.setFilterFixedString)
+        self.filter_edit.returnPressed.connect(self.model_view.setFocus)
+        self.model_view.selectionModel().currentChanged.connect(self._model_current_changed)
+        self.version_view.selectionModel().currentRowChanged.connect(self._version_current_changed)
+        self.version_view.selectionModel().selectionChanged.connect(self._update_buttons)
+        self.version_view.activated.connect(self._version_activated)
+        self.version_view.customContextMenuRequested.connect(self._version_context_menu)
+        self.version_model.moreRequested.connect(self._fetch_more_versions)
+        self.metric_combo.currentTextChanged.connect(self._metric_chosen)
+        self.compare_button.clicked.connect(self.compare_selected)
+        self.promote_button.clicked.connect(self.promote_selected)
+        find = QShortcut(QKeySequence.StandardKey.Find, self)
+        find.activated.connect(self.focus_filter)
+        self.setTabOrder(self.filter_edit, self.model_view)
+        self.setTabOrder(self.model_view, self.metric_combo)
+        self.setTabOrder(self.metric_combo, self.compare_button)
+        self.setTabOrder(self.compare_button, self.promote_button)
+        self.setTabOrder(self.promote_button, self.version_view)
+        self.setTabOrder(self.version_view, self.details.tabs)
+        self._show_models_state("Opening the registry…")
+        self._show_versions_state("Select a model to see its versions.")
+        self._update_buttons()
+
+    # -- public API -------------------------------------------------------------------------------
+    def set_registry(self, registry: Registry | None) -> None:
+        """Show ``registry`` (None: nothing open); drops everything in flight for the previous one."""
+        for channel in (self._models_channel, self._versions_channel, self._details_channel, self._action_channel):
+            channel.invalidate()
+        self._new_model_generation()
+        self.registry = registry
+        self.banner.hide()
+        self.model_list_model.set_models([])
+        self._model_aliases = {}
+        self.version_model.reset()
+        self.details.show_empty()
+        self._want_model = self._want_version = None
+        if registry is None:
+            self._show_models_state("No registry is open.")
+            return
+        self._first_screen_pending = True
+        self.reload_models()
+
+    def show_open_error(self, text: str, retry: Any) -> None:
+        """The registry could not be opened: say why in the page, offer Retry."""
+        self.registry = None
+        self.model_list_model.set_models([])
+        self.version_model.reset()
+        self.details.show_empty("Nothing to show until the registry can be reached.")
+        self._show_models_state("No registry open.")
+        self._show_versions_state("")
+        self.banner.show_message(text, action_text="Retry", action=retry)
+        self.loadFailed.emit(text)
+
+    def refresh(self) -> None:
+        """Reload models, versions and details, keeping the selection where it is."""
+        if self.registry is None:
+            return
+        current = self.current_version()
+        model = self.current_model()
+        self._want_model = model.name if model else None
+        self._want_version = current.version if current else None
+        self.reload_models()
+
+    def reload_models(self) -> None:
+        if self.registry is None:
+            return
+        self.statusMessage.emit("Loading models…")
+        if not self.model_list_model.rowCount():
+            self._show_models_state("Loading models…")
+        run_task(
+            _fetch_all_models,
+            self.registry,
+            on_result=self._models_loaded,
+            on_error=self._models_failed,
+            channel=self._models_channel,
+            name="list models",
+        )
+
+    def focus_filter(self) -> None:
+        self.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.filter_edit.selectAll()
+
+    def current_model(self) -> RegisteredModel | None:
+        index = self.model_view.currentIndex()
+        return index.data(ObjectRole) if index.isValid() else None
+
+    def current_version(self) -> ModelVersion | None:
+        index = self.version_view.currentIndex()
+        return index.data(ObjectRole) if index.isValid() else None
+
+    def selected_versions(self) -> list[ModelVersion]:
+        rows = self.version_view.selectionModel().selectedRows()
+        return [r.data(ObjectRole) for r in sorted(rows, key=lambda r: r.row())]
+
+    def select_model(self, name: str) -> bool:
+        row = self.model_list_model.row_of(name)
+        if row < 0:
+            return False
+        index = self.model_proxy.mapFromSource(self.model_list_model.index(row, 0))
+        if not index.isValid():
+            return False
+        self.model_view.setCurrentIndex(index)
+        return True
+
+    def select_version(self, version: str) -> bool:
+        row = self.version_model.row_of(version)
+        if row < 0:
+            return False
+        index = self.version_proxy.mapFromSource(self.version_model.index(row, 0))
+        self.version_view.setCurrentIndex(index)
+        self.version_view.scrollTo(index)
+        return True
+
+    # -- models -----------------------------------------------------------------------------------
+    def _show_models_state(self, text: str) -> None:
+        self.models_empty.setText(text)
+        self.models_stack.setCurrentWidget(self.models_empty)
+        self.models_count.setText("")
+
+    def _show_versions_state(self, text: str) -> None:
+        self.versions_empty.setText(text)
+        self.versions_stack.setCurrentWidget(self.versions_empty)
+        self.versions_count.setText("")
+
+    def _models_loaded(self, models: list[RegisteredModel]) -> None:
+        self.banner.hide()
+        want = self._want_model or (self.current_model().name if self.current_model() else None)
+        self.model_list_model.set_models(models)
+        self.modelsLoaded.emit(len(models))
+        self.statusMessage.emit(f"{len(models)} model(s)")
+        if not models:
+            self._show_models_state("No registered models in this registry.")
+            self._show_versions_state("Register a model with MLflow (mlflow.register_model) and press F5.")
+            self.details.show_empty("Nothing to show yet.")
+            self._emit_first_screen()
+            return
+        self.models_stack.setCurrentWidget(self.model_view)
+        self.models_count.setText(f"{len(models)} model(s)")
+        if not (want and self.select_model(want)):
+            first = self.model_proxy.index(0, 0)
+            if first.isValid():
+                self.model_view.setCurrentIndex(first)
+        self._want_model = None
+
+    def _models_failed(self, error: BaseException) -> None:
+        text = describe_error(error)
+        where = self.registry.display_name if self.registry is not None else "the registry"
+        if self.model_list_model.rowCount() == 0:
+            self._show_models_state(f"Could not list the models of {where}.")
+            self._show_versions_state("")
+        self.banner.show_message(text, action_text="Retry", action=self.reload_models)
+        self.statusMessage.emit("Loading models failed")
+        self.loadFailed.emit(text)
+
+    def _model_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        model: RegisteredModel | None = current.data(ObjectRole) if current.isValid() else None
+        self._new_model_generation()
+        self._details_channel.invalidate()
+        self.version_model.reset()
+        self.details.show_empty()
+        if model is None:
+            self.versions_title.setText("Versions")
+            self._model_aliases = {}
+            self._show_versions_state("Select a model to see its versions.")
+            self._update_buttons()
+            return
+        self._model_aliases = dict(model.aliases)
+        self.versions_title.setText(f"Versions of {model.name}")
+        self._show_versions_state(f"Loading versions of {model.name}…")
+        self._load_versions(model.name)
+        self._update_buttons()
+
+    # -- versions ---------------------------------------------------------------------------------
+    def _new_model_generation(self) -> None:
+        self._model_gen += 1
+        for handle in self._model_tasks:
+            handle.cancel()
+        self._model_tasks = []
+
+    def _for_model(self, fn: Any) -> Any:
+        """Wrap a callback so it only runs if the selected model has not changed since the request."""
+        gen = self._model_gen
+
+        def call(value: Any) -> None:
+            if gen == self._model_gen:
+                fn(value)
+
+        return call
+
+    def _load_versions(self, name: str) -> None:
+        if self.registry is None:
+            return
+        self.versions_banner.hide()
+        run_task(
+            self.registry.list_versions,
+            name,
+            None,
+            self.versions_page_size,
+            on_result=self._versions_loaded,
+            on_error=self._versions_failed,
+            channel=self._versions_channel,
+            name=f"list versions of {name}",
+        )
+
+    def _versions_loaded(self, page: Page[ModelVersion]) -> None:
+        model = self.current_model()
+        self.version_model.reset(page)
+        if not page.items:
+            self._show_versions_state(f"{model.name if model else 'This model'} has no versions yet.")
+            self.details.show_empty("Nothing to show: the model has no versions.")
+            self._emit_first_screen()
+        else:
+            self.versions_stack.setCurrentWidget(self.version_view)
+            fit_columns(self.version_view, max_width=260)
+            want = self._want_version
+            self._want_version = None
+            if not (want and self.select_version(want)):
+                self.version_view.setCurrentIndex(self.version_proxy.index(0, 0))
+                self.version_view.scrollToTop()
+            self._request_metrics(page.items)
+        self._update_counts()
+        self.versionsLoaded.emit(model.name if model else "")
+
+    def _versions_failed(self, error: BaseException) -> None:
+        model = self.current_model()
+        self._show_versions_state(f"Could not list the versions of {model.name if model else 'this model'}.")
+        retry = (lambda: self._load_versions(model.name)) if model else None
+        self.versions_banner.show_message(describe_error(error), action_text="Retry", action=retry)
+        self._emit_first_screen_failure(describe_error(error))
+
+    def _fetch_more_versions(self, token: str) -> None:
+        model = self.current_model()
+        if self.registry is None or model is None:
+            self.version_model.fetch_failed()
+            return
+        handle = run_task(
+            self.registry.list_versions,
+            model.name,
+            token,
+            self.versions_page_size,
+            on_result=self._for_model(self._more_versions_loaded),
+            on_error=self._for_model(self._more_versions_failed),
+            name=f"more versions of {model.name}",
+        )
+        self._model_tasks.append(handle)
+
+    def _more_versions_loaded(self, page: Page[ModelVersion]) -> None:
+        self.version_model.append_page(page)
+        self._update_counts()
+        self._request_metrics(page.items)
+
+    def _more_versions_failed(self, error: BaseException) -> None:
+        self.version_model.fetch_failed()
+        self.versions_banner.show_message(
+            "Could not load more versions: " + describe_error(error),
+            action_text="Retry",
+            action=lambda: self.version_model.fetchMore(QModelIndex()),
+        )
+
+    def _update_counts(self) -> None:
+        n = self.version_model.rowCount()
+        more = " — scroll for more" if self.version_model.next_token else ""
+        self.versions_count.setText(f"{n} version(s) loaded{more}")
+
+    def _request_metrics(self, versions: tuple[ModelVersion, ...] | list[ModelVersion]) -> None:
+        run_ids = sorted({v.run_id for v in versions if v.run_id})
+        if not run_ids or self.registry is None:
+            return
+        handle = run_task(
+            self.registry.run_metrics,
+            run_ids,
+            on_result=self._for_model(self._metrics_loaded),
+            on_error=self._for_model(self._metrics_failed),
+            name="run metrics",
+        )
+        self._model_tasks.append(handle)
+
+    def _metrics_loaded(self, metrics: dict[str, dict[str, float]]) -> None:
+        self.version_model.set_metrics(metrics)
+        names = self.version_model.metric_names()
+        current = self.metric_combo.currentText()
+        if names == [self.metric_combo.itemText(i) for i in range(self.metric_combo.count())]:
+            return
+        self.metric_combo.blockSignals(True)
+        self.metric_combo.clear()
+        self.metric_combo.addItems(names)
+        self.metric_combo.blockSignals(False)
+        choice = current if current in names else next((m for m in PREFERRED_METRICS if m in names), None)
+        choice = choice or (names[0] if names else "")
+        self.metric_combo.setCurrentText(choice)
+        self._metric_chosen(choice)
+
+    def _metrics_failed(self, error: BaseException) -> None:
+        self.versions_banner.show_message("Metrics unavailable: " + describe_error(error), kind="warning")
+
+    def _metric_chosen(self, name: str) -> None:
+        self.version_model.set_metric_name(name or None)
+        self.version_view.resizeColumnToContents(VersionTableModel.METRIC)
+
+    # -- details ----------------------------------------------------------------------------------
+    def _version_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._update_buttons()
+        if not current.isValid():
+            return
+        version: ModelVersion = current.data(ObjectRole)
+        self.details.show_loading(f"{version.name} version {version.version}")
+        self._details_timer.start()
+
+    def _version_activated(self, index: QModelIndex) -> None:
+        """Enter (or double-click) on a version: show its details now and move focus there."""
+        self._details_timer.stop()
+        self._load_current_details()
+        self.details.tabs.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def _load_current_details(self) -> None:
+        version = self.current_version()
+        if version is None or self.registry is None:
+            return
+        if self.details.details is not None and self.details.details.version == version:
+            return
+        run_task(
+            self.registry.version_details,
+            version.name,
+            version.version,
+            on_result=self._details_loaded,
+            on_error=lambda exc, v=version: self._details_failed(v, exc),
+            channel=self._details_channel,
+            name=f"details of {version.ref}",
+        )
+
+    def _details_loaded(self, details: VersionDetails) -> None:
+        self.details.show_details(details)
+        self.detailsShown.emit(details)
+        self.statusMessage.emit(f"{details.version.name} version {details.version.version}")
+        self._emit_first_screen()
+
+    def _details_failed(self, version: ModelVersion, error: BaseException) -> None:
+        self.details.show_empty(f"Could not load {version.name} version {version.version}.")
+        self.details.show_error(describe_error(error), retry=self._load_current_details)
+        self._emit_first_screen_failure(describe_error(error))
+
+    def _emit_first_screen(self) -> None:
+        if self._first_screen_pending:
+            self._first_screen_pending = False
+            self.firstScreenReady.emit()
+
+    def _emit_first_screen_failure(self, text: str) -> None:
+        if self._first_screen_pending:
+            self._first_screen_pending = False
+            self.loadFailed.emit(text)
+
+    # -- actions ----------------------------------------------------------------------------------
+    def _update_buttons(self, *_: Any) -> None:
+        selected = len(self.version_view.selectionModel().selectedRows())
+        self.compare_button.setEnabled(selected == 2)
+        self.promote_button.setEnabled(self.current_version() is not None and self.registry is not None)
+
+    def _version_context_menu(self, pos: Any) -> None:
+        version = self.current_version()
+        if version is None:
+            return
+        menu = QMenu(self)
+        promote = QAction(f"Promote version {version.version}…", menu)
+        promote.triggered.connect(self.promote_selected)
+        menu.addAction(promote)
+        for alias in version.aliases:
+            remove = QAction(f"Remove alias '{alias}'…", menu)
+            remove.triggered.connect(lambda _=False, a=alias: self.remove_alias(a))
+            menu.addAction(remove)
+        menu.addSeparator()
+        compare = QAction("Compare the two selected versions", menu)
+        compare.setEnabled(self.compare_button.isEnabled())
+        compare.triggered.connect(self.compare_selected)
+        menu.addAction(compare)
+        menu.popup(self.version_view.viewport().mapToGlobal(pos))
+
+    def compare_selected(self) -> None:
+        versions = self.selected_versions()
+        if len(versions) != 2 or self.registry is None:
+            self.statusMessage.emit("Select exactly two versions to compare (Ctrl+click).")
+            return
+        a, b = sorted(versions, key=lambda v: (len(v.version), v.version))
+        self.statusMessage.emit(f"Comparing {a.name} v{a.version} and v{b.version}…")
+        run_task(
+            self.registry.compare,
+            a,
+            b,
+            on_result=self._show_comparison,
+            on_error=lambda exc: self.versions_banner.show_message("Compare failed: " + describe_error(exc)),
+            channel=self._action_channel,
+            name="compare versions",
+        )
+
+    def _show_comparison(self, comparison: VersionComparison) -> None:
+        if self.compare_dialog is not None:
+            self.compare_dialog.close()
+        self.compare_dialog = CompareDialog(comparison, self)
+        self.compare_dialog.show()
+        self.statusMessage.emit(f"Compared {comparison.a.name} v{comparison.a.version} and v{comparison.b.version}")
+
+    def promote_selected(self) -> None:
+        version = self.current_version()
+        if version is None or self.registry is None:
+            return
+        self.promote_dialog = PromoteDialog(version, self._model_aliases, self)
+        self.promote_dialog.accepted.connect(lambda d=self.promote_dialog: self._set_alias(d.version, d.alias))
+        self.promote_dialog.open()
+
+    def _set_alias(self, version: ModelVersion, alias: str) -> None:
+        if self.registry is None:
+            return
+        self.statusMessage.emit(f"Setting alias '{alias}' on {version.name} version {version.version}…")
+        run_task(
+            self.registry.set_alias,
+            version.name,
+            alias,
+            version.version,
+            on_result=lambda _r: self._alias_done(
+                version.name, alias, f"'{alias}' now points to version {version.version}"
+            ),
+            on_error=lambda exc: self.versions_banner.show_message(
+                f"Could not set alias '{alias}': " + describe_error(exc)
+            ),
+            name="set alias",
+        )
+
+    def remove_alias(self, alias: str) -> None:
+        version = self.current_version()
+        if version is None or self.registry is None:
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Remove alias",
+            f"Remove alias '{alias}' from version {version.version} of {version.name}? "
+            "Deployments that follow this alias will no longer resolve it.",
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        remove = box.addButton("Remove alias", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        self.remove_alias_box = box
+
+        def done() -> None:
+            if box.clickedButton() is remove and self.registry is not None:
+                run_task(
+                    self.registry.delete_alias,
+                    version.name,
+                    alias,
+                    on_result=lambda _r: self._alias_done(version.name, alias, f"alias '{alias}' removed"),
+                    on_error=lambda exc: self.versions_banner.show_message(
+                        f"Could not remove alias '{alias}': " + describe_error(exc)
+                    ),
+                    name="delete alias",
+                )
+
+        box.finished.connect(done)
+        box.open()
+
+    def _alias_done(self, model: str, alias: str, what: str) -> None:
+        self.statusMessage.emit(f"{model}: {what}")
+        self.aliasChanged.emit(model, alias)
+        self.refresh()

@@ -1,0 +1,102 @@
+"""Small widgets every pane uses: the non-modal message banner and read-only tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QAbstractItemModel, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableView,
+    QWidget,
+)
+
+
+class MessageBanner(QFrame):
+    """An inline error/warning strip inside the pane that caused it, with an optional action (Retry).
+
+    Never modal: the rest of the window stays usable while it is shown.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("messageBanner")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action_button = QPushButton()
+        self.close_button = QPushButton("Dismiss")
+        layout.addWidget(self.label, 1)
+        layout.addWidget(self.action_button)
+        layout.addWidget(self.close_button)
+        self.close_button.clicked.connect(self.hide)
+        self.action_button.clicked.connect(self._run_action)
+        self._action: Callable[[], None] | None = None
+        self.hide()
+
+    def show_message(
+        self,
+        text: str,
+        *,
+        kind: str = "error",
+        action_text: str | None = None,
+        action: Callable[[], None] | None = None,
+    ) -> None:
+        self.setProperty("role", f"banner-{kind}")
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.label.setText(text)
+        self._action = action
+        self.action_button.setVisible(action is not None)
+        self.action_button.setText(action_text or "Retry")
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text() if self.isVisible() else ""
+
+    def _run_action(self) -> None:
+        action = self._action
+        self.hide()
+        if action is not None:
+            action()
+
+
+def readonly_table(model: QAbstractItemModel, *, stretch_last: bool = True) -> QTableView:
+    """A compact, read-only, row-selecting table with no vertical header."""
+    view = QTableView()
+    view.setModel(model)
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setAlternatingRowColors(True)
+    view.setShowGrid(False)
+    view.setWordWrap(False)
+    view.verticalHeader().hide()
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 8)
+    header = view.horizontalHeader()
+    header.setHighlightSections(False)
+    header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setStretchLastSection(stretch_last)
+    model.modelReset.connect(lambda: fit_columns(view))
+    return view
+
+
+def fit_columns(view: QTableView, max_width: int = 320) -> None:
+    """Size columns to their contents (bounded), so headers and values are not truncated."""
+    header = view.horizontalHeader()
+    model = view.model()
+    if model is None:
+        return
+    last = model.columnCount() - 1
+    for col in range(model.columnCount()):
+        if col == last and header.stretchLastSection():
+            continue
+        view.resizeColumnToContents(col)
+        header.resizeSection(col, min(max(header.sectionSize(col), header.sectionSizeHint(col)), max_width))

@@ -1,0 +1,53 @@
+"""GUI test setup: the app's style, a main-window factory, and a guard against leaked workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from modeldeck.core.settings import load_settings
+from modeldeck.gui.app import create_application
+from modeldeck.gui.main_window import MainWindow
+from modeldeck.gui.workers import default_pool, wait_for_workers
+from pytestqt.qtbot import QtBot
+
+pytestmark = pytest.mark.gui
+
+FIRST_SCREEN_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_running(qapp: object) -> Iterator[None]:
+    """Fail a test that ends with a worker task still running or undelivered (and clean it up)."""
+    create_application()
+    yield
+    left = default_pool().pending
+    if left:
+        default_pool().cancel_all()
+        wait_for_workers(30.0)
+        pytest.fail(f"test left worker tasks running: {left}")
+
+
+@pytest.fixture
+def open_window(qtbot: QtBot) -> Callable[..., MainWindow]:
+    """``open_window(uri)``: a shown main window on ``uri``, returned once models, versions and details show."""
+
+    def make(tracking_uri: str, *, wait: bool = True, versions_page_size: int = 200) -> MainWindow:
+        window = MainWindow(load_settings(tracking_uri=tracking_uri), versions_page_size=versions_page_size)
+        qtbot.addWidget(window)
+        window.resize(1400, 860)
+        window.show()
+        if wait:
+            with qtbot.waitSignal(window.registry_page.firstScreenReady, timeout=FIRST_SCREEN_TIMEOUT_MS):
+                window.open_current_registry()
+            settle(qtbot)
+        else:
+            window.open_current_registry()
+        return window
+
+    return make
+
+
+def settle(qtbot: QtBot, timeout_s: float = 30.0) -> None:
+    """Wait until every worker task has been delivered (metric fetches, refreshes)."""
+    qtbot.waitUntil(lambda: not default_pool().pending, timeout=int(timeout_s * 1000))
