@@ -1,0 +1,91 @@
+"""``python -m modeldeck.core.runtime serve BUNDLE_DIR ...``: the runtime's own entry point.
+
+``modeldeck serve`` (core/cli/serve.py) uses the same argument set and the same
+:func:`run_serve`, so both behave identically; this one needs nothing but the
+runtime's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modeldeck.core.errors import ModelDeckError
+from modeldeck.core.runtime.config import Bind, RuntimeConfig
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``serve``; flags override values from ``--config``."""
+    parser.add_argument("bundle", type=Path, metavar="BUNDLE_DIR", help="a bundle built by `modeldeck bundle`")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free one)")
+    parser.add_argument(
+        "--bind",
+        action="append",
+        metavar="HOST:PORT",
+        help="listen on this address; repeat for several (replaces --host/--port)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=None,
+        help="set SO_REUSEPORT so another runtime can listen on the same port (zero-downtime switch)",
+    )
+    parser.add_argument("--config", type=Path, metavar="runtime.json", help="runtime settings (JSON)")
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help="once ready, atomically write JSON with pid, actual binds and model identity here",
+    )
+    parser.add_argument(
+        "--log-level", choices=("critical", "error", "warning", "info", "debug"), help="runtime log level"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
+    """``--config`` file (or defaults) with command-line flags applied on top."""
+    config = RuntimeConfig.load(args.config) if args.config else RuntimeConfig()
+    binds: tuple[Bind, ...] | None = None
+    if args.bind:
+        if args.host is not None or args.port is not None:
+            from modeldeck.core.errors import ConfigError
+
+            raise ConfigError("use either --bind or --host/--port, not both")
+        binds = tuple(Bind.parse(b) for b in args.bind)
+    elif args.host is not None or args.port is not None:
+        first = config.binds[0]
+        binds = (Bind(args.host or first.host, first.port if args.port is None else args.port),)
+        Bind.parse(str(binds[0]))  # range check
+    return config.with_overrides(binds=binds, reuse_port=args.reuse_port, log_level=args.log_level)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM; raises :class:`ModelDeckError` for the caller to print."""
+    from modeldeck.core.runtime.server import serve
+
+    config = config_from_args(args)
+    return serve(args.bundle, config, ready_file=args.ready_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modeldeck.core.runtime", description="ModelDeck serving runtime")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve_arguments(sub.add_parser("serve", help="serve a bundle over HTTP"))
+    args = parser.parse_args(argv)
+    level = getattr(logging, (args.log_level or "info").upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return run_serve(args)
+    except ModelDeckError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
