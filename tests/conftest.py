@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.runtime",
+    "tests.fixtures.bundles",
     "tests.fixtures.deploy",
 ]
 
