@@ -8,7 +8,6 @@ request while the server keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -64,8 +63,9 @@ class RuntimeApp:
             model.run_batch,
             max_batch_size=config.max_batch_size,
             max_wait_s=config.max_batch_wait_ms / 1000.0,
+            timeout_s=config.request_timeout_s,
             in_thread=config.inference_in_thread,
-            observe=self._observe_batch,
+            observe=self.metrics.observe_batch,
         )
         self._cors = set(config.cors_origins)
         self._cors_any = "*" in self._cors
@@ -96,12 +96,7 @@ class RuntimeApp:
 
     def mark_ready(self) -> None:
         self.ready = True
-        self.metrics.ready.set(1)
-
-    def _observe_batch(self, requests: int, rows: int, seconds: float) -> None:
-        self.metrics.inference.observe(seconds)
-        self.metrics.batch_size.observe(rows)
-        self.metrics.batch_requests.observe(requests)
+        self.metrics.ready = 1
 
     # -- ASGI --------------------------------------------------------------------------------------------------
 
@@ -110,7 +105,7 @@ class RuntimeApp:
             return
         start = time.perf_counter()
         metrics = self.metrics
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
         path: str = scope["path"]
         method: str = scope["method"]
         route_name = "other"
@@ -139,7 +134,7 @@ class RuntimeApp:
         except RequestError as exc:
             status, body, ctype = exc.status, _error_body(exc.message, exc.error_code), JSON
         except _ClientGone:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
             return
         except Exception:  # a bug: answer 500, keep serving, keep the traceback in the log
             log.exception("internal error on %s %s", method, path)
@@ -156,7 +151,7 @@ class RuntimeApp:
             )
             await send({"type": "http.response.body", "body": body})
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
             metrics.observe_request(route_name, status, time.perf_counter() - start)
 
     def _model_route(self, path: str) -> tuple[str, dict[str, Any]] | None:
@@ -253,21 +248,18 @@ class RuntimeApp:
     # -- handlers ----------------------------------------------------------------------------------------------
 
     async def _predict(self, item: Any) -> list[Any]:
-        """Queue for the batcher and wait, bounded by ``request_timeout_s``."""
-        fut = self.batcher.submit(item)
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(self.config.request_timeout_s, _expire, fut)
+        """Queue for the batcher and wait; the batcher answers 504 for requests queued past ``request_timeout_s``."""
         try:
-            return await fut  # type: ignore[no-any-return]
+            return await self.batcher.submit(item)  # type: ignore[no-any-return]
         except InferenceError as exc:
-            self.metrics.inference_errors.inc()
+            self.metrics.inference_errors += 1
             raise RequestError(exc.args[0], 500, "INTERNAL_ERROR") from None
         except TimeoutError:
             raise RequestError(
-                f"prediction took longer than {self.config.request_timeout_s:g} s", 504, "DEADLINE_EXCEEDED"
+                f"the request waited longer than {self.config.request_timeout_s:g} s for the model",
+                504,
+                "DEADLINE_EXCEEDED",
             ) from None
-        finally:
-            timer.cancel()
 
     async def _invocations(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
         body, content_type = await self._read_body(scope, receive)
@@ -337,8 +329,3 @@ class RuntimeApp:
             },
         }
         return 200, json.dumps(meta).encode(), JSON
-
-
-def _expire(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())

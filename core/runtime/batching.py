@@ -42,12 +42,14 @@ class Batcher:
         max_batch_size: int,
         max_wait_s: float = 0.0,
         in_thread: bool = False,
+        timeout_s: float = 60.0,
         observe: Observe | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._max_rows = max_batch_size
         self._max_wait = max_wait_s
         self._observe = observe
+        self._timeout = timeout_s
         self._queue: deque[tuple[Batchable, asyncio.Future[Any]]] = deque()
         self._scheduled = False
         self._waited = False
@@ -61,6 +63,7 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        item.deadline = time.monotonic() + self._timeout
         self._queue.append((item, fut))
         if not self._scheduled and not self._busy:
             self._scheduled = True
@@ -83,9 +86,13 @@ class Batcher:
         self._waited = False
         batch: list[tuple[Batchable, asyncio.Future[Any]]] = []
         rows = 0
+        now = time.monotonic()
         while queue and (not batch or rows + queue[0][0].rows <= self._max_rows):
             item, fut = queue.popleft()
             if fut.done():
+                continue
+            if item.deadline < now:  # waited too long behind earlier batches
+                fut.set_exception(TimeoutError())
                 continue
             batch.append((item, fut))
             rows += item.rows
@@ -93,11 +100,11 @@ class Batcher:
             return
         if self._executor is None:
             try:
-                results = self._timed_run([b[0] for b in batch])
+                results, seconds = self._timed_run([b[0] for b in batch])
             except Exception as exc:  # a bug in batching itself: fail these requests, keep serving
                 log.exception("batch run failed")
-                results = [exc] * len(batch)
-            self._deliver(batch, results)
+                results, seconds = [exc] * len(batch), 0.0
+            self._deliver(batch, results, seconds)
             if queue:
                 self._schedule()
         else:
@@ -114,7 +121,7 @@ class Batcher:
                 if not fut.done():
                     fut.set_exception(exc)
         else:
-            self._deliver(batch, job.result())
+            self._deliver(batch, *job.result())
         if self._queue:
             self._schedule()
 
@@ -124,15 +131,14 @@ class Batcher:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
-    def _timed_run(self, items: list[Batchable]) -> list[Any]:
+    def _timed_run(self, items: list[Batchable]) -> tuple[list[Any], float]:
         start = time.perf_counter()
-        results = self._run_batch(items)
-        if self._observe is not None:
-            self._observe(len(items), sum(i.rows for i in items), time.perf_counter() - start)
-        return results
+        return self._run_batch(items), time.perf_counter() - start
 
-    @staticmethod
-    def _deliver(batch: list[tuple[Batchable, asyncio.Future[Any]]], results: list[Any]) -> None:
+    def _deliver(self, batch: list[tuple[Batchable, asyncio.Future[Any]]], results: list[Any], seconds: float) -> None:
+        """Resolve the futures and record the batch (on the loop thread, so metrics need no lock)."""
+        if self._observe is not None:
+            self._observe(len(batch), sum(item.rows for item, _ in batch), seconds)
         for (_, fut), result in zip(batch, results, strict=True):
             if fut.done():
                 continue
