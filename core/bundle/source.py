@@ -153,7 +153,7 @@ def _download(
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
             uri = client.get_model_version_download_uri(name, version)
         else:
-            uri = model_uri
+            uri = _run_artifact_uri(model_uri, tracking_uri)
         path = mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri
         )
@@ -167,6 +167,35 @@ def _download(
     if not (local / "MLmodel").is_file():
         raise BundleError(f"{model_uri} is not an MLflow model: it has no MLmodel file")
     return local
+
+
+def _run_artifact_uri(model_uri: str, tracking_uri: str) -> str:
+    """Where ``runs:/RUN_ID/NAME[/sub]`` lives: the run's logged model NAME (MLflow 3) or its artifact folder.
+
+    Resolved here because MLflow's runs:/ repository looks logged models up
+    through the process-global tracking URI.
+    """
+    from mlflow import MlflowClient
+
+    m = _RUNS.match(model_uri)
+    if m is None:
+        raise BundleError(f"unsupported model URI {model_uri!r}")
+    run_id, path = m.group("run_id"), m.group("path")
+    name, _, rest = path.partition("/")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(run_id)
+    token: str | None = None
+    for _page in range(100):  # bounded: a run does not log thousands of models of one name
+        page = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'", page_token=token
+        )
+        for logged in page:
+            if logged.source_run_id == run_id:
+                return logged.artifact_location.rstrip("/") + (f"/{rest}" if rest else "")
+        token = page.token
+        if not token:
+            break
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}"
 
 
 def read_mlmodel(model_dir: Path) -> dict[str, Any]:
