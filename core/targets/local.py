@@ -17,6 +17,7 @@ an uncommitted release serving.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ from modeldeck.core.targets.base import (
     no_progress,
 )
 from modeldeck.core.targets.releases import DeploymentState
+from modeldeck.core.targets.reuseport import SharedPort
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +318,7 @@ class LocalTarget:
         pidfile = run / f"{release_id}.pid"
         proc_pid: int | None = None
         commit_w: int | None = None
+        shared = self._pin_serving_release(state) if old_serving and state.port == port else None
         try:
             _check_cancel(cancel)
             progress(ProgressEvent("start", f"starting release {release_id} on {host}:{port}", 0.3))
@@ -335,6 +338,8 @@ class LocalTarget:
             tail = self.logs(name, 5).strip() if not isinstance(exc, Cancelled) else ""
             log.warning("release %s of %s failed its health gate: %s", release_id, name, reason)
             self._abort(proc_pid, commit_w, ready_file, pidfile)
+            if shared is not None:
+                shared.close()  # "return 0" stays attached: the old release keeps every connection
             if fresh:
                 releases.remove_release(self.root, name, release_id)
             if isinstance(exc, Cancelled):
@@ -369,6 +374,11 @@ class LocalTarget:
             os.write(commit_w, b"commit\n")
         os.close(commit_w)
         releases.switch_current(self.root, name, release_id)
+        if shared is not None:
+            # New connections now go to the new release (group index 1); the old one's queue empties.
+            if shared.steer(1):
+                shared.wait_until_drained()
+            shared.close()
         if old_pid:
             progress(ProgressEvent("drain", "draining the old release", 0.9))
             self._stop_pid(old_pid)
@@ -379,6 +389,19 @@ class LocalTarget:
         )
         progress(ProgressEvent("done", f"{outcome}: {summary}", 1.0))
         return DeployResult(name, outcome, self._status_of(new_state), summary)
+
+    def _pin_serving_release(self, state: DeploymentState) -> SharedPort | None:
+        """Keep every new public connection on the serving release while a new one starts beside it."""
+        ready = releases.run_dir(self.root, state.name) / f"{state.active_release}.ready.json"
+        try:
+            runtime_pid = int(json.loads(ready.read_text(encoding="utf-8"))["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        shared = SharedPort.borrow(runtime_pid, state.port)
+        if shared is not None and not shared.steer(0):
+            shared.close()
+            return None
+        return shared
 
     def _launch(
         self, name: str, release_id: str, host: str, port: int, ready_file: Path, pidfile: Path
@@ -429,8 +452,6 @@ class LocalTarget:
         ]  # fmt: skip
 
     def _runtime_config(self, name: str, host: str, port: int, options: DeployOptions) -> str:
-        import json
-
         from modeldeck.core.runtime.config import RuntimeConfig
 
         try:
@@ -604,12 +625,14 @@ class LocalTarget:
         for other in releases.list_deployments(self.root):
             if other == name:
                 continue
-            with contextlib.suppress(DeployError):
+            try:
                 st = releases.read_state(self.root, other)
-                if st is not None and st.port == port and self._serving(st):
-                    raise DeployError(
-                        f"port {port} is used by deployment {other!r}", hint="choose another port with local://PORT"
-                    )
+            except DeployError:
+                continue  # an unreadable neighbour does not block this deploy
+            if st is not None and st.port == port and self._serving(st):
+                raise DeployError(
+                    f"port {port} is used by deployment {other!r}", hint="choose another port with local://PORT"
+                )
         ours = state is not None and state.port == port and self._serving(state)
         if not ours and not port_is_free(host, port):
             raise DeployError(f"port {port} on {host} is in use by another program", hint="choose another port")
