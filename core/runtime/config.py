@@ -143,6 +143,9 @@ class RuntimeConfig:
             raise ConfigError(f"runtime config {path} is not valid JSON: {exc}") from exc
         try:
             return cls.from_dict(data)
+        except ConfigError as exc:
+            detail = exc.message.removeprefix("runtime config: ")
+            raise ConfigError(f"runtime config {path}: {detail}", hint=exc.hint) from exc
         except TypeError as exc:
             raise ConfigError(f"runtime config {path}: {exc}") from exc
 
