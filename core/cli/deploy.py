@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--start-period", type=float, default=20.0, metavar="S", help="seconds the new runtime may take")
     p.add_argument("--no-example-check", action="store_true", help="skip answering the input example at deploy")
     p.add_argument("--keep-releases", type=int, default=5, metavar="N", help="releases kept for rollback")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow bundling a pickled sklearn model (only models you trust)"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=cmd_deploy)
 
@@ -116,25 +119,27 @@ def resolve_source(source: str, args: argparse.Namespace, cancel: threading.Even
         raise DeployError(
             f"{source!r} is neither a bundle folder nor a model URI", hint="use models:/NAME/VERSION or a bundle dir"
         )
-    from modeldeck.core.bundle import build_bundle  # type: ignore[attr-defined]
+    from modeldeck.core.bundle import BundleOptions, build_bundle
     from modeldeck.core.cli import settings_for
 
     settings = settings_for(args)
     out = settings.bundles_dir / _bundle_slug(source)
+
+    def show(message: str, fraction: float | None) -> None:
+        pct = f"{fraction * 100:3.0f}%" if fraction is not None else "  … "
+        print(f"[{pct}] bundle: {message}", file=sys.stderr, flush=True)
+
     report = build_bundle(
         source,
         out,
         tracking_uri=settings.effective_tracking_uri,
         registry_uri=settings.registry_uri,
-        progress=lambda msg, frac: print(
-            f"[{frac * 100:3.0f}%] bundle: {msg}" if frac is not None else f"[  … ] bundle: {msg}",
-            file=sys.stderr,
-            flush=True,
-        ),
+        options=BundleOptions(overwrite=True, trust_pickle=args.trust_pickle),
+        progress=show,
         cancel=cancel,
     )
-    print(str(report), file=sys.stderr)
-    return Path(getattr(report, "bundle_dir", out))
+    print(report.to_text(), file=sys.stderr)
+    return Path(report.out_dir)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
