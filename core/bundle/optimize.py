@@ -211,15 +211,27 @@ def _quantize(
     n_weights: int,
     report: dict[str, Any],
 ) -> bytes:
+    import onnx
     from modeldeck.core.bundle.parity import run_onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = tmp / "float.onnx", tmp / "int8.onnx"
     src.write_bytes(current)
+    quiet = _DropPreprocessAdvice()
+    logging.getLogger().addFilter(quiet)  # the quantizer logs advice on the root logger
     try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(QUANTIZABLE_OPS))
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(QUANTIZABLE_OPS),
+            # ai.onnx.ml ops (Scaler, ...) defeat ONNX shape inference; everything quantised here is float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     except Exception as exc:  # the quantizer raises ValueError/RuntimeError/onnx errors
         raise BundleError(f"int8 quantisation failed: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        logging.getLogger().removeFilter(quiet)
     quantized = dst.read_bytes()
     sess = session(quantized)
     delta, max_abs = accuracy_delta(base_out, run_onnx(sess, feeds, parity_batch), prediction_output, task)
@@ -245,6 +257,11 @@ def _quantize(
         )
     report["steps"].append(step)
     return quantized
+
+
+class _DropPreprocessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
 
 
 def _check(cancel: threading.Event | None) -> None:
