@@ -46,10 +46,13 @@ def test_demo_has_versioned_models_with_champion_and_challenger(demo_store: Stor
     assert run.data.tags["team"] == "botany"
 
 
-def test_demo_artifacts_stay_out_of_the_working_directory(demo_store: Store) -> None:
-    model_dirs = list(demo_store.artifact_root.rglob("MLmodel"))
-    assert len(model_dirs) == len(DEMO_VERSIONS)
-    assert not (Path.cwd() / "mlruns").exists()
+def test_demo_artifacts_stay_under_the_artifact_root_not_the_working_directory(demo_store: Store) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=demo_store.tracking_uri, registry_uri=demo_store.tracking_uri)
+    root_uri = demo_store.artifact_root.resolve().as_uri()
+    assert all(v.source.startswith(root_uri) for v in client.search_model_versions(max_results=1000))
+    assert len(list(demo_store.artifact_root.rglob("MLmodel"))) == len(DEMO_VERSIONS)
 
 
 def test_seeded_tree_model_loads_with_mlflow_sklearn(demo_store: Store) -> None:
@@ -76,8 +79,8 @@ def test_seeding_twice_creates_no_duplicates(demo_tracking_uri: str, tmp_path: P
     assert _versions(demo_tracking_uri) == before
 
 
-def test_cancelled_seeding_is_finished_by_the_next_run(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_cancelled_seeding_is_finished_by_the_next_run(tmp_path: Path, empty_tracking_uri: str) -> None:
+    uri = empty_tracking_uri
     cancel = threading.Event()
     seen: list[str] = []
 

@@ -340,11 +340,22 @@ def _example_payload(raw: Any, info: dict[str, Any]) -> dict[str, Any] | None:
     return {"inputs": raw}
 
 
+def _create_embedded_store(settings: Settings) -> None:
+    """Create the embedded store so its default experiment keeps artifacts in the data dir, not ./mlruns."""
+    from modeldeck.core.registry.embedded import create_store
+
+    uri = settings.embedded_tracking_uri
+    try:
+        create_store(uri, settings.embedded_artifact_root)
+    except Exception as exc:
+        raise translate_error(exc, "cannot create the local registry", uri) from exc
+
+
 class Registry:
     """One MLflow registry (tracking + model registry), opened by URI.
 
-    Construction does no I/O beyond checking the URI's shape; use :meth:`ping`
-    to check the registry answers. Instances are safe to use from one worker
+    Construction does no network I/O (MLflow opens -- and creates or migrates -- a
+    SQL store right away); use :meth:`ping` to check the registry answers. Instances are safe to use from one worker
     thread at a time.
     """
 
@@ -377,6 +388,8 @@ class Registry:
                     f"cannot create the local registry in {settings.embedded_registry_dir}: {exc.strerror or exc}",
                     hint="set MODELDECK_DATA_DIR to a writable directory",
                 ) from exc
+            if not (settings.embedded_registry_dir / "mlflow.db").exists():
+                _create_embedded_store(settings)
         return cls(settings.effective_tracking_uri, settings.registry_uri)
 
     @property
@@ -583,7 +596,9 @@ class Registry:
     def _mlmodel(
         self, repo: Any, artifacts: tuple[ArtifactEntry, ...], warnings: list[str]
     ) -> tuple[Signature | None, dict[str, Any] | None, tuple[str, ...]]:
-        if artifacts and not any(e.path == "MLmodel" for e in artifacts):
+        if not artifacts:
+            return None, None, ()  # already said why
+        if not any(e.path == "MLmodel" for e in artifacts):
             warnings.append("no MLmodel file: flavors and signature unknown")
             return None, None, ()
         from mlflow.models import Model

@@ -359,6 +359,19 @@ def _set_demo_aliases(client: Any) -> None:
             client.set_registered_model_alias(model_spec.name, "challenger", scored[1][2].version)
 
 
+def create_store(tracking_uri: str, default_artifact_root: Path) -> None:
+    """Create (or migrate) a SQL store whose default experiment keeps artifacts under ``default_artifact_root``.
+
+    ``MlflowClient`` would create the store with the default experiment pointing
+    at ``./mlruns`` of whatever the current directory is; the embedded registry
+    must never write there.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    default_artifact_root.mkdir(parents=True, exist_ok=True)
+    SqlAlchemyStore(tracking_uri, default_artifact_root.resolve().as_uri())
+
+
 def ensure_embedded_registry(
     settings: Settings,
     progress: ProgressFn | None = None,
@@ -386,6 +399,10 @@ def ensure_embedded_registry(
     from mlflow.exceptions import MlflowException
 
     try:
+        if not (root / "mlflow.db").exists():
+            if progress:
+                progress("creating the local registry", None)
+            create_store(uri, settings.embedded_artifact_root)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         models = client.search_registered_models(max_results=100)
     except MlflowException as exc:
