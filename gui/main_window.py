@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
             on_progress=self._open_progress,
             channel=self._open_channel,
             name="open registry",
+            owner=self,
         )
 
     def refresh(self) -> None:

@@ -163,6 +163,7 @@ class SettingsDialog(QDialog):
             on_error=self._test_failed,
             channel=self._test_channel,
             name="test connection",
+            owner=self,
         )
 
     def _test_ok(self, display_name: str) -> None:

@@ -17,6 +17,7 @@ selection).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -74,6 +75,7 @@ class TaskHandle:
         self.name = name
         self.cancel_event = threading.Event()
         self.done = False
+        self.owner: QObject | None = None
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -181,7 +183,12 @@ class WorkerPool(QObject):
         self._pending: set[_Delivery] = set()
 
     def _retire(self, delivery: _Delivery) -> None:
-        delivery._handle.done = True
+        handle = delivery._handle
+        handle.done = True
+        if handle.owner is not None and not handle.cancelled:
+            with contextlib.suppress(RuntimeError, TypeError):  # the owner may already be gone
+                handle.owner.destroyed.disconnect(handle.cancel)
+            handle.owner = None
         self._pending.discard(delivery)
         delivery.deleteLater()
         if not self._pending:
@@ -201,9 +208,14 @@ class WorkerPool(QObject):
         on_progress: ProgressCallback | None = None,
         channel: Channel | None = None,
         name: str | None = None,
+        owner: QObject | None = None,
         **kwargs: Any,
     ) -> TaskHandle:
         handle = TaskHandle(name or getattr(fn, "__qualname__", repr(fn)))
+        if owner is not None:
+            # A result for a widget that is gone is dropped, not delivered into a deleted C++ object.
+            owner.destroyed.connect(handle.cancel)
+            handle.owner = owner
         if channel is not None:
             generation = channel.next(handle)
             is_current: Callable[[], bool] = functools.partial(channel.is_current, generation)
@@ -253,13 +265,14 @@ def run_task(
     on_progress: ProgressCallback | None = None,
     channel: Channel | None = None,
     name: str | None = None,
+    owner: QObject | None = None,
     **kwargs: Any,
 ) -> TaskHandle:
     """Run ``fn(*args, **kwargs)`` on the worker pool; call back in the UI thread.
 
     Exactly one of ``on_result``/``on_error`` is called unless the task was
-    cancelled or superseded on its ``channel`` (then neither is). ``Cancelled``
-    is never reported as an error.
+    cancelled, superseded on its ``channel``, or its ``owner`` widget was
+    destroyed (then neither is). ``Cancelled`` is never reported as an error.
     """
     return default_pool().submit(
         fn,
@@ -269,6 +282,7 @@ def run_task(
         on_progress=on_progress,
         channel=channel,
         name=name,
+        owner=owner,
         **kwargs,
     )
 

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QTabWidget,
@@ -98,8 +99,12 @@ class CompareDialog(QDialog):
                 highlight={i for i, d in enumerate(diffs) if d.changed},
                 align_right={1, 2, 3} if with_delta else set(),
             )
-            view = readonly_table(model)
+            view = readonly_table(model, stretch_last=False)
             fit_columns(view)
+            header = view.horizontalHeader()
+            header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+            for col in range(1, len(headers)):
+                header.resizeSection(col, max(header.sectionSize(col), 110))
             self.models[title] = model
             self.tabs.addTab(view, f"{title} ({sum(d.changed for d in diffs)} changed)")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)

@@ -111,22 +111,22 @@ class RegisteredModelListModel(QAbstractListModel):
     def subtitle(model: RegisteredModel) -> str:
         parts = [f"latest v{model.latest_version}" if model.latest_version else "no versions"]
         if model.aliases:
-            parts.append(", ".join(f"{a} → v{v}" for a, v in sorted(model.aliases.items())))
+            parts.append(", ".join(f"@{a} v{v}" for a, v in sorted(model.aliases.items())))
         return " · ".join(parts)
 
 
 class VersionTableModel(QAbstractTableModel):
     """Versions of one model, newest first, plus one metric column chosen by the user."""
 
-    moreRequested = Signal(str)  # next_token
+    moreRequested = Signal(object)  # the opaque next_token (MLflow's sqlite store hands out bytes)
 
-    VERSION, CREATED, STATUS, ALIASES, METRIC, TAGS, RUN = range(7)
-    HEADERS = ("Version", "Created", "Status", "Aliases", "Metric", "Tags", "Run")
+    VERSION, ALIASES, METRIC, CREATED, STATUS, RUN, TAGS = range(7)
+    HEADERS = ("Version", "Aliases", "Metric", "Created", "Status", "Run", "Tags")
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._rows: list[ModelVersion] = []
-        self._next_token: str | None = None
+        self._next_token: object | None = None
         self._fetching = False
         self.metric_name: str | None = None
         self._metrics: dict[str, dict[str, float]] = {}  # run_id -> metrics
@@ -180,7 +180,7 @@ class VersionTableModel(QAbstractTableModel):
         return next((i for i, v in enumerate(self._rows) if v.version == version), -1)
 
     @property
-    def next_token(self) -> str | None:
+    def next_token(self) -> object | None:
         return self._next_token
 
     # -- Qt model API -----------------------------------------------------------------------------

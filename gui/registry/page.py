@@ -9,8 +9,11 @@ dropped instead of overwriting what the user is looking at now.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from modeldeck.core.errors import Cancelled
 from modeldeck.core.registry.types import ModelVersion, Page, RegisteredModel, VersionComparison, VersionDetails
 from modeldeck.gui import style
 from modeldeck.gui.registry.details import DetailsPane
@@ -56,21 +59,44 @@ MAX_MODEL_PAGES = 200  # 20,000 models: a bound, not an expectation
 PREFERRED_METRICS = ("accuracy", "f1", "f1_score", "roc_auc", "r2", "rmse", "mae", "mse", "loss")
 
 
-def _fetch_all_models(registry: Registry, cancel: Any = None) -> list[RegisteredModel]:
+def _fetch_all_models(calls: SerialRegistry, cancel: Any = None) -> list[RegisteredModel]:
     """All registered models, page by page (bounded), honouring cancellation between pages."""
-    from modeldeck.core.errors import Cancelled
-
     models: list[RegisteredModel] = []
     token: str | None = None
     for _ in range(MAX_MODEL_PAGES):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        page = registry.list_models(page_token=token, max_results=100)
+        page = calls("list_models")("", token, 100, cancel=cancel)
         models.extend(page.items)
         token = page.next_token
         if token is None:
             break
     return models
+
+
+class SerialRegistry:
+    """Calls into one :class:`Registry` from the pool, one at a time.
+
+    The registry client promises safety for one worker thread at a time, so every
+    call takes this lock; requests that were cancelled (superseded) while waiting
+    give up without touching the registry.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str) -> Callable[..., Any]:
+        fn = getattr(self.registry, method)
+
+        def locked(*args: Any, cancel: threading.Event | None = None) -> Any:
+            with self._lock:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                return fn(*args)
+
+        locked.__qualname__ = f"Registry.{method}"
+        return locked
 
 
 class ModelItemDelegate(QStyledItemDelegate):
@@ -121,6 +147,7 @@ class RegistryPage(QWidget):
     def __init__(self, parent: QWidget | None = None, *, versions_page_size: int = 200) -> None:
         super().__init__(parent)
         self.registry: Registry | None = None
+        self._calls: Any = None  # SerialRegistry over self.registry
         self.versions_page_size = versions_page_size
         self._models_channel = Channel("models")
         self._versions_channel = Channel("versions")
@@ -253,7 +280,7 @@ class RegistryPage(QWidget):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 5)
-        self.splitter.setSizes([230, 560, 560])
+        self.splitter.setSizes([240, 650, 510])
 
         # Wiring
         self.filter_edit.textChanged.connect(self.model_proxy.setFilterFixedString)
@@ -279,6 +306,10 @@ class RegistryPage(QWidget):
         self._show_versions_state("Select a model to see its versions.")
         self._update_buttons()
 
+    def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> TaskHandle:
+        """run_task, with results dropped if this page is destroyed meanwhile."""
+        return run_task(fn, *args, owner=self, **kwargs)
+
     # -- public API -------------------------------------------------------------------------------
     def set_registry(self, registry: Registry | None) -> None:
         """Show ``registry`` (None: nothing open); drops everything in flight for the previous one."""
@@ -286,11 +317,17 @@ class RegistryPage(QWidget):
             channel.invalidate()
         self._new_model_generation()
         self.registry = registry
+        self._calls = SerialRegistry(registry) if registry is not None else None
         self.banner.hide()
         self.model_list_model.set_models([])
         self._model_aliases = {}
         self.version_model.reset()
         self.details.show_empty()
+        self.versions_banner.hide()
+        self.versions_title.setText("Versions")
+        self.metric_combo.clear()
+        self._show_versions_state("")
+        self._update_buttons()
         self._want_model = self._want_version = None
         if registry is None:
             self._show_models_state("No registry is open.")
@@ -300,12 +337,9 @@ class RegistryPage(QWidget):
 
     def show_open_error(self, text: str, retry: Any) -> None:
         """The registry could not be opened: say why in the page, offer Retry."""
-        self.registry = None
-        self.model_list_model.set_models([])
-        self.version_model.reset()
+        self.set_registry(None)
         self.details.show_empty("Nothing to show until the registry can be reached.")
         self._show_models_state("No registry open.")
-        self._show_versions_state("")
         self.banner.show_message(text, action_text="Retry", action=retry)
         self.loadFailed.emit(text)
 
@@ -325,9 +359,9 @@ class RegistryPage(QWidget):
         self.statusMessage.emit("Loading models…")
         if not self.model_list_model.rowCount():
             self._show_models_state("Loading models…")
-        run_task(
+        self._run(
             _fetch_all_models,
-            self.registry,
+            self._calls,
             on_result=self._models_loaded,
             on_error=self._models_failed,
             channel=self._models_channel,
@@ -449,8 +483,8 @@ class RegistryPage(QWidget):
         if self.registry is None:
             return
         self.versions_banner.hide()
-        run_task(
-            self.registry.list_versions,
+        self._run(
+            self._calls("list_versions"),
             name,
             None,
             self.versions_page_size,
@@ -486,13 +520,13 @@ class RegistryPage(QWidget):
         self.versions_banner.show_message(describe_error(error), action_text="Retry", action=retry)
         self._emit_first_screen_failure(describe_error(error))
 
-    def _fetch_more_versions(self, token: str) -> None:
+    def _fetch_more_versions(self, token: object) -> None:
         model = self.current_model()
         if self.registry is None or model is None:
             self.version_model.fetch_failed()
             return
-        handle = run_task(
-            self.registry.list_versions,
+        handle = self._run(
+            self._calls("list_versions"),
             model.name,
             token,
             self.versions_page_size,
@@ -524,8 +558,8 @@ class RegistryPage(QWidget):
         run_ids = sorted({v.run_id for v in versions if v.run_id})
         if not run_ids or self.registry is None:
             return
-        handle = run_task(
-            self.registry.run_metrics,
+        handle = self._run(
+            self._calls("run_metrics"),
             run_ids,
             on_result=self._for_model(self._metrics_loaded),
             on_error=self._for_model(self._metrics_failed),
@@ -576,8 +610,8 @@ class RegistryPage(QWidget):
             return
         if self.details.details is not None and self.details.details.version == version:
             return
-        run_task(
-            self.registry.version_details,
+        self._run(
+            self._calls("version_details"),
             version.name,
             version.version,
             on_result=self._details_loaded,
@@ -639,8 +673,8 @@ class RegistryPage(QWidget):
             return
         a, b = sorted(versions, key=lambda v: (len(v.version), v.version))
         self.statusMessage.emit(f"Comparing {a.name} v{a.version} and v{b.version}…")
-        run_task(
-            self.registry.compare,
+        self._run(
+            self._calls("compare"),
             a,
             b,
             on_result=self._show_comparison,
@@ -668,8 +702,8 @@ class RegistryPage(QWidget):
         if self.registry is None:
             return
         self.statusMessage.emit(f"Setting alias '{alias}' on {version.name} version {version.version}…")
-        run_task(
-            self.registry.set_alias,
+        self._run(
+            self._calls("set_alias"),
             version.name,
             alias,
             version.version,
@@ -700,8 +734,8 @@ class RegistryPage(QWidget):
 
         def done() -> None:
             if box.clickedButton() is remove and self.registry is not None:
-                run_task(
-                    self.registry.delete_alias,
+                self._run(
+                    self._calls("delete_alias"),
                     version.name,
                     alias,
                     on_result=lambda _r: self._alias_done(version.name, alias, f"alias '{alias}' removed"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from modeldeck.core.settings import load_settings
@@ -14,6 +15,17 @@ from pytestqt.qtbot import QtBot
 pytestmark = pytest.mark.gui
 
 FIRST_SCREEN_TIMEOUT_MS = 60_000
+GUI_DIR = Path(__file__).parent
+
+# The offscreen platform plugin warns whenever a top-level window gets size constraints
+# (every layout does that); it is about the test platform, not about our code.
+OFFSCREEN_NOISE = "This plugin does not support propagateSizeHints"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if GUI_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.qt_log_ignore(OFFSCREEN_NOISE))
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +41,15 @@ def no_worker_left_running(qapp: object) -> Iterator[None]:
 
 
 @pytest.fixture
-def open_window(qtbot: QtBot) -> Callable[..., MainWindow]:
+def open_window(qtbot: QtBot) -> Iterator[Callable[..., MainWindow]]:
     """``open_window(uri)``: a shown main window on ``uri``, returned once models, versions and details show."""
+
+    windows: list[MainWindow] = []  # strong references: qtbot only holds weak ones
 
     def make(tracking_uri: str, *, wait: bool = True, versions_page_size: int = 200) -> MainWindow:
         window = MainWindow(load_settings(tracking_uri=tracking_uri), versions_page_size=versions_page_size)
         qtbot.addWidget(window)
+        windows.append(window)
         window.resize(1400, 860)
         window.show()
         if wait:
@@ -45,7 +60,7 @@ def open_window(qtbot: QtBot) -> Callable[..., MainWindow]:
             window.open_current_registry()
         return window
 
-    return make
+    yield make
 
 
 def settle(qtbot: QtBot, timeout_s: float = 30.0) -> None:

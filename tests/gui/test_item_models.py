@@ -36,7 +36,7 @@ def test_model_list_passes_the_model_tester(qtmodeltester) -> None:  # type: ign
         ]
     )
     qtmodeltester.check(model)
-    assert model.data(model.index(0, 0), Qt.ItemDataRole.ToolTipRole).endswith("latest v3 · champion → v2")
+    assert model.data(model.index(0, 0), Qt.ItemDataRole.ToolTipRole).endswith("latest v3 · @champion v2")
 
 
 def test_versions_model_pages_in_and_passes_the_model_tester(qtmodeltester) -> None:  # type: ignore[no-untyped-def]

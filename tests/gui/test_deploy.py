@@ -1,0 +1,203 @@
+"""The deploy UI clicked through offscreen: Deploy locally from a registry version, the Deployments
+table, Try it, Stop, Logs, and the Bundle… dialog -- with real bundles and runtime processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from modeldeck.core.settings import load_settings
+from modeldeck.core.targets.base import DeploymentStatus
+from modeldeck.core.targets.local import LocalTarget, free_port
+from modeldeck.gui.deploy.controller import DeployUI, install_deploy_ui
+from modeldeck.gui.deploy.models import DeploymentTableModel
+from modeldeck.gui.main_window import MainWindow
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from tests.fixtures.deploy import runtime_pids
+from tests.gui.conftest import settle
+
+pytestmark = [pytest.mark.gui, pytest.mark.server, pytest.mark.slow]
+
+SHOTS = Path("/tmp/shots")
+DEPLOY_TIMEOUT_MS = 180_000
+
+
+def shot(widget, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    widget.grab().save(str(SHOTS / f"deploy-{name}.png"))
+
+
+@pytest.fixture
+def no_deployment_left() -> Iterator[Path]:
+    """Undeploys everything the test deployed and fails if a runtime process is left."""
+    root = load_settings().deployments_dir
+    yield root
+    target = LocalTarget(root)
+    for status in target.status():
+        target.undeploy(status.name)
+    assert runtime_pids(root) == []
+
+
+@pytest.fixture
+def deploy_window(
+    open_window: Callable[..., MainWindow], demo_tracking_uri: str, qtbot: QtBot, no_deployment_left: Path
+) -> Iterator[tuple[MainWindow, DeployUI]]:
+    window = open_window(demo_tracking_uri)
+    ui = install_deploy_ui(window, refresh_ms=400)
+    yield window, ui
+    ui.page.timer.stop()
+    settle(qtbot)
+
+
+def select_version(qtbot: QtBot, window: MainWindow, model: str, version: str) -> None:
+    page = window.registry_page
+    if page.current_model() is None or page.current_model().name != model:
+        with qtbot.waitSignal(page.versionsLoaded, timeout=30_000):
+            assert page.select_model(model)
+    assert page.select_version(version)
+    settle(qtbot)
+
+
+def row_status(ui: DeployUI, name: str) -> DeploymentStatus | None:
+    row = ui.page.table_model.row_of(name)
+    return ui.page.table_model.status_at(row)
+
+
+def test_deploy_locally_try_it_and_stop(
+    qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI], qtmodeltester
+) -> None:
+    window, ui = deploy_window
+    assert not ui.deploy_action.isEnabled() or window.registry_page.current_version() is not None
+    select_version(qtbot, window, "iris-classifier", "1")
+    assert ui.deploy_action.isEnabled() and ui.bundle_action.isEnabled()
+
+    ui.deploy_action.trigger()
+    dialog = ui.deploy_dialog
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.name_edit.text() == "iris-classifier"
+    port = free_port()
+    dialog.port_spin.setValue(port)
+    shot(dialog, "dialog-deploy")
+    with qtbot.waitSignal(dialog.deployed, timeout=DEPLOY_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+        assert not dialog.run_button.isEnabled() and dialog.cancel_button.isEnabled()
+    result = blocker.args[0]
+    assert result.ok, result.message
+    assert dialog.outcome.text() == f"iris-classifier: deployed at http://127.0.0.1:{port}"
+    assert "parity" in dialog.report.toPlainText()
+    shot(dialog, "dialog-deploy-done")
+    dialog.close()
+
+    window.pages.setCurrentWidget(ui.page)
+    qtbot.waitUntil(
+        lambda: (s := row_status(ui, "iris-classifier")) is not None and s.state == "running", timeout=20_000
+    )
+    qtmodeltester.check(ui.page.table_model)
+    model = ui.page.table_model
+    row = model.row_of("iris-classifier")
+    cells = [model.index(row, c).data() for c in range(model.columnCount())]
+    assert cells[:5] == ["iris-classifier", "iris-classifier", "1", "running", f"http://127.0.0.1:{port}"]
+    assert model.index(row, DeploymentTableModel.STATE).data(Qt.ItemDataRole.ForegroundRole) is not None
+    assert ui.page.current_status().name == "iris-classifier"
+
+    try_it = ui.page.try_it
+    qtbot.waitUntil(lambda: "dataframe_split" in try_it.request_edit.toPlainText(), timeout=10_000)
+    with qtbot.waitSignal(try_it.answered, timeout=15_000) as answered:
+        qtbot.mouseClick(try_it.send_button, Qt.MouseButton.LeftButton)
+    assert answered.args[0].status == 200
+    response = json.loads(try_it.response_view.toPlainText())
+    assert len(response["predictions"]) >= 1
+    assert try_it.response_status.text().startswith("HTTP 200  ·  ")
+    assert try_it.response_status.text().endswith(" ms")
+    shot(window, "page-deployments")
+    shot(ui.page, "page-deployments-only")
+
+    # invalid JSON: an inline error, nothing sent
+    try_it.request_edit.setPlainText('{"dataframe_split": ')
+    before = try_it.response_view.toPlainText()
+    assert try_it.send() is None
+    assert try_it.request_error.isVisible()
+    assert try_it.request_error.text().startswith("Invalid JSON at line 1")
+    assert try_it.response_view.toPlainText() == before
+    shot(ui.page, "tryit-invalid-json")
+
+    viewer = ui.page.show_logs()
+    assert viewer is not None
+    qtbot.waitUntil(lambda: "supervisor" in viewer.text.toPlainText(), timeout=10_000)
+    shot(viewer, "dialog-logs")
+    viewer.close()
+
+    with qtbot.waitSignal(ui.page.operationFinished, timeout=60_000):
+        qtbot.mouseClick(ui.page.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: row_status(ui, "iris-classifier").state == "stopped", timeout=20_000)
+    assert ui.page.start_button.isEnabled() and not ui.page.stop_button.isEnabled()
+    assert runtime_pids(load_settings().deployments_dir) == []
+
+
+def test_undeploy_asks_inline_then_removes_the_row(
+    qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI], deploy_bundles
+) -> None:
+    window, ui = deploy_window
+    ui.target.deploy(deploy_bundles["v1"], options=_options(name="flowers"))
+    window.pages.setCurrentWidget(ui.page)
+    qtbot.waitUntil(lambda: row_status(ui, "flowers") is not None, timeout=10_000)
+    ui.page.select("flowers")
+    qtbot.mouseClick(ui.page.undeploy_button, Qt.MouseButton.LeftButton)
+    assert ui.page.banner.isVisible() and "Undeploy flowers?" in ui.page.banner.text()
+    shot(ui.page, "undeploy-confirm")
+    with qtbot.waitSignal(ui.page.operationFinished, timeout=60_000):
+        qtbot.mouseClick(ui.page.banner.action_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: ui.page.table_model.rowCount() == 0, timeout=10_000)
+    assert ui.page.empty_label.isVisible()
+
+
+def test_bundle_dialog_builds_and_shows_the_parity_report(
+    qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI], tmp_path: Path
+) -> None:
+    window, ui = deploy_window
+    select_version(qtbot, window, "iris-classifier", "2")
+    dialog = ui.open_bundle_dialog()
+    assert dialog is not None
+    dialog.out_edit.setText(str(tmp_path / "bundle"))
+    dialog.quantize_combo.setCurrentIndex(1)
+    assert dialog.delta_spin.isEnabled()
+    dialog.quantize_combo.setCurrentIndex(0)
+    assert not dialog.delta_spin.isEnabled()
+    shot(dialog, "dialog-bundle")
+    with qtbot.waitSignal(dialog.built, timeout=DEPLOY_TIMEOUT_MS):
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert (tmp_path / "bundle" / "manifest.json").is_file()
+    assert dialog.outcome.text().startswith("Bundle built; parity passed")
+    assert "sha256" in dialog.report.toPlainText()
+    shot(dialog, "dialog-bundle-done")
+    dialog.close()
+
+
+def test_failed_bundle_shows_the_error_inside_the_dialog(
+    qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI], tmp_path: Path
+) -> None:
+    window, ui = deploy_window
+    select_version(qtbot, window, "iris-classifier", "1")
+    dialog = ui.open_bundle_dialog()
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "something.txt").write_text("x")
+    dialog.out_edit.setText(str(occupied))
+    dialog.overwrite_check.setChecked(False)
+    qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.banner.isVisible(), timeout=60_000)
+    assert "not empty" in dialog.banner.text()
+    assert dialog.run_button.isEnabled()
+    shot(dialog, "dialog-bundle-error")
+    dialog.close()
+
+
+def _options(**kw):
+    from modeldeck.core.targets.base import DeployOptions
+
+    return DeployOptions(port=free_port(), **kw)
