@@ -151,7 +151,6 @@ def test_deploying_a_model_uri_bundles_it_first(deployments: Path, demo_tracking
         "models:/iris-classifier/1",
         "-t",
         f"local://{port}",
-        "--trust-pickle",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

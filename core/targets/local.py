@@ -588,6 +588,18 @@ class LocalTarget:
         releases.remove_deployment(self.root, name)
         progress(ProgressEvent("done", f"{name} undeployed", 1.0))
 
+    def input_example(self, name: str) -> dict[str, Any] | None:
+        """The active release's input example as an ``/invocations`` body (None if it has none)."""
+        state = self._require_state(name)
+        if not state.active_release:
+            return None
+        bundle = releases.bundle_path(self.root, name, state.active_release)
+        try:
+            manifest = read_manifest(bundle)
+        except BundleError as exc:
+            raise DeployError(f"cannot read the active release of {name!r}: {exc.message}") from exc
+        return health.load_example(bundle, manifest.input_example_file)
+
     # -- helpers ---------------------------------------------------------------------------------
     def _pidfile_pids(self, name: str) -> list[int]:
         run = releases.run_dir(self.root, name)

@@ -1,0 +1,91 @@
+"""Wires the deploy UI into the main window: the Deployments page and the Bundle…/Deploy locally… actions.
+
+The actions act on the version selected in the Registry page (toolbar, a "Deploy" menu and
+the versions table's context menu); they are enabled only while a version is selected.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modeldeck.core.registry.types import ModelVersion
+from modeldeck.core.targets.base import DeployResult
+from modeldeck.core.targets.local import LocalTarget
+from modeldeck.gui.deploy.dialogs import BundleDialog, DeployDialog
+from modeldeck.gui.deploy.page import DeploymentsPage
+from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction
+
+if TYPE_CHECKING:
+    from modeldeck.gui.main_window import MainWindow
+
+
+class DeployUI(QObject):
+    """Owns the Deployments page and the dialogs opened from the Registry page."""
+
+    def __init__(self, window: MainWindow, *, refresh_ms: int | None = None) -> None:
+        super().__init__(window)
+        self.window = window
+        self.target = LocalTarget(window.settings.deployments_dir)
+        kwargs = {} if refresh_ms is None else {"refresh_ms": refresh_ms}
+        self.page = DeploymentsPage(self.target, **kwargs)
+        self.page_index = window.add_page("Deployments", self.page)
+        self.page.statusMessage.connect(window.show_status)
+        self.bundle_dialog: BundleDialog | None = None
+        self.deploy_dialog: DeployDialog | None = None
+
+        self.bundle_action = QAction("Bundle…", window)
+        self.bundle_action.setToolTip("Build a verified ONNX bundle of the selected version")
+        self.bundle_action.triggered.connect(self.open_bundle_dialog)
+        self.deploy_action = QAction("Deploy locally…", window)
+        self.deploy_action.setToolTip("Bundle the selected version and serve it on this machine")
+        self.deploy_action.triggered.connect(self.open_deploy_dialog)
+        window.toolbar.addSeparator()
+        window.toolbar.addAction(self.bundle_action)
+        window.toolbar.addAction(self.deploy_action)
+        menu = window.menuBar().addMenu("&Deploy")
+        menu.addAction(self.bundle_action)
+        menu.addAction(self.deploy_action)
+
+        selection = window.registry_page.version_view.selectionModel()
+        selection.currentRowChanged.connect(self._update_actions)
+        selection.selectionChanged.connect(self._update_actions)
+        window.registryChanged.connect(self._update_actions)
+        self._update_actions()
+
+    def selected_version(self) -> ModelVersion | None:
+        if self.window.registry is None:
+            return None
+        return self.window.registry_page.current_version()
+
+    def _update_actions(self, *_: object) -> None:
+        enabled = self.selected_version() is not None
+        self.bundle_action.setEnabled(enabled)
+        self.deploy_action.setEnabled(enabled)
+
+    def open_bundle_dialog(self) -> BundleDialog | None:
+        version = self.selected_version()
+        if version is None:
+            return None
+        dialog = BundleDialog(self.window.settings, version, self.window)
+        self.bundle_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def open_deploy_dialog(self) -> DeployDialog | None:
+        version = self.selected_version()
+        if version is None:
+            return None
+        dialog = DeployDialog(self.window.settings, version, self.target, self.window)
+        dialog.deployed.connect(self._deployed)
+        self.deploy_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _deployed(self, result: DeployResult) -> None:
+        self.page.refresh(select=result.name if result.ok else None)
+
+
+def install_deploy_ui(window: MainWindow, **kwargs: int) -> DeployUI:
+    """Add the Deployments page and the deploy actions to ``window``."""
+    return DeployUI(window, **kwargs)

@@ -1,0 +1,124 @@
+"""What the deploy UI runs in workers: plain calls into core, no Qt.
+
+Each function takes the worker's ``progress(message, fraction)`` and ``cancel`` event and
+returns a value the UI thread shows; errors are core :class:`ModelDeckError` s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modeldeck.core.errors import ModelDeckError
+from modeldeck.core.settings import Settings
+from modeldeck.core.targets.base import DeploymentStatus, DeployOptions, DeployResult, ProgressEvent, Target
+from modeldeck.core.targets.health import HttpAnswer, request_json
+
+ProgressFn = Callable[[str, "float | None"], None]
+
+
+def _noop(_message: str, _fraction: float | None) -> None:
+    """Default progress sink."""
+
+
+def bundle_dir_for(settings: Settings, model_uri: str) -> Path:
+    """Where the app keeps the bundle of ``model_uri`` (``models:/iris/3`` -> ``bundles/iris-3``)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_uri.split(":", 1)[-1]).strip("-._") or "bundle"
+    return settings.bundles_dir / slug
+
+
+def build(
+    settings: Settings,
+    model_uri: str,
+    out_dir: Path,
+    bundle_options: Any,
+    progress: ProgressFn = _noop,
+    cancel: threading.Event | None = None,
+) -> Any:
+    """Build a bundle (see :func:`modeldeck.core.bundle.build_bundle`); returns its report."""
+    from modeldeck.core.bundle import build_bundle
+
+    return build_bundle(
+        model_uri,
+        out_dir,
+        tracking_uri=settings.effective_tracking_uri,
+        registry_uri=settings.registry_uri,
+        options=bundle_options,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+@dataclass(frozen=True)
+class BundleAndDeploy:
+    """Outcome of "Deploy locally": the bundle report (None if an existing bundle was used) and the deploy result."""
+
+    report: Any
+    result: DeployResult
+
+
+def bundle_and_deploy(
+    settings: Settings,
+    model_uri: str,
+    target: Target,
+    options: DeployOptions,
+    bundle_options: Any,
+    progress: ProgressFn = _noop,
+    cancel: threading.Event | None = None,
+) -> BundleAndDeploy:
+    """Bundle ``model_uri`` into the app's bundle folder (first half of the progress), then deploy it."""
+    out = bundle_dir_for(settings, model_uri)
+
+    def bundle_progress(message: str, fraction: float | None) -> None:
+        progress(f"Bundling: {message}", None if fraction is None else 0.5 * fraction)
+
+    report = build(settings, model_uri, out, bundle_options, progress=bundle_progress, cancel=cancel)
+
+    def deploy_progress(event: ProgressEvent) -> None:
+        fraction = None if event.fraction is None else 0.5 + 0.5 * event.fraction
+        progress(f"Deploying: {event.message}", fraction)
+
+    result = target.deploy(Path(report.out_dir), options, progress=deploy_progress, cancel=cancel)
+    return BundleAndDeploy(report, result)
+
+
+def statuses(target: Target) -> list[DeploymentStatus]:
+    return target.status()
+
+
+def input_example_text(target: Target, name: str) -> str:
+    """The deployment's input example, pretty-printed for the Try-it editor ('' if it has none)."""
+    getter = getattr(target, "input_example", None)
+    example = getter(name) if getter is not None else None
+    return json.dumps(example, indent=2) if example is not None else ""
+
+
+def send_request(endpoint: str, body: Any, timeout: float = 10.0) -> HttpAnswer:
+    """POST ``body`` to ``endpoint/invocations``; transport failures become a one-line ModelDeckError."""
+    try:
+        return request_json("POST", endpoint.rstrip("/") + "/invocations", body, timeout=timeout)
+    except (OSError, ValueError) as exc:
+        raise ModelDeckError(f"no answer from {endpoint}: {exc}", hint="is the deployment running?") from exc
+
+
+def operate(
+    target: Target,
+    verb: str,
+    name: str,
+    progress: ProgressFn = _noop,
+    cancel: threading.Event | None = None,
+) -> Any:
+    """Run ``target.<verb>(name)`` (start, stop, rollback, undeploy) with the worker's progress and cancel."""
+
+    def forward(event: ProgressEvent) -> None:
+        progress(event.message, event.fraction)
+
+    fn = getattr(target, verb)
+    if verb == "stop":
+        return fn(name)
+    return fn(name, progress=forward, cancel=cancel)
