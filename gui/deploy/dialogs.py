@@ -64,6 +64,10 @@ class _WorkDialog(QDialog):
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
         self.progress.setMaximumHeight(10)
+        self.progress.setStyleSheet(
+            f"QProgressBar {{ border: 1px solid {style.BORDER}; border-radius: 4px; background: {style.BASE}; }}"
+            f"QProgressBar::chunk {{ background: {style.ACCENT}; border-radius: 3px; }}"
+        )
         self.step_label = QLabel()
         self.step_label.setProperty("role", "muted")
         self.step_label.setWordWrap(True)
@@ -92,7 +96,7 @@ class _WorkDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.reject)
         layout.addWidget(self.buttons)
-        self.resize(620, 360)
+        self.setMinimumWidth(640)
 
     # subclasses: validate the form, start the task and return its handle (or None if invalid)
     def _start_task(self) -> TaskHandle | None:
@@ -100,6 +104,10 @@ class _WorkDialog(QDialog):
 
     def _form_widgets(self) -> list[QWidget]:
         return []
+
+    def _grow_for_report(self) -> None:
+        """Room for the report once it is shown (the form alone is sized to its content)."""
+        self.resize(max(self.width(), 860), max(self.height(), 600))
 
     def start(self) -> TaskHandle | None:
         self.banner.hide()
@@ -199,6 +207,7 @@ class BundleDialog(_WorkDialog):
         self.browse_button.clicked.connect(self._browse)
         self.quantize_combo.currentIndexChanged.connect(self._quantize_changed)
         self._quantize_changed()
+        self.adjustSize()
 
     def _form_widgets(self) -> list[QWidget]:
         return [
@@ -261,7 +270,7 @@ class BundleDialog(_WorkDialog):
             self._show_outcome("Bundle built (parity not checked — see the report).", style.WARN_FG)
         self.report.setPlainText(report.to_text())
         self.report.show()
-        self.resize(max(self.width(), 760), max(self.height(), 520))
+        self._grow_for_report()
         self.built.emit(report)
 
 
@@ -293,6 +302,7 @@ class DeployDialog(_WorkDialog):
         note.setProperty("role", "muted")
         note.setWordWrap(True)
         self.form.addRow("", note)
+        self.adjustSize()
 
     def _form_widgets(self) -> list[QWidget]:
         return [self.name_edit, self.port_spin, self.trust_check]
@@ -333,4 +343,5 @@ class DeployDialog(_WorkDialog):
         self.step_label.show()
         self.report.setPlainText(outcome.report.to_text() if outcome.report is not None else "")
         self.report.setVisible(outcome.report is not None)
+        self._grow_for_report()
         self.deployed.emit(result)

@@ -16,12 +16,15 @@ from modeldeck.core.targets.health import HttpAnswer
 from modeldeck.gui import style
 from modeldeck.gui.deploy import tasks
 from modeldeck.gui.deploy.models import DeploymentTableModel
+from modeldeck.gui.deploy.tasks import pretty_json
 from modeldeck.gui.registry.models import ObjectRole, RawRole
 from modeldeck.gui.widgets import MessageBanner
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
-from PySide6.QtCore import QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QDialog,
     QDialogButtonBox,
     QHBoxLayout,
@@ -30,6 +33,9 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -66,6 +72,7 @@ class TryItPanel(QWidget):
         layout.setSpacing(6)
         title = QLabel("Try it")
         title.setProperty("role", "pane-title")
+        title.setMinimumHeight(QPushButton("Send").sizeHint().height())  # level with the table's button row
         self.endpoint_label = QLabel("Select a deployment.")
         self.endpoint_label.setProperty("role", "muted")
         self.endpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -96,6 +103,9 @@ class TryItPanel(QWidget):
         response_head = QHBoxLayout()
         response_label = QLabel("Response")
         self.response_status = QLabel()
+        bold = self.response_status.font()
+        bold.setBold(True)
+        self.response_status.setFont(bold)  # fixed here: a bold set later by style sheet would not resize it
         self.response_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         response_head.addWidget(response_label)
         response_head.addStretch(1)
@@ -151,8 +161,8 @@ class TryItPanel(QWidget):
             self._show_request_error(f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. Nothing sent.")
             return None
         self.request_error.hide()
-        self.response_status.setText("Sending…")
         self.response_status.setStyleSheet(f"color: {style.MUTED};")
+        self.response_status.setText("Sending…")
         self.send_button.setEnabled(False)
         return run_task(
             tasks.send_request,
@@ -181,17 +191,17 @@ class TryItPanel(QWidget):
     def _answered(self, answer: HttpAnswer) -> None:
         self._update_enabled()
         colour = style.OK_FG if answer.ok else style.ERROR_FG
+        self.response_status.setStyleSheet(f"color: {colour};")
         self.response_status.setText(f"HTTP {answer.status}  ·  {answer.elapsed_s * 1000:.1f} ms")
-        self.response_status.setStyleSheet(f"color: {colour}; font-weight: 600;")
-        pretty = json.dumps(answer.body, indent=2) if answer.body is not None else answer.text
+        pretty = pretty_json(answer.body) if answer.body is not None else answer.text
         self.response_view.setPlainText(pretty)
         self.answered.emit(answer)
 
     def _failed(self, error: BaseException) -> None:
         self._update_enabled()
         text = describe_error(error)
+        self.response_status.setStyleSheet(f"color: {style.ERROR_FG};")
         self.response_status.setText("No answer")
-        self.response_status.setStyleSheet(f"color: {style.ERROR_FG}; font-weight: 600;")
         self.response_view.setPlainText(text)
         self.requestFailed.emit(text)
 
@@ -241,6 +251,39 @@ class LogViewer(QDialog):
         self.text.setPlainText(text or "(the log is empty)")
         bar = self.text.verticalScrollBar()
         bar.setValue(bar.maximum())
+
+
+class StateDelegate(QStyledItemDelegate):
+    """Draws the state as a coloured chip, readable on selected rows too."""
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        fg = index.data(Qt.ItemDataRole.ForegroundRole)
+        bg = index.data(Qt.ItemDataRole.BackgroundRole)
+        text = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
+        plain = QStyleOptionViewItem(option)
+        self.initStyleOption(plain, index)
+        plain.text = ""
+        plain.backgroundBrush = QBrush()
+        style_ = option.widget.style() if option.widget is not None else QApplication.style()
+        style_.drawControl(QStyle.ControlElement.CE_ItemViewItem, plain, painter, option.widget)
+        if not text or fg is None or bg is None:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        metrics = option.fontMetrics
+        rect = option.rect.adjusted(4, 4, 0, -4)
+        rect.setWidth(metrics.horizontalAdvance(text) + 16)
+        painter.setPen(QPen(QColor(fg).lighter(170), 1))
+        painter.setBrush(QColor(bg))
+        painter.drawRoundedRect(rect, 4, 4)
+        font = painter.font()
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(QColor(fg))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
 
 
 class DeploymentsPage(QWidget):
@@ -308,6 +351,7 @@ class DeploymentsPage(QWidget):
         self.proxy.setSortRole(RawRole)
         self.view = QTableView()
         self.view.setModel(self.proxy)
+        self.view.setItemDelegateForColumn(DeploymentTableModel.STATE, StateDelegate(self.view))
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

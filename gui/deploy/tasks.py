@@ -87,6 +87,24 @@ def bundle_and_deploy(
     return BundleAndDeploy(report, result)
 
 
+def pretty_json(value: Any, indent: int = 2) -> str:
+    """Indented JSON whose innermost lists (rows, predictions) stay on one line, so tables stay readable."""
+
+    def flat(v: Any) -> bool:
+        return isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v)
+
+    def render(v: Any, level: int) -> str:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(v, dict) and v:
+            items = [f"{inner}{json.dumps(k)}: {render(x, level + 1)}" for k, x in v.items()]
+            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+        if isinstance(v, list) and v and not flat(v):
+            return "[\n" + ",\n".join(inner + render(x, level + 1) for x in v) + "\n" + pad + "]"
+        return json.dumps(v)
+
+    return render(value, 0)
+
+
 def statuses(target: Target) -> list[DeploymentStatus]:
     return target.status()
 
@@ -95,7 +113,7 @@ def input_example_text(target: Target, name: str) -> str:
     """The deployment's input example, pretty-printed for the Try-it editor ('' if it has none)."""
     getter = getattr(target, "input_example", None)
     example = getter(name) if getter is not None else None
-    return json.dumps(example, indent=2) if example is not None else ""
+    return pretty_json(example) if example is not None else ""
 
 
 def send_request(endpoint: str, body: Any, timeout: float = 10.0) -> HttpAnswer:

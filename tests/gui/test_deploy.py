@@ -16,6 +16,7 @@ from modeldeck.gui.deploy.controller import DeployUI, install_deploy_ui
 from modeldeck.gui.deploy.models import DeploymentTableModel
 from modeldeck.gui.main_window import MainWindow
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.deploy import runtime_pids
@@ -28,6 +29,8 @@ DEPLOY_TIMEOUT_MS = 180_000
 
 
 def shot(widget, name: str) -> None:
+    """Save a PNG of ``widget`` once pending layout requests ran (as they would before the next paint)."""
+    QApplication.processEvents()
     SHOTS.mkdir(parents=True, exist_ok=True)
     widget.grab().save(str(SHOTS / f"deploy-{name}.png"))
 
