@@ -99,7 +99,10 @@ class Batchable:
 
     def key(self) -> tuple[Any, ...]:
         """Requests with equal keys can be concatenated into one ``session.run``."""
-        return tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(self.feeds.items()))
+        if len(self.feeds) == 1:
+            ((name, a),) = self.feeds.items()
+            return (name, a.dtype.char, a.shape[1:])
+        return tuple((name, a.dtype.char, a.shape[1:]) for name, a in sorted(self.feeds.items()))
 
 
 def _dim(d: Any) -> int:
@@ -234,10 +237,11 @@ class ServedModel:
                 for i in indices:
                     results[i] = self._run_one(items[i])
                 continue
-            offsets = np.cumsum([it.rows for it in group])[:-1]
-            split = [np.split(o, offsets) for o in outputs]
-            for k, i in enumerate(indices):
-                results[i] = [parts[k] for parts in split]
+            start = 0
+            for i in indices:
+                end = start + items[i].rows
+                results[i] = [o[start:end] for o in outputs]
+                start = end
         return results  # type: ignore[return-value]
 
     def _run_one(self, item: Batchable) -> list[np.ndarray] | Exception:
@@ -281,7 +285,7 @@ class ServedModel:
                 raise RequestError('dataframe_split must be an object with "columns" and "data"')
             columns = data.get("columns")
             rows = data["data"]
-            if columns is not None and (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)):
+            if columns is not None and not isinstance(columns, list):
                 raise RequestError("dataframe_split columns must be a list of column names")
             return self._from_rows(columns, rows, body)
         if key == "dataframe_records":
@@ -353,9 +357,9 @@ class ServedModel:
                 spec = self._columns.get(name)
                 row.append(_csv_value(value, spec, name, n))
             rows.append(row)
-        return self._from_rows(header, rows, b"")
+        return self._from_rows(header, rows, None)  # CSV cells were type-checked while reading
 
-    def _from_rows(self, columns: list[str] | None, rows: Any, body: bytes) -> Batchable:
+    def _from_rows(self, columns: list[str] | None, rows: Any, body: bytes | None) -> Batchable:
         """The common path: a table of rows (by name or by position) to feeds.
 
         The column checks and the column-to-feed mapping are computed once per
@@ -372,7 +376,10 @@ class ServedModel:
                 )
             rows = [[v] for v in rows]
         key = tuple(columns) if columns is not None else None
-        plan = self._plans.get(key)
+        try:
+            plan = self._plans.get(key)
+        except TypeError:  # unhashable entries: not column names
+            raise RequestError("columns must be a list of column names") from None
         if plan is None:
             plan = self._plan(columns)
             if len(self._plans) >= 256:
@@ -387,8 +394,13 @@ class ServedModel:
             if table.ndim >= 1 and table.shape[0] == 0:
                 raise RequestError("the request has no rows")
             raise RequestError(f"every row must have {len(names)} values ({_names(names)})")
-        if self._all_numeric and table.dtype.kind in "fiu" and not (b"true" in body or b"false" in body):
-            if table.dtype.kind == "f" and np.isnan(table).any():
+        # JSON can only carry NaN as the literal NaN, and booleans as true/false: skip checks the body rules out
+        if (
+            self._all_numeric
+            and table.dtype.kind in "fiu"
+            and (body is None or (b"true" not in body and b"false" not in body))
+        ):
+            if table.dtype.kind == "f" and (body is None or b"NaN" in body) and np.isnan(table).any():
                 self._complain_nan(names, np.isnan(table))
         else:
             table = self._check_cells(names, np.array(rows, dtype=object))
@@ -412,6 +424,8 @@ class ServedModel:
         if columns is None:
             columns = names
         else:
+            if not all(isinstance(c, str) for c in columns):
+                raise RequestError("columns must be a list of column names")
             unknown = [c for c in columns if c not in self._columns]
             if unknown:
                 raise RequestError(f"unknown column {unknown[0]!r}; the model expects {_names(names)}")
@@ -470,6 +484,8 @@ class ServedModel:
         pred = outputs[self.output_names.index(self.manifest.prediction_output)]
         if pred.ndim == 2 and pred.shape[1] == 1 and self.manifest.input_kind == "columns":
             pred = pred[:, 0]
+        if pred.ndim == 1 and pred.dtype.kind in "iu":  # class labels: skip the generic encoder
+            return b'{"predictions": [' + ", ".join(map(str, pred.tolist())).encode() + b"]}"
         return b'{"predictions": ' + _ENCODE(_jsonable(pred)).encode() + b"}"
 
     # -- Open Inference Protocol v2 ----------------------------------------------------------------------------
@@ -539,7 +555,7 @@ class ServedModel:
             table = np.empty((len(cols[0]), len(cols)), dtype=object)
             for j, c in enumerate(cols):
                 table[:, j] = c.tolist()
-            return self._from_rows(columns, table.tolist(), b""), extra
+            return self._from_rows(columns, table.tolist(), body), extra
         unknown = sorted(set(tensors) - set(self._feeds) - set(self._columns))
         expected = _names(list(self._feeds)) + (
             f" or the columns {_names(self._input_order)}" if self.manifest.input_kind == "columns" else ""
