@@ -63,6 +63,10 @@ class MainWindow(QMainWindow):
         self.registry_page.version_view.selectionModel().currentRowChanged.connect(self._update_actions)
         default_pool().busyChanged.connect(self._set_busy)
         self._update_actions()
+        # The deploy UI adds the Deployments page (via add_page) and the Bundle…/Deploy locally… actions.
+        from modeldeck.gui.deploy.controller import install_deploy_ui
+
+        self.deploy_ui = install_deploy_ui(self)
 
     # -- construction -----------------------------------------------------------------------------
     def _build_actions(self) -> None:
