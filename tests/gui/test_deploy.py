@@ -51,7 +51,9 @@ def deploy_window(
     open_window: Callable[..., MainWindow], demo_tracking_uri: str, qtbot: QtBot, no_deployment_left: Path
 ) -> Iterator[tuple[MainWindow, DeployUI]]:
     window = open_window(demo_tracking_uri)
-    ui = install_deploy_ui(window, refresh_ms=400)
+    ui = getattr(window, "deploy_ui", None) or install_deploy_ui(window)
+    ui.page.timer.setInterval(400)
+    assert window.pages.indexOf(ui.page) >= 0
     yield window, ui
     ui.page.timer.stop()
     settle(qtbot)
