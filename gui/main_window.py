@@ -59,8 +59,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_status_bar()
         self.registry_page.statusMessage.connect(self.show_status)
-        self.registry_page.version_view.selectionModel().selectionChanged.connect(self._update_actions)
-        self.registry_page.version_view.selectionModel().currentRowChanged.connect(self._update_actions)
+        self.registry_page.actionsChanged.connect(self._update_actions)
         default_pool().busyChanged.connect(self._set_busy)
         self._update_actions()
         # The deploy UI adds the Deployments page (via add_page) and the Bundle…/Deploy locally… actions.

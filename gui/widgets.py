@@ -100,3 +100,9 @@ def fit_columns(view: QTableView, max_width: int = 320) -> None:
             continue
         view.resizeColumnToContents(col)
         header.resizeSection(col, min(max(header.sectionSize(col), header.sectionSizeHint(col)), max_width))
+    if header.stretchLastSection() and last >= 0:
+        # A stretched last section keeps its old width when the others overflow; shrink it so it
+        # only takes the room that is left (Qt re-stretches it when there is any).
+        header.setStretchLastSection(False)
+        header.resizeSection(last, max(header.minimumSectionSize(), 60))
+        header.setStretchLastSection(True)

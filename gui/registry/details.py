@@ -55,6 +55,35 @@ def _titled(title: str, widget: QWidget) -> QWidget:
     return box
 
 
+def _facts_table(facts: list[tuple[str, str]], description: str) -> str:
+    """Label/value pairs two per row (the source run, often long, gets a row of its own), then the description."""
+    label_style = f'style="color:{style.MUTED}; padding-right:6px;"'
+    value_style = 'style="padding-right:18px;"'
+
+    def pair(label: str, value: str, span: int = 1) -> str:
+        colspan = f' colspan="{span}"' if span > 1 else ""
+        return f"<td {label_style}>{html.escape(label)}</td><td{colspan} {value_style}>{html.escape(value)}</td>"
+
+    rows: list[str] = []
+    pending: list[str] = []
+    for label, value in facts:
+        if label == "Source run":
+            if pending:
+                rows.append("".join(pending))
+                pending = []
+            rows.append(pair(label, value, span=3))
+            continue
+        pending.append(pair(label, value))
+        if len(pending) == 2:
+            rows.append("".join(pending))
+            pending = []
+    if pending:
+        rows.append("".join(pending))
+    table = '<table cellspacing="0" cellpadding="1">' + "".join(f"<tr>{r}</tr>" for r in rows) + "</table>"
+    desc = f'<p style="margin-top:4px;">{html.escape(description)}</p>' if description else ""
+    return table + desc
+
+
 class DetailsPane(QWidget):
     """Header (name, version, aliases, status, run) over tabs: signature, metrics & params, artifacts, example."""
 
@@ -141,7 +170,7 @@ class DetailsPane(QWidget):
         self.example.setReadOnly(True)
         self.example.setFont(style.monospace_font())
         self.example.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.tabs.addTab(self._padded(self.example), "Input example")
+        self.tabs.addTab(self._padded(self.example), "Example")
         self.stack.addWidget(body)
 
     @staticmethod
@@ -189,10 +218,7 @@ class DetailsPane(QWidget):
         facts.append(("Flavors", ", ".join(d.flavors) or "none recorded"))
         if d.size_bytes is not None:
             facts.append(("Size", format_size(d.size_bytes)))
-        muted = f'style="color:{style.MUTED};"'
-        line = " &nbsp;·&nbsp; ".join(f"<span {muted}>{k}</span> {html.escape(val)}" for k, val in facts)
-        desc = f"<br>{html.escape(v.description)}" if v.description else ""
-        self.summary.setText(line + desc)
+        self.summary.setText(_facts_table(facts, v.description))
         self.summary.setToolTip(d.model_uri)
 
         if d.warnings:

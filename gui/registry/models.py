@@ -262,7 +262,7 @@ class VersionTableModel(QAbstractTableModel):
         if col == self.TAGS:
             return ", ".join(f"{k}={val}" for k, val in sorted(v.tags.items()))
         if col == self.RUN:
-            return (v.run_id or "")[:12]
+            return (v.run_id or "")[:8]
         return ""
 
     def _raw(self, v: ModelVersion, col: int) -> Any:

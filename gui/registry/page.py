@@ -143,6 +143,7 @@ class RegistryPage(QWidget):
     loadFailed = Signal(str)
     statusMessage = Signal(str)
     aliasChanged = Signal(str, str)  # model, alias
+    actionsChanged = Signal()  # Compare/Promote availability changed
 
     def __init__(self, parent: QWidget | None = None, *, versions_page_size: int = 200) -> None:
         super().__init__(parent)
@@ -257,6 +258,7 @@ class RegistryPage(QWidget):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setStretchLastSection(True)
         header.setSortIndicatorShown(True)
+        header.setMinimumSectionSize(48)
         self.versions_stack = QStackedWidget()
         self.versions_empty = QLabel()
         self.versions_empty.setProperty("role", "empty")
@@ -280,7 +282,7 @@ class RegistryPage(QWidget):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 5)
-        self.splitter.setSizes([240, 650, 510])
+        self.splitter.setSizes([230, 660, 510])
 
         # Wiring
         self.filter_edit.textChanged.connect(self.model_proxy.setFilterFixedString)
@@ -340,6 +342,7 @@ class RegistryPage(QWidget):
         self.set_registry(None)
         self.details.show_empty("Nothing to show until the registry can be reached.")
         self._show_models_state("No registry open.")
+        self._show_versions_state("Versions appear here once the registry answers.")
         self.banner.show_message(text, action_text="Retry", action=retry)
         self.loadFailed.emit(text)
 
@@ -367,6 +370,10 @@ class RegistryPage(QWidget):
             channel=self._models_channel,
             name="list models",
         )
+
+    def has_scheduled_work(self) -> bool:
+        """True while a details request is waiting for the selection to settle (debounce)."""
+        return self._details_timer.isActive()
 
     def focus_filter(self) -> None:
         self.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
@@ -581,6 +588,7 @@ class RegistryPage(QWidget):
         choice = choice or (names[0] if names else "")
         self.metric_combo.setCurrentText(choice)
         self._metric_chosen(choice)
+        self._update_buttons()
 
     def _metrics_failed(self, error: BaseException) -> None:
         self.versions_banner.show_message("Metrics unavailable: " + describe_error(error), kind="warning")
@@ -646,6 +654,8 @@ class RegistryPage(QWidget):
         selected = len(self.version_view.selectionModel().selectedRows())
         self.compare_button.setEnabled(selected == 2)
         self.promote_button.setEnabled(self.current_version() is not None and self.registry is not None)
+        self.metric_combo.setEnabled(self.metric_combo.count() > 0)
+        self.actionsChanged.emit()
 
     def _version_context_menu(self, pos: Any) -> None:
         version = self.current_version()

@@ -10,6 +10,7 @@ from modeldeck.core.settings import load_settings
 from modeldeck.gui.app import create_application
 from modeldeck.gui.main_window import MainWindow
 from modeldeck.gui.workers import default_pool, wait_for_workers
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 pytestmark = pytest.mark.gui
@@ -64,5 +65,10 @@ def open_window(qtbot: QtBot) -> Iterator[Callable[..., MainWindow]]:
 
 
 def settle(qtbot: QtBot, timeout_s: float = 30.0) -> None:
-    """Wait until every worker task has been delivered (metric fetches, refreshes)."""
-    qtbot.waitUntil(lambda: not default_pool().pending, timeout=int(timeout_s * 1000))
+    """Wait until no request is scheduled and every worker task has been delivered."""
+
+    def idle() -> bool:
+        pages = [w.registry_page for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+        return not default_pool().pending and not any(p.has_scheduled_work() for p in pages)
+
+    qtbot.waitUntil(idle, timeout=int(timeout_s * 1000))
