@@ -267,3 +267,20 @@ def test_modeldeck_serve_runs_the_same_runtime_without_importing_mlflow(
     assert _predict(rp.url).json() == {"predictions": [0]}
     assert rp.terminate() == 0
     print(f"modeldeck serve: ready after {startup:.2f} s")
+
+
+def test_model_that_onnxruntime_cannot_load_exits_with_one_error_line(
+    runtime_bundles: dict[str, Any], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from modeldeck.core.runtime.manifest import hash_tree, write_manifest
+
+    bundle = tmp_path / "iris"
+    shutil.copytree(runtime_bundles["iris"].path, bundle)
+    (bundle / "model.onnx").write_bytes(b"not an onnx model")
+    write_manifest(bundle, replace(read_manifest(bundle), files=hash_tree(bundle)))  # consistent, just broken
+    result = _run_to_exit([*runtime_command(bundle, "--port", "0"), "--log-level", "error"])
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "onnxruntime cannot load model.onnx" in errors[0]

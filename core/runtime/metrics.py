@@ -15,7 +15,13 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -90,7 +96,7 @@ class RuntimeMetrics(Collector):
         self.batch_size.observe(rows)
         self.batch_requests.observe(requests)
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "modeldeck_requests", "HTTP requests answered, by route and status", labels=["route", "status"]
         )

@@ -38,6 +38,7 @@ def openapi_document(manifest: Manifest, runtime_version: str) -> dict[str, Any]
             "data": {"type": "array", "minItems": 1, "items": {"type": "array", "items": cell}},
         },
     }
+    invocation: dict[str, Any]
     if manifest.input_kind == "columns":
         invocation = {
             "oneOf": [

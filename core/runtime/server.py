@@ -13,13 +13,15 @@ Process contract (relied on by the deploy targets):
 
 uvicorn runs with httptools and uvloop and a plain ASGI app; a single process
 is the default because on a 2-core host the load generator or a neighbour needs
-the other core, and uvicorn's multi-worker mode skips TCP_NODELAY (uvicorn #3149).
+the other core. uvicorn's multi-worker mode is reported to skip TCP_NODELAY
+(uvicorn #3149); for the sockets we bind and hand to uvicorn, uvloop sets
+TCP_NODELAY on every accepted connection (checked: getsockopt returns 1), so no
+per-connection hook is needed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import logging
@@ -78,27 +80,6 @@ def _address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _protocol_class() -> type:
-    """uvicorn's httptools protocol, plus TCP_NODELAY on every accepted connection.
-
-    uvicorn sets no socket options on connections accepted from sockets it is
-    handed (our binds, or its own multi-worker mode, uvicorn #3149); without
-    TCP_NODELAY the body segment of a response waits behind the header segment
-    for the client's delayed ACK.
-    """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                with contextlib.suppress(OSError):  # the peer may already be gone
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            super().connection_made(transport)
-
-    return NoDelayHttpToolsProtocol
-
-
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
     """Write JSON atomically (tmp + rename in the same directory) so a reader never sees half a file."""
     path = Path(path)
@@ -131,7 +112,7 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
     uv_config = uvicorn.Config(
         app,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=_protocol_class(),
+        http="httptools",
         lifespan="off",
         access_log=False,
         server_header=False,
