@@ -209,7 +209,7 @@ class LocalTarget:
         progress(ProgressEvent("verify", "verifying the bundle", 0.02))
         manifest = self._checked_bundle(bundle_dir)
         name = self._name_for(manifest, options)
-        with releases.deployment_lock(self.root, name):
+        with releases.deployment_lock(self.root, name, create=True):
             state = releases.read_state(self.root, name)
             if state is not None:
                 state = self._finish_interrupted(state)
@@ -309,9 +309,7 @@ class LocalTarget:
         bundle = releases.bundle_path(self.root, name, release_id)
         manifest = read_manifest(bundle)
         example = health.load_example(bundle, manifest.input_example_file) if options.health.check_example else None
-        if fresh is False:  # an old release: its runtime.json may name another port; rewrite it
-            cfg = releases.release_dir(self.root, name, release_id) / releases.RUNTIME_CONFIG
-            releases._atomic_write(cfg, self._runtime_config(name, host, port, options))
+        # An old release keeps its runtime.json (batching, CORS as deployed); the binds come from the command line.
         run = releases.run_dir(self.root, name)
         run.mkdir(parents=True, exist_ok=True)
         ready_file = run / f"{release_id}.ready.json"
@@ -322,7 +320,7 @@ class LocalTarget:
         try:
             _check_cancel(cancel)
             progress(ProgressEvent("start", f"starting release {release_id} on {host}:{port}", 0.3))
-            proc_pid, commit_w = self._launch(name, release_id, host, port, ready_file, pidfile)
+            proc_pid, commit_w = self._launch(name, release_id, host, port, ready_file, pidfile, options.env)
             progress(ProgressEvent("health", "waiting for the new runtime to be ready", 0.45))
             ready = health.wait_for_ready_file(
                 ready_file, options.health, alive=lambda: pid_alive(proc_pid), cancel=cancel
@@ -404,7 +402,7 @@ class LocalTarget:
         return shared
 
     def _launch(
-        self, name: str, release_id: str, host: str, port: int, ready_file: Path, pidfile: Path
+        self, name: str, release_id: str, host: str, port: int, ready_file: Path, pidfile: Path, env: dict[str, str]
     ) -> tuple[int, int]:
         """Start a supervisor (on probation) for one release; return its pid and the commit pipe."""
         rdir = releases.release_dir(self.root, name, release_id)
@@ -427,7 +425,7 @@ class LocalTarget:
             with logfile.open("ab") as out:
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=(read_fd,),
-                    start_new_session=True, close_fds=True,
+                    start_new_session=True, close_fds=True, env={**os.environ, **env},
                 )  # fmt: skip
             code = proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired) as exc:

@@ -207,8 +207,7 @@ def prune_releases(root: Path, name: str, keep: int, protect: tuple[str | None, 
     """Remove the oldest releases beyond ``keep`` (never one in ``protect``); return the removed ids."""
     ids = list_releases(root, name)
     removable = [r for r in ids if r not in protect]
-    excess = len(ids) - max(keep, len([p for p in protect if p]))
-    removed = removable[: max(excess, 0)]
+    removed = removable[: max(len(ids) - max(keep, 1), 0)]
     for rid in removed:
         remove_release(root, name, rid)
     return removed
@@ -219,14 +218,19 @@ def remove_deployment(root: Path, name: str) -> None:
 
 
 @contextlib.contextmanager
-def deployment_lock(root: Path, name: str) -> Iterator[None]:
+def deployment_lock(root: Path, name: str, *, create: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on one deployment for the length of an operation.
 
     Non-blocking: a second deploy/rollback/stop of the same name while one runs
-    fails at once with :class:`DeployError` instead of racing it.
+    fails at once with :class:`DeployError` instead of racing it. Only ``create``
+    (a deploy) makes the deployment's folder; for anything else a missing
+    deployment is a :class:`DeployError` and nothing is written.
     """
     ddir = deployment_dir(root, name)
-    ddir.mkdir(parents=True, exist_ok=True)
+    if create:
+        ddir.mkdir(parents=True, exist_ok=True)
+    elif not (ddir / STATE_FILE).is_file():
+        raise DeployError(f"no deployment named {name!r}", hint="see `modeldeck status`")
     fh = (ddir / ".lock").open("a+")
     try:
         try:
