@@ -299,3 +299,43 @@ def test_report_prints_as_text_and_json(iris_bundle: Path, bundle_store: MlflowS
     assert data["parity"]["passed"] is True
     assert data["manifest"]["model_name"] == "iris-classifier"
     assert set(data["timings"]) >= {"fetch", "convert", "parity", "write"}
+
+
+def test_numpy_example_gives_a_tensor_bundle(tmp_path: Path) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    folder = save_local(LogisticRegression(max_iter=300).fit(x, y), tmp_path / "m", input_example=x[:3])
+    report = build_bundle(str(folder), tmp_path / "b")
+    assert report.manifest.input_kind == "tensor"
+    (feed,) = report.manifest.feeds
+    assert feed.columns == () and feed.shape == (-1, 4)
+    assert json.loads((tmp_path / "b" / "input_example.json").read_text()) == {"inputs": x[:3].tolist()}
+
+
+def test_sklearn_model_without_signature_or_example_is_refused_with_a_hint(tmp_path: Path) -> None:
+    model, _ = iris_pipeline()
+    folder = save_local(model, tmp_path / "m")
+    with pytest.raises(ConversionError, match="no signature") as err:
+        build_bundle(str(folder), tmp_path / "b")
+    assert "input_example" in (err.value.hint or "")
+
+
+def test_onnx_model_with_only_a_dataframe_example_maps_columns_to_its_input(tmp_path: Path) -> None:
+    import mlflow
+    import pandas as pd
+    from skl2onnx import to_onnx
+
+    model, x = iris_pipeline()
+    onx = to_onnx(model, x.to_numpy(np.float32)[:1], options={"zipmap": False})
+    frame = pd.DataFrame(x.to_numpy(np.float32)[:3], columns=["a", "b", "c", "d"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.onnx.save_model(onx, str(tmp_path / "m"), input_example=frame)  # MLflow infers no signature here
+    report = build_bundle(str(tmp_path / "m"), tmp_path / "b")
+    m = report.manifest
+    assert m.extra["signature_inferred_from_example"] is True
+    assert m.input_kind == "columns" and [c.type for c in m.inputs] == ["double"] * 4
+    (feed,) = m.feeds
+    assert feed.onnx_input == "X" and feed.columns == ("a", "b", "c", "d")

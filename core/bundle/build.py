@@ -224,6 +224,7 @@ def build_bundle(
             if example_json is not None:
                 (staging / EXAMPLE_FILE).write_text(json.dumps(example_json, default=_plain), encoding="utf-8")
             extra: dict[str, Any] = {
+                **source.notes,
                 "converter": type(converter).__name__,
                 "converter_notes": conversion.notes,
                 "signature_outputs": (source.signature or {}).get("outputs"),
@@ -315,7 +316,8 @@ def _check_parity(
         return None, (conversion.parity_skipped_reason or "no input example") + "; no input example to run"
     actual = par.run_onnx(sess, conversion.feeds, rows.batch)
     if conversion.reference is None:
-        return None, f"{conversion.parity_skipped_reason or 'no original model to compare with'} ({rows.count} rows)"
+        reason = conversion.parity_skipped_reason or "there is no original model to compare with"
+        return None, f"{reason}; the ONNX model ran without error on {rows.count} rows"
     try:
         expected = conversion.reference(rows.batch)
     except Exception as exc:  # the original model's own predict failing is the model's problem, said plainly

@@ -226,7 +226,9 @@ class OnnxPassthrough:
                 )
             elif len(graph_inputs) == 1:
                 gi = graph_inputs[0]
-                feeds = (Feed(onnx_input=gi.name, dtype=_elem_dtype(gi.type), columns=tuple(names)),)
+                feeds = (
+                    Feed(onnx_input=gi.name, dtype=_elem_dtype(gi.type), columns=tuple(names), shape=(-1, len(names))),
+                )
             else:
                 raise ConversionError(
                     f"cannot map the signature's columns {names} to the ONNX inputs {sorted(by_name)}",
@@ -244,8 +246,7 @@ class OnnxPassthrough:
             outputs=outputs,
             prediction_output=names[0],
             task=task,
-            parity_skipped_reason="onnx passthrough: there is no original model to compare with; "
-            "the ONNX model was run on the input example instead",
+            parity_skipped_reason="onnx passthrough: there is no original model to compare with",
         )
 
 

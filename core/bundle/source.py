@@ -228,6 +228,12 @@ def _registered_meta(model_dir: Path) -> tuple[str | None, str | None]:
 def _source(
     model_dir: Path, source_uri: str, mlmodel: dict[str, Any], name: str, version: str, run_id: str | None
 ) -> ModelSource:
+    signature = _signature(mlmodel)
+    example = _input_example(model_dir, mlmodel)
+    notes: dict[str, Any] = {}
+    if signature is None and example is not None:
+        signature = _signature_from_example(example)
+        notes["signature_inferred_from_example"] = signature is not None
     return ModelSource(
         model_dir=model_dir,
         source_uri=source_uri,
@@ -235,9 +241,44 @@ def _source(
         model_name=name,
         model_version=version,
         run_id=run_id,
-        signature=_signature(mlmodel),
-        input_example=_input_example(model_dir, mlmodel),
+        signature=signature,
+        input_example=example,
+        notes=notes,
     )
+
+
+def _signature_from_example(example: dict[str, Any]) -> dict[str, Any] | None:
+    """A signature (MLflow JSON form) guessed from the input example, for models logged without one."""
+    import numpy as np
+
+    if "columns" in example:
+        inputs = []
+        for i, name in enumerate(example["columns"]):
+            values = [row[i] for row in example["data"] if i < len(row) and row[i] is not None]
+            if values and all(isinstance(v, bool) for v in values):
+                kind = "boolean"
+            elif values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                kind = "long"
+            elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                kind = "double"
+            else:
+                kind = "string"
+            inputs.append({"name": str(name), "type": kind, "required": True})
+        return {"inputs": inputs, "outputs": None}
+    inputs_value = example.get("inputs")
+    tensors = inputs_value if isinstance(inputs_value, dict) else {None: inputs_value}
+    specs = []
+    for name, value in tensors.items():
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError):
+            return None
+        dtype = "float32" if arr.dtype.kind == "f" else arr.dtype.name
+        spec = {"type": "tensor", "tensor-spec": {"dtype": dtype, "shape": [-1, *arr.shape[1:]]}}
+        if name is not None:
+            spec["name"] = str(name)
+        specs.append(spec)
+    return {"inputs": specs, "outputs": None}
 
 
 def _signature(mlmodel: dict[str, Any]) -> dict[str, Any] | None:
