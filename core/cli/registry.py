@@ -9,6 +9,7 @@ embedded local registry is used and seeded with the demo models on first use
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -60,6 +61,9 @@ def open_registry(args: argparse.Namespace) -> Registry:
     from modeldeck.core import cli
     from modeldeck.core.registry.client import Registry
 
+    if not getattr(args, "verbose", 0):
+        # urllib3 logs every retry of a dead server as a warning; the one-line error says it all
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     settings = cli.settings_for(args)
     if settings.tracking_uri is None:
         from modeldeck.core.registry.embedded import ensure_embedded_registry
