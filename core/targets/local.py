@@ -586,6 +586,14 @@ class LocalTarget:
         releases.remove_deployment(self.root, name)
         progress(ProgressEvent("done", f"{name} undeployed", 1.0))
 
+    def check_port(self, name: str, options: DeployOptions) -> tuple[str, int]:
+        """The host and port a deploy of ``name`` would use; raises :class:`DeployError` if it is taken.
+
+        Cheap, so a UI can refuse a busy port before spending time on bundling.
+        """
+        releases.validate_name(name)
+        return self._choose_port(name, releases.read_state(self.root, name), options, check=True)
+
     def input_example(self, name: str) -> dict[str, Any] | None:
         """The active release's input example as an ``/invocations`` body (None if it has none)."""
         state = self._require_state(name)

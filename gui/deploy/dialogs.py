@@ -105,6 +105,15 @@ class _WorkDialog(QDialog):
     def _form_widgets(self) -> list[QWidget]:
         return []
 
+    def _fit_height(self) -> None:
+        """Grow (never shrink) to the height the content now needs, e.g. after a banner appeared."""
+        self.layout().activate()
+        self.resize(self.width(), max(self.height(), self.sizeHint().height()))
+
+    def _show_error(self, text: str) -> None:
+        self.banner.show_message(text)
+        self._fit_height()
+
     def _grow_for_report(self) -> None:
         """Room for the report once it is shown (the form alone is sized to its content)."""
         self.resize(max(self.width(), 860), max(self.height(), 600))
@@ -160,12 +169,13 @@ class _WorkDialog(QDialog):
         self._set_running(False)
         self.progress.hide()
         self.step_label.hide()
-        self.banner.show_message(describe_error(error))
+        self._show_error(describe_error(error))
 
     def _show_outcome(self, text: str, colour: str) -> None:
         self.outcome.setText(text)
         self.outcome.setStyleSheet(f"color: {colour}; font-weight: 600;")
         self.outcome.show()
+        self._fit_height()
 
 
 class BundleDialog(_WorkDialog):
@@ -244,7 +254,7 @@ class BundleDialog(_WorkDialog):
     def _start_task(self) -> TaskHandle | None:
         out = self.out_edit.text().strip()
         if not out:
-            self.banner.show_message("Choose an output folder.")
+            self._show_error("Choose an output folder.")
             return None
         self.report.hide()
         return run_task(
@@ -312,7 +322,7 @@ class DeployDialog(_WorkDialog):
 
         name = self.name_edit.text().strip()
         if not name:
-            self.banner.show_message("Enter a deployment name.")
+            self._show_error("Enter a deployment name.")
             return None
         options = DeployOptions(name=name, port=self.port_spin.value())
         return run_task(

@@ -73,6 +73,9 @@ def bundle_and_deploy(
 ) -> BundleAndDeploy:
     """Bundle ``model_uri`` into the app's bundle folder (first half of the progress), then deploy it."""
     out = bundle_dir_for(settings, model_uri)
+    check_port = getattr(target, "check_port", None)
+    if check_port is not None and options.name:
+        check_port(options.name, options)  # a busy port fails now, not after bundling
 
     def bundle_progress(message: str, fraction: float | None) -> None:
         progress(f"Bundling: {message}", None if fraction is None else 0.5 * fraction)

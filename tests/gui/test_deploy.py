@@ -206,3 +206,44 @@ def _options(**kw):
     from modeldeck.core.targets.base import DeployOptions
 
     return DeployOptions(port=free_port(), **kw)
+
+
+def test_rollback_button_switches_back_to_the_previous_release(
+    qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI], deploy_bundles
+) -> None:
+    window, ui = deploy_window
+    options = _options(name="flowers")
+    ui.target.deploy(deploy_bundles["v1"], options)
+    ui.target.deploy(deploy_bundles["v2"], options)
+    window.pages.setCurrentWidget(ui.page)
+    qtbot.waitUntil(lambda: (s := row_status(ui, "flowers")) is not None and s.model_version == "2", timeout=10_000)
+    ui.page.select("flowers")
+    assert ui.page.rollback_button.isEnabled()
+    with qtbot.waitSignal(ui.page.operationFinished, timeout=60_000) as done:
+        qtbot.mouseClick(ui.page.rollback_button, Qt.MouseButton.LeftButton)
+        assert not ui.page.rollback_button.isEnabled()  # no second click while it runs
+    assert done.args[1].outcome == "rolled-back"
+    qtbot.waitUntil(lambda: row_status(ui, "flowers").model_version == "1", timeout=10_000)
+    assert row_status(ui, "flowers").state == "running"
+
+
+def test_busy_port_is_refused_inside_the_deploy_dialog_before_bundling(
+    qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI]
+) -> None:
+    import socket
+
+    window, ui = deploy_window
+    select_version(qtbot, window, "iris-classifier", "1")
+    dialog = ui.open_deploy_dialog()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        dialog.port_spin.setValue(busy.getsockname()[1])
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: dialog.banner.isVisible(), timeout=30_000)
+    assert "is in use by another program" in dialog.banner.text()
+    assert dialog.run_button.isEnabled() and dialog.name_edit.isEnabled()
+    assert not (load_settings().bundles_dir / "iris-classifier-1").exists()
+    assert ui.target.status() == []
+    shot(dialog, "dialog-deploy-port-busy")
+    dialog.close()
