@@ -16,19 +16,9 @@ from modeldeck.core.bundle import BundleOptions, build_bundle, verify_bundle
 from modeldeck.core.bundle.converters import feed_arrays
 from modeldeck.core.errors import BundleError, Cancelled, ConversionError, NotFound, TamperedBundle
 
-from tests.fixtures.bundles import MlflowStore, diabetes_pipeline, iris_pipeline
+from tests.fixtures.bundles import MlflowStore, diabetes_pipeline, iris_pipeline, save_sklearn
 
 pytestmark = pytest.mark.slow
-
-
-def save_local(model: Any, path: Path, **kw: Any) -> Path:
-    """An MLflow sklearn model folder on disk, as ``mlflow.sklearn.save_model`` writes it."""
-    import mlflow
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(model, str(path), **kw)
-    return path
 
 
 def run_bundle(bundle: Path, frame: Any) -> dict[str, np.ndarray]:
@@ -104,7 +94,7 @@ def test_run_ref_bundles_the_model_logged_in_that_run(bundle_store: MlflowStore,
 
 def test_local_model_folder_is_bundled_without_a_registry(tmp_path: Path) -> None:
     model, x = iris_pipeline()
-    folder = save_local(model, tmp_path / "iris-model", input_example=x.head(3))
+    folder = save_sklearn(model, tmp_path / "iris-model", input_example=x.head(3))
     report = build_bundle(str(folder), tmp_path / "b")
     assert report.manifest.model_name == "iris-model"
     assert report.manifest.model_version == "local"
@@ -168,7 +158,7 @@ def test_string_column_pipeline_gets_one_feed_per_column(tmp_path: Path) -> None
         [("num", StandardScaler(), ["age", "visits"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]
     )
     model = Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(df, y)
-    folder = save_local(model, tmp_path / "churn", input_example=df.head(6))
+    folder = save_sklearn(model, tmp_path / "churn", input_example=df.head(6))
     report = build_bundle(str(folder), tmp_path / "b")
     m = report.manifest
     assert {(f.onnx_input, f.dtype, f.columns) for f in m.feeds} == {
@@ -188,7 +178,7 @@ def test_tree_ensemble_loads_trusting_only_the_tree_type(tmp_path: Path) -> None
     _, x = iris_pipeline()
     y = (x.iloc[:, 2] > 3).astype(int)
     forest = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0).fit(x, y)
-    folder = save_local(
+    folder = save_sklearn(
         forest, tmp_path / "forest", input_example=x.head(4), skops_trusted_types=["sklearn.tree._tree.Tree"]
     )
     report = build_bundle(str(folder), tmp_path / "b")
@@ -204,7 +194,9 @@ def test_gradient_boosting_regressor_converts(tmp_path: Path) -> None:
     _, x = diabetes_pipeline()
     y = x["bmi"] * 100 + x["bp"] * 50
     gbr = GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0).fit(x, y)
-    folder = save_local(gbr, tmp_path / "gbr", input_example=x.head(4), skops_trusted_types=["sklearn.tree._tree.Tree"])
+    folder = save_sklearn(
+        gbr, tmp_path / "gbr", input_example=x.head(4), skops_trusted_types=["sklearn.tree._tree.Tree"]
+    )
     report = build_bundle(str(folder), tmp_path / "b")
     assert report.manifest.task == "regression" and report.parity is not None
 
@@ -213,7 +205,7 @@ def test_estimator_skl2onnx_cannot_convert_is_a_conversion_error_naming_it(tmp_p
     from sklearn.kernel_ridge import KernelRidge
 
     _model, x = diabetes_pipeline()
-    folder = save_local(KernelRidge().fit(x, x["bmi"]), tmp_path / "kr", input_example=x.head(3))
+    folder = save_sklearn(KernelRidge().fit(x, x["bmi"]), tmp_path / "kr", input_example=x.head(3))
     with pytest.raises(ConversionError, match=r"flavor sklearn: skl2onnx cannot convert KernelRidge"):
         build_bundle(str(folder), tmp_path / "b")
     assert not (tmp_path / "b").exists()
@@ -228,7 +220,7 @@ def test_python_function_only_model_is_a_conversion_error_naming_the_flavor(tmp_
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlflow.pyfunc.save_model(str(tmp_path / "echo"), python_model=Echo())
+        mlflow.pyfunc.save_model(str(tmp_path / "echo"), python_model=Echo(), pip_requirements=["mlflow"])
     with pytest.raises(ConversionError, match=r"cannot convert flavor python_function to ONNX") as err:
         build_bundle(str(tmp_path / "echo"), tmp_path / "b")
     assert "onnx, sklearn" in err.value.message
@@ -306,7 +298,7 @@ def test_numpy_example_gives_a_tensor_bundle(tmp_path: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 
     x, y = load_iris(return_X_y=True)
-    folder = save_local(LogisticRegression(max_iter=300).fit(x, y), tmp_path / "m", input_example=x[:3])
+    folder = save_sklearn(LogisticRegression(max_iter=300).fit(x, y), tmp_path / "m", input_example=x[:3])
     report = build_bundle(str(folder), tmp_path / "b")
     assert report.manifest.input_kind == "tensor"
     (feed,) = report.manifest.feeds
@@ -316,7 +308,7 @@ def test_numpy_example_gives_a_tensor_bundle(tmp_path: Path) -> None:
 
 def test_sklearn_model_without_signature_or_example_is_refused_with_a_hint(tmp_path: Path) -> None:
     model, _ = iris_pipeline()
-    folder = save_local(model, tmp_path / "m")
+    folder = save_sklearn(model, tmp_path / "m")
     with pytest.raises(ConversionError, match="no signature") as err:
         build_bundle(str(folder), tmp_path / "b")
     assert "input_example" in (err.value.hint or "")
@@ -332,7 +324,7 @@ def test_onnx_model_with_only_a_dataframe_example_maps_columns_to_its_input(tmp_
     frame = pd.DataFrame(x.to_numpy(np.float32)[:3], columns=["a", "b", "c", "d"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlflow.onnx.save_model(onx, str(tmp_path / "m"), input_example=frame)  # MLflow infers no signature here
+        mlflow.onnx.save_model(onx, str(tmp_path / "m"), input_example=frame, pip_requirements=["onnx"])  # no signature
     report = build_bundle(str(tmp_path / "m"), tmp_path / "b")
     m = report.manifest
     assert m.extra["signature_inferred_from_example"] is True

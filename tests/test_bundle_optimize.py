@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 from modeldeck.core.bundle import BundleOptions, build_bundle, verify_bundle
 from modeldeck.core.errors import ParityError
 
+from tests.fixtures.bundles import save_sklearn
+
 pytestmark = pytest.mark.slow
 
 ADAM = ["sklearn.neural_network._stochastic_optimizers.AdamOptimizer"]
-
-
-def save_local(model: Any, path: Path, **kw: Any) -> Path:
-    import mlflow
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(model, str(path), **kw)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +30,9 @@ def mlp_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = make_pipeline(
             StandardScaler(), MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=15, random_state=0)
         ).fit(x, y)
-    return save_local(model, tmp_path_factory.mktemp("mlp") / "clf", input_example=x.head(16), skops_trusted_types=ADAM)
+    return save_sklearn(
+        model, tmp_path_factory.mktemp("mlp") / "clf", input_example=x.head(16), skops_trusted_types=ADAM
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,9 @@ def mlp_regressor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = make_pipeline(
             StandardScaler(), MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=100, random_state=0)
         ).fit(x, y)
-    return save_local(model, tmp_path_factory.mktemp("mlp") / "reg", input_example=x.head(8), skops_trusted_types=ADAM)
+    return save_sklearn(
+        model, tmp_path_factory.mktemp("mlp") / "reg", input_example=x.head(8), skops_trusted_types=ADAM
+    )
 
 
 def test_optimize_and_quantize_report_size_latency_and_accuracy(mlp_classifier_dir: Path, tmp_path: Path) -> None:
@@ -95,7 +91,7 @@ def test_quantising_a_tree_ensemble_says_there_is_nothing_to_quantise(tmp_path: 
 
     x, y = load_iris(return_X_y=True, as_frame=True)
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
-    folder = save_local(
+    folder = save_sklearn(
         forest, tmp_path / "forest", input_example=x.head(3), skops_trusted_types=["sklearn.tree._tree.Tree"]
     )
     plain = build_bundle(str(folder), tmp_path / "plain")

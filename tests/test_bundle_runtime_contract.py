@@ -62,7 +62,9 @@ def test_runtime_serves_a_mixed_type_pipeline_with_per_column_feeds(tmp_path: Pa
     model = Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(df, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(model, str(tmp_path / "m"), input_example=df.head(4))
+        mlflow.sklearn.save_model(
+            model, str(tmp_path / "m"), input_example=df.head(4), pip_requirements=["scikit-learn"]
+        )
     build_bundle(str(tmp_path / "m"), tmp_path / "b")
     body = {"dataframe_split": {"columns": ["age", "plan"], "data": df.to_numpy().tolist()}}
     assert predict(tmp_path / "b", body) == model.predict(df).tolist()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 from modeldeck.core.bundle import BundleOptions, build_bundle
@@ -14,22 +12,13 @@ from modeldeck.core.bundle.trust import is_allowed_type
 from modeldeck.core.errors import ConversionError
 from sklearn.preprocessing import StandardScaler
 
-from tests.fixtures.bundles import iris_pipeline
+from tests.fixtures.bundles import iris_pipeline, save_sklearn
 
 pytestmark = pytest.mark.slow
 
 
 class HomemadeScaler(StandardScaler):
     """A user's own class: code ModelDeck has never seen, so it must not be loaded."""
-
-
-def save_local(model: Any, path: Path, **kw: Any) -> Path:
-    import mlflow
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(model, str(path), **kw)
-    return path
 
 
 @pytest.mark.parametrize(
@@ -64,7 +53,7 @@ def test_function_reference_in_skops_file_is_refused_even_if_mlmodel_trusts_it(t
     # Never fitted or run: the point is that the file references os.system.
     evil = make_pipeline(FunctionTransformer(os.system), LogisticRegression().fit(x, y))
     signature = infer_signature(x.head(2))
-    folder = save_local(evil, tmp_path / "evil", signature=signature, skops_trusted_types=["posix.system"])
+    folder = save_sklearn(evil, tmp_path / "evil", signature=signature, skops_trusted_types=["posix.system"])
     with pytest.raises(ConversionError, match=r"types ModelDeck does not trust: posix\.system"):
         build_bundle(str(folder), tmp_path / "b")
     assert not (tmp_path / "b").exists()
@@ -78,7 +67,7 @@ def test_custom_class_in_skops_file_is_refused_and_listed(tmp_path: Path) -> Non
     y = (x.iloc[:, 0] > 5.8).astype(int)
     model = make_pipeline(HomemadeScaler(), LogisticRegression()).fit(x, y)
     name = f"{HomemadeScaler.__module__}.HomemadeScaler"
-    folder = save_local(model, tmp_path / "custom", input_example=x.head(2), skops_trusted_types=[name])
+    folder = save_sklearn(model, tmp_path / "custom", input_example=x.head(2), skops_trusted_types=[name])
     with pytest.raises(ConversionError, match=rf"does not trust: {name}"):
         build_bundle(str(folder), tmp_path / "b")
 
@@ -90,7 +79,7 @@ def test_tree_with_out_of_range_node_index_is_refused_before_use(tmp_path: Path)
     _, x = iris_pipeline()
     y = (x.iloc[:, 2] > 3).astype(int)
     forest = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(x, y)
-    folder = save_local(
+    folder = save_sklearn(
         forest, tmp_path / "forest", input_example=x.head(2), skops_trusted_types=["sklearn.tree._tree.Tree"]
     )
     tree = forest.estimators_[1].tree_
@@ -104,7 +93,7 @@ def test_tree_with_out_of_range_node_index_is_refused_before_use(tmp_path: Path)
 
 def test_pickled_model_needs_explicit_trust(tmp_path: Path) -> None:
     model, x = iris_pipeline()
-    folder = save_local(model, tmp_path / "pickled", input_example=x.head(3), serialization_format="cloudpickle")
+    folder = save_sklearn(model, tmp_path / "pickled", input_example=x.head(3), serialization_format="cloudpickle")
     with pytest.raises(ConversionError, match="loading a pickle runs arbitrary code") as err:
         build_bundle(str(folder), tmp_path / "b")
     assert "--trust-pickle" in (err.value.hint or "")
@@ -116,7 +105,7 @@ def test_pickled_model_needs_explicit_trust(tmp_path: Path) -> None:
 
 def test_missing_model_file_is_a_bundle_error(tmp_path: Path) -> None:
     model, x = iris_pipeline()
-    folder = save_local(model, tmp_path / "m", input_example=x.head(3))
+    folder = save_sklearn(model, tmp_path / "m", input_example=x.head(3))
     os.remove(folder / "model.skops")
     shutil.rmtree(tmp_path / "b", ignore_errors=True)
     with pytest.raises(Exception, match=r"model\.skops is missing"):
