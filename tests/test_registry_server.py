@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from modeldeck.core.errors import NotFound, RegistryError, RegistryUnreachable
+from modeldeck.core.errors import NotFound, PermissionDenied, RegistryError, RegistryUnreachable
 from modeldeck.core.registry.client import Registry
 
 from tests.fixtures.registry import MlflowServer, Store, copy_store, sqlite_uri, start_mlflow_server, stop_process
@@ -157,3 +157,45 @@ def test_a_server_that_went_away_is_unreachable_quickly(demo_store: Store, tmp_p
     with pytest.raises(RegistryUnreachable):
         registry.list_models()
     assert time.monotonic() - started < 4
+
+
+def test_refused_credentials_are_permission_denied_with_a_hint(
+    demo_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ``mlflow server --app-name basic-auth``: no or wrong credentials give 401."""
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (mlflow[auth])")
+    copy_store(demo_store, tmp_path)
+    store = Store(sqlite_uri(tmp_path / "mlflow.db"), tmp_path, demo_store.artifact_root)
+    auth_ini = tmp_path / "basic_auth.ini"
+    auth_ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = {sqlite_uri(tmp_path / 'auth.db')}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        encoding="utf-8",
+    )
+    server = start_mlflow_server(
+        store,
+        tmp_path / "server.log",
+        artifacts_destination=tmp_path / "served",
+        extra_args=("--app-name", "basic-auth"),
+        extra_env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": "correct-horse-42",
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+        },
+    )
+    try:
+        registry = Registry(server.url, timeout_s=5)
+        with pytest.raises(PermissionDenied) as info:
+            registry.list_models()
+        assert "MLFLOW_TRACKING_TOKEN" in (info.value.hint or "")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(PermissionDenied):
+            registry.ping()
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "correct-horse-42")
+        assert "iris-classifier" in {m.name for m in registry.list_models().items}
+        assert "correct-horse-42" not in registry.display_name
+    finally:
+        stop_process(server.process)

@@ -524,7 +524,9 @@ class Registry:
         except RegistryError as exc:
             warnings.append(f"artifact location unknown: {exc.message}")
             model_uri = mv.source
-        signature, example, flavors = None, None, ()
+        signature: Signature | None = None
+        example: dict[str, Any] | None = None
+        flavors: tuple[str, ...] = ()
         artifacts: tuple[ArtifactEntry, ...] = ()
         size: int | None = None
         repo = self._artifact_repo(model_uri, warnings)
