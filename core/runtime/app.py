@@ -51,6 +51,8 @@ class RuntimeApp:
         self.config = config
         self.runtime_version = runtime_version
         self.ready = False
+        # How many requests the server holds right now (set by the server; see _predict). None: unknown.
+        self.pending_requests: Callable[[], int] | None = None
         m = model.manifest
         self.metrics = RuntimeMetrics(
             model_name=m.model_name,
@@ -250,6 +252,13 @@ class RuntimeApp:
     async def _predict(self, item: Any) -> list[Any]:
         """Queue for the batcher and wait; the batcher answers 504 for requests queued past ``request_timeout_s``."""
         try:
+            pending = self.pending_requests
+            if pending is not None and pending() <= 1:  # alone on the server: nothing to batch with
+                result = self.batcher.run_now(item)
+                if result is not None:
+                    if isinstance(result, Exception):
+                        raise result
+                    return result  # type: ignore[no-any-return]
             return await self.batcher.submit(item)  # type: ignore[no-any-return]
         except InferenceError as exc:
             self.metrics.inference_errors += 1

@@ -166,6 +166,9 @@ class _RuntimeServer:
                 outer._load_task = asyncio.get_running_loop().create_task(outer._load())
 
         self._server = Server(uv_config)
+        tasks = getattr(getattr(self._server, "server_state", None), "tasks", None)
+        if isinstance(tasks, set):  # uvicorn's set of live request tasks: lets a lone request skip the batch queue
+            app.pending_requests = tasks.__len__
         self.app = app
         self.model = model
         self.config = config
