@@ -115,3 +115,25 @@ def test_embedded_registry_is_seeded_once_under_the_data_dir(tmp_path: Path, dem
     client.delete_registered_model("breast-cancer-classifier")
     ensure_embedded_registry(settings)
     assert "breast-cancer-classifier" not in _versions(uri)  # a deleted demo model is not brought back
+
+
+def test_trusted_types_are_exactly_what_each_model_needs(demo_store: Store) -> None:
+    """Never trust everything: a linear pipeline needs nothing extra, a forest needs only the tree type."""
+    import yaml
+    from modeldeck.core.registry.trust import skops_trusted_types
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = [[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], [0, 1, 1, 0]
+    assert skops_trusted_types(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)) == []
+    assert skops_trusted_types(RandomForestClassifier(n_estimators=2, random_state=0).fit(X, y)) == [
+        "sklearn.tree._tree.Tree"
+    ]
+    recorded = {}
+    for mlmodel in demo_store.artifact_root.rglob("MLmodel"):
+        flavor = yaml.safe_load(mlmodel.read_text())["flavors"]["sklearn"]
+        recorded[flavor["serialization_format"]] = recorded.get(flavor["serialization_format"], 0) + 1
+        assert flavor["skops_trusted_types"] in (None, [], ["sklearn.tree._tree.Tree"])
+    assert recorded == {"skops": len(DEMO_VERSIONS)}
