@@ -1,0 +1,146 @@
+"""Dynamic batching, driven through the real ASGI app and a real onnxruntime session in-process
+(the HTTP tests cannot make concurrency deterministic; here the event loop can)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from modeldeck.core.runtime.app import RuntimeApp
+from modeldeck.core.runtime.config import RuntimeConfig
+from modeldeck.core.runtime.manifest import verify_bundle
+from modeldeck.core.runtime.model import ServedModel
+
+from tests.fixtures.runtime import RuntimeProcess, make_slow_bundle, start_runtime
+
+COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def _app(bundle: Path, **config: Any) -> RuntimeApp:
+    model = ServedModel(bundle, verify_bundle(bundle))
+    model.load(warmup_runs=1)
+    app = RuntimeApp(model, RuntimeConfig(**config), "test")
+    app.mark_ready()
+    return app
+
+
+async def _call(app: RuntimeApp, rows: list[list[float]], columns: list[str] = COLUMNS) -> tuple[int, Any]:
+    body = json.dumps({"dataframe_split": {"columns": columns, "data": rows}}).encode()
+    scope = {
+        "type": "http",
+        "path": "/invocations",
+        "method": "POST",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+def test_concurrent_requests_share_one_session_run(runtime_bundles: dict[str, Any]) -> None:
+    bundle = runtime_bundles["iris"]
+    app = _app(bundle.path, max_batch_size=64)
+    slices = [bundle.X[i : i + 1 + i % 3].tolist() for i in range(0, 24, 3)]
+
+    async def burst() -> list[tuple[int, Any]]:
+        return await asyncio.gather(*(_call(app, rows) for rows in slices))
+
+    answers = asyncio.run(burst())
+    for (status, body), rows in zip(answers, slices, strict=True):
+        assert status == 200
+        assert body["predictions"] == bundle.model.predict(np.array(rows)).tolist()
+    m = app.metrics
+    assert m.batch_requests.total == len(slices)  # every request ran ...
+    assert sum(m.batch_requests.counts) == 1  # ... in a single session.run
+    assert m.batch_size.total == sum(len(r) for r in slices)
+
+
+def test_max_batch_size_bounds_the_rows_per_run(runtime_bundles: dict[str, Any]) -> None:
+    bundle = runtime_bundles["iris"]
+    app = _app(bundle.path, max_batch_size=4)
+    rows = [bundle.X[i : i + 2].tolist() for i in range(0, 20, 2)]  # 10 requests of 2 rows
+
+    async def burst() -> list[tuple[int, Any]]:
+        return await asyncio.gather(*(_call(app, r) for r in rows))
+
+    assert all(status == 200 for status, _ in asyncio.run(burst()))
+    assert sum(app.metrics.batch_requests.counts) == 5  # 2 requests (4 rows) per run
+    assert app.metrics.batch_size.total == 20
+
+
+def test_batching_off_runs_each_request_alone(runtime_bundles: dict[str, Any]) -> None:
+    bundle = runtime_bundles["iris"]
+    app = _app(bundle.path, max_batch_size=1)
+
+    async def burst() -> list[tuple[int, Any]]:
+        return await asyncio.gather(*(_call(app, [bundle.X[i].tolist()]) for i in range(6)))
+
+    assert all(status == 200 for status, _ in asyncio.run(burst()))
+    assert sum(app.metrics.batch_requests.counts) == 6
+
+
+def test_max_batch_wait_collects_requests_that_arrive_a_little_later(runtime_bundles: dict[str, Any]) -> None:
+    bundle = runtime_bundles["iris"]
+    app = _app(bundle.path, max_batch_size=64, max_batch_wait_ms=50)
+    row = bundle.X[0].tolist()
+
+    async def staggered() -> list[tuple[int, Any]]:
+        first = [asyncio.ensure_future(_call(app, [row])) for _ in range(2)]
+        await asyncio.sleep(0.01)  # inside the 50 ms window
+        later = [asyncio.ensure_future(_call(app, [row])) for _ in range(3)]
+        return await asyncio.gather(*first, *later)
+
+    assert all(status == 200 for status, _ in asyncio.run(staggered()))
+    assert sum(app.metrics.batch_requests.counts) == 1
+
+
+def test_request_queued_past_its_timeout_gets_504(tmp_path: Path, runtime_processes: list[RuntimeProcess]) -> None:
+    bundle = make_slow_bundle(tmp_path / "slow")
+    rp = start_runtime(
+        bundle, tmp_path, config={"inference_in_thread": True, "max_batch_size": 1, "request_timeout_s": 0.02}
+    )
+    runtime_processes.append(rp)
+    body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": [[1, 2, 3, 4]] * 600}})
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(f"{rp.url}/invocations", content=body, headers={"content-type": "application/json"})
+                    for _ in range(4)
+                )
+            )
+
+    responses = asyncio.run(burst())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and statuses[-1] == 504
+    late = next(r for r in responses if r.status_code == 504)
+    assert late.json()["error_code"] == "DEADLINE_EXCEEDED"
+    assert httpx.get(f"{rp.url}/ping", timeout=5).status_code == 200
+    assert rp.terminate() == 0
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_onnxruntime_failure_in_a_batch_fails_only_that_request(
+    runtime_bundles: dict[str, Any], in_thread: bool
+) -> None:
+    app = _app(runtime_bundles["fragile"], max_batch_size=64, inference_in_thread=in_thread)
+
+    async def burst() -> list[tuple[int, Any]]:
+        return await asyncio.gather(*(_call(app, [[1.0, 2.0, 3.0, 4.0]] * n, list("abcd")) for n in (1, 3, 2, 6)))
+
+    statuses = [status for status, _ in asyncio.run(burst())]
+    assert statuses == [500, 200, 500, 200]
+    app.batcher.close()
