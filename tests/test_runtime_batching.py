@@ -106,6 +106,7 @@ def test_max_batch_wait_collects_requests_that_arrive_a_little_later(runtime_bun
     assert sum(app.metrics.batch_requests.counts) == 1
 
 
+@pytest.mark.server
 def test_request_queued_past_its_timeout_gets_504(tmp_path: Path, runtime_processes: list[RuntimeProcess]) -> None:
     bundle = make_slow_bundle(tmp_path / "slow")
     rp = start_runtime(
