@@ -157,3 +157,7 @@ def test_deploying_a_model_uri_bundles_it_first(deployments: Path, demo_tracking
     assert "bundle:" in done.stderr and "parity" in done.stderr
     assert done.stdout.startswith(f"iris-classifier: deployed at http://127.0.0.1:{port} (iris-classifier v1")
     assert (load_settings().bundles_dir / "iris-classifier-1" / "manifest.json").is_file()
+
+    again = cli("--tracking-uri", demo_tracking_uri, "deploy", "models:/iris-classifier/1", "-t", f"local://{port}")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("iris-classifier: already-installed")  # the rebuilt bundle has the same sha256

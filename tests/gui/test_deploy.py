@@ -247,3 +247,18 @@ def test_busy_port_is_refused_inside_the_deploy_dialog_before_bundling(
     assert ui.target.status() == []
     shot(dialog, "dialog-deploy-port-busy")
     dialog.close()
+
+
+def test_cancelling_a_deploy_changes_nothing(qtbot: QtBot, deploy_window: tuple[MainWindow, DeployUI]) -> None:
+    window, ui = deploy_window
+    select_version(qtbot, window, "iris-classifier", "1")
+    dialog = ui.open_deploy_dialog()
+    dialog.port_spin.setValue(free_port())
+    qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
+    assert dialog.outcome.text() == "Cancelled. Nothing was changed."
+    qtbot.waitUntil(lambda: dialog.handle.done, timeout=60_000)
+    assert ui.target.status() == []
+    assert runtime_pids(load_settings().deployments_dir) == []
+    assert dialog.run_button.isEnabled()
+    dialog.close()
