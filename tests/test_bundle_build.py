@@ -229,20 +229,38 @@ def test_python_function_only_model_is_a_conversion_error_naming_the_flavor(tmp_
 # --- writing and integrity ----------------------------------------------------------------------
 
 
-def test_non_empty_out_dir_is_refused_unless_overwrite(bundle_store: MlflowStore, tmp_path: Path) -> None:
-    out = tmp_path / "b"
+def test_non_empty_out_dir_is_refused_unless_overwrite(
+    bundle_store: MlflowStore, iris_bundle: Path, tmp_path: Path
+) -> None:
+    out = Path(shutil.copytree(iris_bundle, tmp_path / "b"))
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(BundleError, match="is not empty") as err:
+        build_bundle("models:/diabetes-regressor/1", out, tracking_uri=bundle_store.tracking_uri)
+    assert "--force" in (err.value.hint or "")
+    assert (out / "manifest.json").read_text() == before
+    build_bundle(
+        "models:/diabetes-regressor/1",
+        out,
+        tracking_uri=bundle_store.tracking_uri,
+        options=BundleOptions(overwrite=True),
+    )
+    assert verify_bundle(out).model_name == "diabetes-regressor"
+    assert leftovers(tmp_path) == []
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_bundle(bundle_store: MlflowStore, tmp_path: Path) -> None:
+    out = tmp_path / "documents"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    with pytest.raises(BundleError, match="is not empty") as err:
-        build_bundle("models:/iris-classifier/1", out, tracking_uri=bundle_store.tracking_uri)
-    assert "--force" in (err.value.hint or "")
+    with pytest.raises(BundleError, match="not a ModelDeck bundle; refusing to replace it"):
+        build_bundle(
+            "models:/iris-classifier/1",
+            out,
+            tracking_uri=bundle_store.tracking_uri,
+            options=BundleOptions(overwrite=True),
+        )
     assert (out / "precious.txt").read_text() == "keep me"
-    build_bundle(
-        "models:/iris-classifier/1", out, tracking_uri=bundle_store.tracking_uri, options=BundleOptions(overwrite=True)
-    )
-    assert not (out / "precious.txt").exists()
-    verify_bundle(out)
-    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["documents"]
 
 
 def test_modified_model_file_is_refused_as_tampered(iris_bundle: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from modeldeck.core.bundle import converters as conv
 from modeldeck.core.bundle import parity as par
 from modeldeck.core.bundle.source import fetch_model
 from modeldeck.core.errors import BundleError, Cancelled
-from modeldeck.core.runtime.manifest import Manifest, Parity, hash_tree, verify_bundle, write_manifest
+from modeldeck.core.runtime.manifest import MANIFEST_NAME, Manifest, Parity, hash_tree, verify_bundle, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +283,21 @@ def _check(cancel: threading.Event | None) -> None:
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out_dir`` unless ``overwrite``; even then, replace only a previous bundle.
+
+    ``--force`` pointed at the wrong folder (a home directory, a project) must not delete it.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise BundleError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
         raise BundleError(f"{out_dir} is not empty", hint="pass --force to replace it, or choose another -o DIR")
+    if not (out_dir / MANIFEST_NAME).is_file():
+        raise BundleError(
+            f"{out_dir} is not empty and is not a ModelDeck bundle; refusing to replace it",
+            hint="--force only replaces a previous bundle; choose an empty or new -o DIR",
+        )
 
 
 def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
