@@ -107,7 +107,9 @@ class _WorkDialog(QDialog):
 
     def _fit_height(self) -> None:
         """Grow (never shrink) to the height the content now needs, e.g. after a banner appeared."""
-        self.layout().activate()
+        layout = self.layout()
+        if layout is not None:
+            layout.activate()
         self.resize(self.width(), max(self.height(), self.sizeHint().height()))
 
     def _show_error(self, text: str) -> None:
@@ -296,7 +298,7 @@ class DeployDialog(_WorkDialog):
         self.settings = settings
         self.version = version
         self.target = target
-        self.result: DeployResult | None = None
+        self.deploy_result: DeployResult | None = None
         self.heading.setText(f"Deploy {version.name} version {version.version} on this machine")
         self.name_edit = QLineEdit(name_from_model(version.name))
         self.name_edit.setToolTip("Deploying again under the same name replaces that deployment (start-first)")
@@ -342,7 +344,7 @@ class DeployDialog(_WorkDialog):
     def _deployed(self, outcome: tasks.BundleAndDeploy) -> None:
         self._finish()
         result = outcome.result
-        self.result = result
+        self.deploy_result = result
         status = result.status
         if result.ok:
             where = f" at {status.endpoint}" if status is not None else ""

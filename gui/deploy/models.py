@@ -55,12 +55,10 @@ class DeploymentTableModel(QAbstractTableModel):
                 self.endRemoveRows()
         known = {s.name: i for i, s in enumerate(self._rows)}
         for name, status in fresh.items():
-            row = known.get(name)
-            if row is None:
-                continue
-            if self._rows[row] != status:
-                self._rows[row] = status
-                self.dataChanged.emit(self.index(row, 0), self.index(row, len(self.HEADERS) - 1))
+            at = known.get(name)
+            if at is not None and self._rows[at] != status:
+                self._rows[at] = status
+                self.dataChanged.emit(self.index(at, 0), self.index(at, len(self.HEADERS) - 1))
         new = [s for name, s in fresh.items() if name not in known]
         if new:
             first = len(self._rows)

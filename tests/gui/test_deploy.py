@@ -15,6 +15,7 @@ from modeldeck.core.targets.local import LocalTarget, free_port
 from modeldeck.gui.deploy.controller import DeployUI, install_deploy_ui
 from modeldeck.gui.deploy.models import DeploymentTableModel
 from modeldeck.gui.main_window import MainWindow
+from modeldeck.gui.registry.models import RawRole
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
@@ -262,3 +263,20 @@ def test_cancelling_a_deploy_changes_nothing(qtbot: QtBot, deploy_window: tuple[
     assert runtime_pids(load_settings().deployments_dir) == []
     assert dialog.run_button.isEnabled()
     dialog.close()
+
+
+def test_table_model_merges_listings_in_place(qtmodeltester) -> None:
+    def st(name: str, state: str, version: str = "1") -> DeploymentStatus:
+        return DeploymentStatus(name, "local://127.0.0.1:1", state, "http://127.0.0.1:1", "m", version)
+
+    model = DeploymentTableModel()
+    model.set_statuses([st("a", "running"), st("b", "running")])
+    qtmodeltester.check(model)
+    changed: list[int] = []
+    model.dataChanged.connect(lambda top, _bottom: changed.append(top.row()))
+    model.set_statuses([st("b", "stopped"), st("c", "starting", "10")])
+    assert [model.index(r, 0).data() for r in range(model.rowCount())] == ["b", "c"]
+    assert changed == [0]  # b updated in place, not re-inserted
+    assert model.index(0, DeploymentTableModel.STATE).data() == "stopped"
+    assert model.index(1, DeploymentTableModel.VERSION).data(RawRole) == 10
+    qtmodeltester.check(model)
