@@ -8,6 +8,7 @@ dropped instead of overwriting what the user is looking at now.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_MODEL_PAGES = 200  # 20,000 models: a bound, not an expectation
+APPEND_SLICE = 50  # rows added per event-loop turn when a page arrives
 PREFERRED_METRICS = ("accuracy", "f1", "f1_score", "roc_auc", "r2", "rmse", "mae", "mse", "loss")
 
 
@@ -259,6 +261,9 @@ class RegistryPage(QWidget):
         header.setStretchLastSection(True)
         header.setSortIndicatorShown(True)
         header.setMinimumSectionSize(48)
+        # Fit columns on a sample of rows (visible ones first), not on every loaded version.
+        header.setResizeContentsPrecision(60)
+        self.version_view.verticalHeader().setResizeContentsPrecision(60)
         self.versions_stack = QStackedWidget()
         self.versions_empty = QLabel()
         self.versions_empty.setProperty("role", "empty")
@@ -516,6 +521,9 @@ class RegistryPage(QWidget):
             if not (want and self.select_version(want)):
                 self.version_view.setCurrentIndex(self.version_proxy.index(0, 0))
                 self.version_view.scrollToTop()
+            # The selection was made by us, not by arrow keys: ask for details now, before the metrics.
+            self._details_timer.stop()
+            self._load_current_details()
             self._request_metrics(page.items)
         self._update_counts()
         self.versionsLoaded.emit(model.name if model else "")
@@ -544,9 +552,16 @@ class RegistryPage(QWidget):
         self._model_tasks.append(handle)
 
     def _more_versions_loaded(self, page: Page[ModelVersion]) -> None:
+        """Append in slices, yielding to the event loop between them, so the table keeps painting."""
+        items = page.items
+        if len(items) > APPEND_SLICE:
+            self.version_model.append_versions(items[:APPEND_SLICE])
+            rest = Page(items[APPEND_SLICE:], page.next_token)
+            QTimer.singleShot(0, self, functools.partial(self._for_model(self._more_versions_loaded), rest))
+            return
         self.version_model.append_page(page)
         self._update_counts()
-        self._request_metrics(page.items)
+        self._request_metrics(self.version_model.versions()[-self.versions_page_size :])
 
     def _more_versions_failed(self, error: BaseException) -> None:
         self.version_model.fetch_failed()
@@ -586,8 +601,9 @@ class RegistryPage(QWidget):
         self.metric_combo.blockSignals(False)
         choice = current if current in names else next((m for m in PREFERRED_METRICS if m in names), None)
         choice = choice or (names[0] if names else "")
-        self.metric_combo.setCurrentText(choice)
-        self._metric_chosen(choice)
+        self.metric_combo.setCurrentText(choice)  # emits currentTextChanged -> _metric_chosen when it changed
+        if choice == current:
+            self._metric_chosen(choice)
         self._update_buttons()
 
     def _metrics_failed(self, error: BaseException) -> None:
