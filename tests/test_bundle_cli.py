@@ -85,3 +85,42 @@ def test_bad_option_values_are_refused_before_any_work(tmp_path: Path) -> None:
     assert result.stderr.strip() == "error: rtol and atol must not be negative"
     quant = modeldeck("bundle", "x", "-o", str(tmp_path / "o"), "--quantize", "int4")
     assert quant.returncode == 2 and "invalid choice: 'int4'" in quant.stderr
+
+
+@pytest.fixture(scope="module")
+def mlp_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import warnings
+
+    from sklearn.datasets import load_diabetes
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.fixtures.bundles import save_sklearn
+
+    x, y = load_diabetes(return_X_y=True, as_frame=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(64,), max_iter=50, random_state=0))
+        model.fit(x, y)
+    adam = ["sklearn.neural_network._stochastic_optimizers.AdamOptimizer"]
+    return save_sklearn(
+        model, tmp_path_factory.mktemp("cli-mlp") / "mlp", input_example=x.head(8), skops_trusted_types=adam
+    )
+
+
+def test_optimize_and_quantize_flags_print_sizes_and_latencies(mlp_folder: Path, tmp_path: Path) -> None:
+    args = ("bundle", str(mlp_folder), "-o", str(tmp_path / "q"), "--optimize", "--quantize", "int8")
+    result = modeldeck(*args, "--max-accuracy-delta", "0.5", "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    graph = next(line for line in result.stdout.splitlines() if line.startswith("graph    basic: size "))
+    quant = next(line for line in result.stdout.splitlines() if line.startswith("quantize dynamic int8: size "))
+    assert "latency" in graph and "ms (median)" in quant and "accuracy delta" in quant
+
+    refused = modeldeck(
+        "bundle", str(mlp_folder), "-o", str(tmp_path / "r"), "--quantize", "int8", "--max-accuracy-delta", "0"
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1].startswith("error: refusing int8 quantisation: accuracy delta ")
+    assert not (tmp_path / "r").exists()

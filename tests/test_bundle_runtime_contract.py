@@ -17,7 +17,7 @@ from modeldeck.core.bundle import build_bundle
 from modeldeck.core.runtime.manifest import verify_bundle
 from modeldeck.core.runtime.model import ServedModel
 
-from tests.fixtures.bundles import diabetes_pipeline, iris_pipeline
+from tests.fixtures.bundles import diabetes_pipeline, iris_pipeline, save_sklearn
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,6 @@ def test_runtime_answers_the_bundles_own_input_example(iris_bundle: Path) -> Non
 
 
 def test_runtime_serves_a_mixed_type_pipeline_with_per_column_feeds(tmp_path: Path) -> None:
-    import mlflow
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
@@ -60,11 +59,26 @@ def test_runtime_serves_a_mixed_type_pipeline_with_per_column_feeds(tmp_path: Pa
     y = np.where((df.age > 50) | (df.plan == "team"), "keep", "churn")
     pre = ColumnTransformer([("n", StandardScaler(), ["age"]), ("c", OneHotEncoder(handle_unknown="ignore"), ["plan"])])
     model = Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(df, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(
-            model, str(tmp_path / "m"), input_example=df.head(4), pip_requirements=["scikit-learn"]
-        )
+    save_sklearn(model, tmp_path / "m", input_example=df.head(4))
     build_bundle(str(tmp_path / "m"), tmp_path / "b")
     body = {"dataframe_split": {"columns": ["age", "plan"], "data": df.to_numpy().tolist()}}
     assert predict(tmp_path / "b", body) == model.predict(df).tolist()
+
+
+def test_runtime_serves_an_int8_bundle(tmp_path: Path) -> None:
+    from modeldeck.core.bundle import BundleOptions
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True, as_frame=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MLPClassifier(hidden_layer_sizes=(32,), max_iter=30, random_state=0).fit(x, y)
+    adam = ["sklearn.neural_network._stochastic_optimizers.AdamOptimizer"]
+    save_sklearn(model, tmp_path / "m", input_example=x.head(4), skops_trusted_types=adam)
+    options = BundleOptions(optimize=True, quantize="int8", max_accuracy_delta=0.1)
+    report = build_bundle(str(tmp_path / "m"), tmp_path / "b", options=options)
+    assert report.optimization is not None and report.optimization["steps"][-1]["applied"]
+    body = {"dataframe_split": {"columns": list(x.columns), "data": x.to_numpy().tolist()}}
+    agreement = np.mean(np.array(predict(tmp_path / "b", body)) == model.predict(x))
+    assert agreement >= 0.9
