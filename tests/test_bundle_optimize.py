@@ -67,8 +67,11 @@ def test_optimize_and_quantize_report_size_latency_and_accuracy(mlp_classifier_d
         assert 0 <= step["accuracy_delta"] <= 0.1
     assert opt["size_bytes_after"] == (tmp_path / "b" / "model.onnx").stat().st_size
     verify_bundle(tmp_path / "b")
+    vs = opt["vs_original"]  # parity is for the float model; this is the model actually shipped
+    assert vs["rows"] == report.parity.rows and vs["label_agreement"] >= 0.9  # type: ignore[union-attr]
     text = report.to_text()
     assert "quantize dynamic int8: size" in text and "latency" in text
+    assert "shipped  model vs original on 216 rows" in text
 
 
 def test_quantisation_beyond_the_accuracy_bound_is_refused_with_figures(

@@ -111,6 +111,7 @@ class BundleReport:
             lines.append(f"parity   skipped: {m.extra.get('parity_skipped', 'no reason recorded')}")
         if self.optimization:
             o = self.optimization
+            vs = o.get("vs_original")
             for step in o.get("steps", []):
                 if not step.get("applied"):
                     lines.append(f"{step['step']:<8} not applied: {step.get('reason', '')}")
@@ -120,6 +121,13 @@ class BundleReport:
                     f"{step['size_bytes_before']} -> {step['size_bytes_after']} bytes, latency "
                     f"{step['latency_ms_before']:.3f} -> {step['latency_ms_after']:.3f} ms (median), "
                     f"accuracy delta {step['accuracy_delta']:.4g}, max abs change {step['max_abs_delta']:.3g}"
+                )
+            if vs:
+                agree = (
+                    f", label agreement {vs['label_agreement']:.2%}" if vs.get("label_agreement") is not None else ""
+                )
+                lines.append(
+                    f"shipped  model vs original on {vs['rows']} rows: max abs error {vs['max_abs_error']:.3g}{agree}"
                 )
         lines.append(f"sha256   {m.sha256}")
         lines.append("timings  " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings.items()))
@@ -188,7 +196,7 @@ def build_bundle(
             )
             generated = _key_tensors(generated, conversion)
             rows = None if (example is None and generated is None) else par.concat(example, generated)
-            parity, parity_note = _check_parity(model_bytes, conversion, rows, options)
+            parity, parity_note, expected = _check_parity(model_bytes, conversion, rows, options)
             timings["parity"] = time.perf_counter() - t
             _check(cancel)
 
@@ -212,6 +220,13 @@ def build_bundle(
                     max_accuracy_delta=options.max_accuracy_delta,
                     cancel=cancel,
                 )
+                if expected is not None and rows is not None and any(s["applied"] for s in optimization["steps"]):
+                    # The parity above is for the float model; say how far the model actually shipped is.
+                    from modeldeck.core.bundle.optimize import session
+
+                    shipped = par.run_onnx(session(model_bytes), conversion.feeds, rows.batch)
+                    label = conversion.prediction_output if conversion.task == "classification" else None
+                    optimization["vs_original"] = par.deviation(expected, shipped, rows=rows.count, label_output=label)
                 timings["optimize"] = time.perf_counter() - t
                 _check(cancel)
 
@@ -319,16 +334,17 @@ def _install(staging: Path, out_dir: Path, overwrite: bool) -> None:
 
 def _check_parity(
     model_bytes: bytes, conversion: conv.Conversion, rows: par.Rows | None, options: BundleOptions
-) -> tuple[Parity | None, str | None]:
+) -> tuple[Parity | None, str | None, dict[str, Any] | None]:
+    """(parity, why it was skipped, the original model's outputs on the rows)."""
     from modeldeck.core.bundle.optimize import session
 
     sess = session(model_bytes)
     if rows is None:
-        return None, (conversion.parity_skipped_reason or "no input example") + "; no input example to run"
+        return None, (conversion.parity_skipped_reason or "no input example") + "; no input example to run", None
     actual = par.run_onnx(sess, conversion.feeds, rows.batch)
     if conversion.reference is None:
         reason = conversion.parity_skipped_reason or "there is no original model to compare with"
-        return None, f"{reason}; the ONNX model ran without error on {rows.count} rows"
+        return None, f"{reason}; the ONNX model ran without error on {rows.count} rows", None
     try:
         expected = conversion.reference(rows.batch)
     except Exception as exc:  # the original model's own predict failing is the model's problem, said plainly
@@ -337,6 +353,7 @@ def _check_parity(
     return (
         par.compare(expected, actual, rows=rows.count, rtol=options.rtol, atol=options.atol, label_output=label),
         None,
+        expected,
     )
 
 

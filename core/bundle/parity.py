@@ -182,6 +182,26 @@ def compare(
     return Parity(passed=True, rows=rows, rtol=rtol, atol=atol, max_abs_error=max_err, label_agreement=agreement)
 
 
+def deviation(
+    expected: dict[str, np.ndarray], actual: dict[str, np.ndarray], *, rows: int, label_output: str | None
+) -> dict[str, Any]:
+    """How far ``actual`` is from ``expected`` (no tolerance, no verdict): for reporting an optimised model."""
+    max_err = 0.0
+    agreement: float | None = None
+    for name, exp in expected.items():
+        got = actual.get(name)
+        if got is None:
+            continue
+        exp, got = np.asarray(exp), np.asarray(got)
+        if name == label_output:
+            same = exp.reshape(len(exp), -1)[:, 0].astype(str) == got.reshape(len(got), -1)[:, 0].astype(str)
+            agreement = float(same.mean()) if len(same) else 1.0
+        elif exp.size == got.size and exp.dtype.kind in "fiub" and got.dtype.kind in "fiub":
+            diff = np.abs(exp.astype(np.float64).ravel() - got.astype(np.float64).ravel())
+            max_err = max(max_err, float(diff.max()) if diff.size else 0.0)
+    return {"rows": rows, "max_abs_error": max_err, "label_agreement": agreement}
+
+
 def _ties(proba: np.ndarray | None, rtol: float, atol: float) -> np.ndarray | None:
     if proba is None:
         return None
