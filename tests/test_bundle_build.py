@@ -349,3 +349,7 @@ def test_onnx_model_with_only_a_dataframe_example_maps_columns_to_its_input(tmp_
     assert m.input_kind == "columns" and [c.type for c in m.inputs] == ["double"] * 4
     (feed,) = m.feeds
     assert feed.onnx_input == "X" and feed.columns == ("a", "b", "c", "d")
+
+
+def test_bundle_folder_is_readable_by_other_users(iris_bundle: Path) -> None:
+    assert iris_bundle.stat().st_mode & 0o755 == 0o755

@@ -169,6 +169,7 @@ def build_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it 0700; a bundle is read by runtimes running as other users
     try:
         with tempfile.TemporaryDirectory(prefix="modeldeck-fetch-") as scratch:
             t = time.perf_counter()
