@@ -145,3 +145,39 @@ def test_onnxruntime_failure_in_a_batch_fails_only_that_request(
     statuses = [status for status, _ in asyncio.run(burst())]
     assert statuses == [500, 200, 500, 200]
     app.batcher.close()
+
+
+def test_before_ready_predictions_and_probes_answer_503(runtime_bundles: dict[str, Any]) -> None:
+    bundle = runtime_bundles["iris"].path
+    app = RuntimeApp(ServedModel(bundle, verify_bundle(bundle)), RuntimeConfig(), "test")  # not loaded yet
+
+    async def get(path: str, method: str = "GET") -> int:
+        scope = {"type": "http", "path": path, "method": method, "headers": [(b"content-type", b"application/json")]}
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b'{"inputs": [[1, 2, 3, 4]]}', "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    async def probe() -> dict[str, int]:
+        paths = ["/ping", "/health", "/v2/health/ready", "/v2/health/live", "/v2/models/iris", "/metrics"]
+        statuses = {p: await get(p) for p in paths}
+        statuses["/invocations"] = await get("/invocations", "POST")
+        statuses["/v2/models/iris/infer"] = await get("/v2/models/iris/infer", "POST")
+        return statuses
+
+    assert asyncio.run(probe()) == {
+        "/ping": 503,
+        "/health": 503,
+        "/v2/health/ready": 503,
+        "/v2/health/live": 200,
+        "/v2/models/iris": 503,
+        "/metrics": 200,
+        "/invocations": 503,
+        "/v2/models/iris/infer": 503,
+    }

@@ -69,6 +69,7 @@ class RuntimeApp:
             in_thread=config.inference_in_thread,
             observe=self.metrics.observe_batch,
         )
+        self._no_batching = config.max_batch_size == 1
         self._cors = set(config.cors_origins)
         self._cors_any = "*" in self._cors
         self._model_names = {m.model_name} | ({config.deployment_name} if config.deployment_name else set())
@@ -253,7 +254,7 @@ class RuntimeApp:
         """Queue for the batcher and wait; the batcher answers 504 for requests queued past ``request_timeout_s``."""
         try:
             pending = self.pending_requests
-            if pending is not None and pending() <= 1:  # alone on the server: nothing to batch with
+            if self._no_batching or (pending is not None and pending() <= 1):  # nothing to batch with
                 result = self.batcher.run_now(item)
                 if result is not None:
                     if isinstance(result, Exception):

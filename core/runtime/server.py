@@ -116,6 +116,7 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
         lifespan="off",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the runtime never uses the client address; saves a middleware hop per request
         log_level=config.log_level,
         timeout_graceful_shutdown=int(max(1, round(config.graceful_shutdown_timeout_s))),
         backlog=2048,
