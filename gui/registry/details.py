@@ -240,7 +240,7 @@ class DetailsPane(QWidget):
 
         run = d.run
         metrics = sorted((run.metrics if run else {}).items())
-        self.metrics_model.set_rows([(k, format_number(val)) for k, val in metrics], raw=metrics, align_right={1})
+        self.metrics_model.set_rows([(k, format_number(val)) for k, val in metrics], raw=metrics)
         self.params_model.set_rows(sorted((run.params if run else {}).items()))
         tag_rows = [(k, val, "version") for k, val in sorted(v.tags.items())]
         if run:
@@ -270,6 +270,7 @@ class DetailsPane(QWidget):
                 parent.addChild(item)
             if entry.is_dir:
                 nodes[entry.path.rstrip("/")] = item
+        self.artifacts.setRootIsDecorated(any(e.is_dir for e in d.artifacts))
         self.artifacts.expandAll()
         if not d.artifacts:
             self.artifacts.addTopLevelItem(QTreeWidgetItem(["No artifacts listed", ""]))

@@ -601,15 +601,18 @@ class RegistryPage(QWidget):
         self.metric_combo.blockSignals(False)
         choice = current if current in names else next((m for m in PREFERRED_METRICS if m in names), None)
         choice = choice or (names[0] if names else "")
-        self.metric_combo.setCurrentText(choice)  # emits currentTextChanged -> _metric_chosen when it changed
-        if choice == current:
-            self._metric_chosen(choice)
+        self.metric_combo.blockSignals(True)
+        self.metric_combo.setCurrentText(choice)
+        self.metric_combo.blockSignals(False)
+        self._metric_chosen(choice)
         self._update_buttons()
 
     def _metrics_failed(self, error: BaseException) -> None:
         self.versions_banner.show_message("Metrics unavailable: " + describe_error(error), kind="warning")
 
     def _metric_chosen(self, name: str) -> None:
+        if (name or None) == self.version_model.metric_name:
+            return
         self.version_model.set_metric_name(name or None)
         self.version_view.resizeColumnToContents(VersionTableModel.METRIC)
 

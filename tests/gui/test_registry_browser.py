@@ -63,7 +63,9 @@ def aliases_by_version(page: RegistryPage) -> dict[str, str]:
     )
 
 
-def test_first_screen_shows_models_versions_and_details(open_window: OpenWindow, demo_tracking_uri: str) -> None:
+def test_first_screen_shows_models_versions_and_details(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
     window = open_window(demo_tracking_uri)
     page = window.registry_page
     assert {"iris-classifier", "diabetes-regressor", "breast-cancer-classifier"} <= set(visible_models(page))
@@ -77,6 +79,11 @@ def test_first_screen_shows_models_versions_and_details(open_window: OpenWindow,
     assert f"version {versions[0]}" in details.title.text()
     assert window.registry_label.text() == window.registry.display_name  # type: ignore[union-attr]
     assert page.banner.text() == ""
+    # The metric column shows the metric picked in the combo box, with values.
+    qtbot.waitUntil(lambda: page.metric_combo.currentText() != "", timeout=30_000)
+    header = page.version_model.headerData(VersionTableModel.METRIC, Qt.Orientation.Horizontal)
+    assert header == page.metric_combo.currentText()
+    assert all(version_cells(page, VersionTableModel.METRIC)), "every demo version has the metric"
 
 
 def test_clicking_a_model_and_version_shows_its_signature_and_metrics(
