@@ -68,8 +68,8 @@ _MAX_EXAMPLE_BYTES = 2_000_000
 _RUN_BATCH = 100
 
 # MLflow's own knobs; values the user set win over ours.
-_HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
-_USER_HTTP_ENV = frozenset(k for k in _HTTP_ENV if k in os.environ)
+HTTP_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
+_USER_HTTP_ENV = frozenset(k for k in HTTP_ENV if k in os.environ)
 
 
 def bound_http_retries(timeout_s: float) -> None:
