@@ -364,3 +364,23 @@ def test_run_metrics_for_a_full_page_of_versions(big_store: BigStore) -> None:
     metrics = registry.run_metrics([v.run_id or "" for v in page.items])
     assert len(metrics) == 100  # the store's 100 shared runs
     assert all(set(m) == {"accuracy", "rmse"} for m in metrics.values())
+
+
+def test_a_database_from_an_older_mlflow_gets_an_upgrade_hint(tmp_path: Path) -> None:
+    """MLflow refuses an out-of-date schema; the user is told the command that fixes it."""
+    import sqlite3
+
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(empty_store_template(), db)
+    uri = f"sqlite:///{db}"
+    with sqlite3.connect(db) as conn:
+        (head,) = conn.execute("select version_num from alembic_version").fetchone()
+        previous = ScriptDirectory.from_config(_get_alembic_config(uri)).get_revision(head).down_revision
+        conn.execute("update alembic_version set version_num = ?", (previous,))
+    with pytest.raises(RegistryError) as info:
+        Registry(uri).ping()
+    assert "older MLflow" in info.value.message
+    assert info.value.hint == f"back it up, then run `mlflow db upgrade {uri}`"

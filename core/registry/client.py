@@ -178,6 +178,11 @@ def translate_error(exc: BaseException, what: str, uri: str) -> RegistryError:
         return NotFound(f"{what}: not found" if what.startswith("cannot") else f"{what} does not exist")
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or re.search(r"error code 40[13]\b", message):
         return PermissionDenied(f"{what}: {shown} refused the credentials ({first_line[:200]})", hint=_CREDENTIAL_HINT)
+    if "out-of-date database schema" in message:
+        return RegistryError(
+            f"{what}: the database {shown} was made by an older MLflow",
+            hint=f"back it up, then run `mlflow db upgrade {shown}`",
+        )
     for inner in _chain(exc):
         if isinstance(inner, requests.exceptions.SSLError):
             return RegistryUnreachable(f"{what}: TLS failure talking to {shown}", hint="check the certificate")
