@@ -57,8 +57,8 @@ def _titled(title: str, widget: QWidget) -> QWidget:
 
 def _facts_table(facts: list[tuple[str, str]], description: str) -> str:
     """Label/value pairs two per row (the source run, often long, gets a row of its own), then the description."""
-    label_style = f'style="color:{style.MUTED}; padding-right:6px;"'
-    value_style = 'style="padding-right:18px;"'
+    label_style = f'style="color:{style.MUTED}; padding-right:6px; white-space:nowrap;"'
+    value_style = 'style="padding-right:18px; white-space:nowrap;"'
 
     def pair(label: str, value: str, span: int = 1) -> str:
         colspan = f' colspan="{span}"' if span > 1 else ""
