@@ -85,3 +85,15 @@ def test_rows_model_passes_the_model_tester_and_marks_changes(qtmodeltester) -> 
     assert model.highlighted_rows() == {0}
     assert model.index(0, 0).data(Qt.ItemDataRole.BackgroundRole) is not None
     assert model.index(1, 0).data(Qt.ItemDataRole.BackgroundRole) is None
+
+
+def test_model_filter_proxy_passes_the_model_tester_and_ignores_case(qtmodeltester) -> None:  # type: ignore[no-untyped-def]
+    from modeldeck.gui.registry.models import ModelFilterProxy
+
+    source = RegisteredModelListModel()
+    source.set_models([RegisteredModel(n, "", 1, 2) for n in ("iris-classifier", "Diabetes-Regressor", "big-model")])
+    proxy = ModelFilterProxy()
+    proxy.setSourceModel(source)
+    proxy.setFilterFixedString("DIAB")
+    qtmodeltester.check(proxy)
+    assert [proxy.index(r, 0).data() for r in range(proxy.rowCount())] == ["Diabetes-Regressor"]
