@@ -165,29 +165,30 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(
         config={"inference_in_thread": True, "max_batch_size": 1, "graceful_shutdown_timeout_s": 60},
     )
     runtime_processes.append(rp)
-    body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": [[1, 2, 3, 4]] * 300}})
+    rows = 1000  # ~0.1-0.3 s of onnxruntime each: long enough to have all of them inside the server at once
+    body = json.dumps({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": [[1, 2, 3, 4]] * rows}})
     n = 6
 
-    def one(_: int) -> httpx.Response:
-        return httpx.post(
-            f"{rp.url}/invocations", content=body, headers={"content-type": "application/json"}, timeout=120
-        )
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=n + 2)) as client:
 
-    with ThreadPoolExecutor(n) as pool:
-        futures = [pool.submit(one, i) for i in range(n)]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # all n requests inside the server (the scrape itself is one more)
-            text = httpx.get(f"{rp.url}/metrics", timeout=10).text
-            line = next(x for x in text.splitlines() if x.startswith("modeldeck_requests_in_flight "))
-            if float(line.split()[1]) - 1 >= n:
-                break
-            time.sleep(0.005)
-        else:
-            pytest.fail("requests never became in flight together")
-        code = rp.terminate(timeout=120)
-        responses = [f.result(timeout=120) for f in futures]
+        def one(_: int) -> httpx.Response:
+            return client.post(f"{rp.url}/invocations", content=body, headers={"content-type": "application/json"})
+
+        with ThreadPoolExecutor(n) as pool:
+            futures = [pool.submit(one, i) for i in range(n)]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # all n requests inside the server (the scrape itself is one more)
+                text = httpx.get(f"{rp.url}/metrics", timeout=10).text
+                line = next(x for x in text.splitlines() if x.startswith("modeldeck_requests_in_flight "))
+                if float(line.split()[1]) - 1 >= n:
+                    break
+                time.sleep(0.005)
+            else:
+                pytest.fail("requests never became in flight together")
+            code = rp.terminate(timeout=120)
+            responses = [f.result(timeout=120) for f in futures]
     assert [r.status_code for r in responses] == [200] * n
-    assert all(len(r.json()["predictions"]) == 300 for r in responses)
+    assert all(len(r.json()["predictions"]) == rows for r in responses)
     assert code == 0
 
 
