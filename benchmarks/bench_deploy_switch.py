@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeldeck.core.targets import reuseport
 from modeldeck.core.targets.base import DeployOptions
 from modeldeck.core.targets.local import LocalTarget, free_port
 
@@ -77,7 +76,7 @@ class Load:
 def run(
     mode: str, bundles: list[Path], switches: int, clients: int, root: Path
 ) -> tuple[int, Counter[str], list[float]]:
-    target = LocalTarget(root / mode)
+    target = LocalTarget(root / mode, steer_port=mode == "steered")
     port = free_port()
     options = DeployOptions(name="bench", port=port)
     assert target.deploy(bundles[0], options).ok
@@ -109,12 +108,7 @@ def main() -> int:
         ]
         results = {}
         results["steered"] = run("steered", bundles, args.switches, args.clients, root)
-        original = reuseport.SharedPort.borrow
-        reuseport.SharedPort.borrow = classmethod(lambda cls, pid, port: None)  # type: ignore[assignment]
-        try:
-            results["hash-shared"] = run("plain", bundles, args.switches, args.clients, root)
-        finally:
-            reuseport.SharedPort.borrow = original  # type: ignore[method-assign]
+        results["hash-shared"] = run("hash-shared", bundles, args.switches, args.clients, root)
     print(f"{args.switches} switches, {args.clients} client threads, fresh connection per request, loopback")
     for mode, (ok, failures, durations) in results.items():
         total = ok + sum(failures.values())

@@ -156,6 +156,7 @@ def test_new_version_takes_over_under_load_with_zero_failed_requests(local_targe
     load = switch_under_load(local_target, deploy_bundles)
     assert load.failures == [], load.failures
     assert load.versions == ["1", "2"]  # never back and forth: the old release keeps the port until the switch
+    assert "handed port" in local_target.logs("iris")  # the supervisor steered it (not the hash fallback)
     (status,) = local_target.status()
     assert (status.state, status.model_version) == ("running", "2")
     assert status.previous_release_id is not None

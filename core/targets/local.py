@@ -44,7 +44,6 @@ from modeldeck.core.targets.base import (
     no_progress,
 )
 from modeldeck.core.targets.releases import DeploymentState
-from modeldeck.core.targets.reuseport import SharedPort
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +121,14 @@ def _is_our_supervisor(pid: int | None) -> bool:
         return True  # no /proc: trust the pid
 
 
+def _supervisor_can_steer(pid: int) -> bool:
+    """Only supervisors started with ``--public-port`` handle SIGUSR1/2 (for others they would be fatal)."""
+    try:
+        return b"--public-port" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -138,7 +145,13 @@ class LocalTarget:
     kind = "local"
 
     def __init__(
-        self, root: Path | None = None, *, host: str = "127.0.0.1", port: int | None = None, python: str | None = None
+        self,
+        root: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        python: str | None = None,
+        steer_port: bool = True,
     ) -> None:
         if root is None:
             from modeldeck.core.settings import load_settings
@@ -148,6 +161,7 @@ class LocalTarget:
         self.host = host
         self.port = port
         self.python = python or sys.executable
+        self.steer_port = steer_port  # False: share the port by hash during switches (for comparison)
 
     @classmethod
     def from_url(cls, url: str, *, root: Path | None = None, python: str | None = None) -> LocalTarget:
@@ -316,7 +330,7 @@ class LocalTarget:
         pidfile = run / f"{release_id}.pid"
         proc_pid: int | None = None
         commit_w: int | None = None
-        shared = self._pin_serving_release(state) if old_serving and state.port == port else None
+        pinned = self._pin_serving_release(state) if old_serving and state.port == port else False
         try:
             _check_cancel(cancel)
             progress(ProgressEvent("start", f"starting release {release_id} on {host}:{port}", 0.3))
@@ -336,8 +350,6 @@ class LocalTarget:
             tail = self.logs(name, 5).strip() if not isinstance(exc, Cancelled) else ""
             log.warning("release %s of %s failed its health gate: %s", release_id, name, reason)
             self._abort(proc_pid, commit_w, ready_file, pidfile)
-            if shared is not None:
-                shared.close()  # "return 0" stays attached: the old release keeps every connection
             if fresh:
                 releases.remove_release(self.root, name, release_id)
             if isinstance(exc, Cancelled):
@@ -372,14 +384,11 @@ class LocalTarget:
             os.write(commit_w, b"commit\n")
         os.close(commit_w)
         releases.switch_current(self.root, name, release_id)
-        if shared is not None:
-            # New connections now go to the new release (group index 1); the old one's queue empties.
-            if shared.steer(1):
-                shared.wait_until_drained()
-            shared.close()
         if old_pid:
             progress(ProgressEvent("drain", "draining the old release", 0.9))
-            self._stop_pid(old_pid)
+            # Pinned: SIGUSR2 makes the old supervisor hand the port over (new connections go to the new
+            # release, its accept queue empties) before it drains; otherwise a plain SIGTERM drain.
+            self._stop_pid(old_pid, sig=signal.SIGUSR2 if pinned else signal.SIGTERM)
             new_state = replace(new_state, retiring_pid=None)
             releases.write_state(self.root, new_state)
         releases.prune_releases(
@@ -388,18 +397,29 @@ class LocalTarget:
         progress(ProgressEvent("done", f"{outcome}: {summary}", 1.0))
         return DeployResult(name, outcome, self._status_of(new_state), summary)
 
-    def _pin_serving_release(self, state: DeploymentState) -> SharedPort | None:
-        """Keep every new public connection on the serving release while a new one starts beside it."""
-        ready = releases.run_dir(self.root, state.name) / f"{state.active_release}.ready.json"
+    def _pin_serving_release(self, state: DeploymentState) -> bool:
+        """Ask the serving release's supervisor to keep every new public connection while a new one starts.
+
+        True once it confirmed (its pin file appeared within 2 s); False means the port will be
+        shared by hash during the switch (still correct, but a few requests may fail).
+        """
+        if not self.steer_port or not state.pid or not state.active_release or not _supervisor_can_steer(state.pid):
+            return False
+        pin_file = releases.run_dir(self.root, state.name) / f"{state.active_release}.pinned"
+        with contextlib.suppress(FileNotFoundError):
+            pin_file.unlink()
         try:
-            runtime_pid = int(json.loads(ready.read_text(encoding="utf-8"))["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        shared = SharedPort.borrow(runtime_pid, state.port)
-        if shared is not None and not shared.steer(0):
-            shared.close()
-            return None
-        return shared
+            os.kill(state.pid, signal.SIGUSR1)
+        except OSError:
+            return False
+        deadline = time.monotonic() + 2.0
+        while not pin_file.is_file():
+            if time.monotonic() > deadline:
+                log.info("release %s did not confirm the port pin; switching with hash sharing", state.active_release)
+                return False
+            time.sleep(0.01)
+        pin_file.unlink()
+        return True
 
     def _launch(
         self, name: str, release_id: str, host: str, port: int, ready_file: Path, pidfile: Path, env: dict[str, str]
@@ -416,7 +436,8 @@ class LocalTarget:
             "--pidfile", str(pidfile), "--log", str(logfile), "--clear-file", str(ready_file),
             "--probation-fd", str(read_fd),
             "--state-file", str(releases.deployment_dir(self.root, name) / releases.STATE_FILE),
-            "--release", release_id,
+            "--release", release_id, "--public-port", str(port),
+            "--pin-file", str(releases.run_dir(self.root, name) / f"{release_id}.pinned"),
             "--stop-timeout", str(30.0 + 5.0),
             "--",
             *self.runtime_command(rdir, host, port, ready_file),
@@ -478,12 +499,12 @@ class LocalTarget:
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
 
-    def _stop_pid(self, pid: int, timeout: float = 30.0 + _STOP_MARGIN_S) -> None:
-        """SIGTERM a supervisor (its runtime drains), wait, then SIGKILL its whole process group."""
+    def _stop_pid(self, pid: int, timeout: float = 30.0 + _STOP_MARGIN_S, sig: int = signal.SIGTERM) -> None:
+        """Signal a supervisor to stop (its runtime drains), wait, then SIGKILL its whole process group."""
         if not _is_our_supervisor(pid):
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -6,7 +6,7 @@ loads (it answers 503), and connections waiting in the old runtime's accept queu
 reset when it closes its listener on drain. The kernel lets a classic-BPF program on the
 port's reuseport group choose the socket instead (``SO_ATTACH_REUSEPORT_CBPF``); the
 program returns an index into the group, in join order, falling back to the hash when
-the index is out of range. So the deployer:
+the index is out of range. So during a switch:
 
 1. before starting the new release, attaches ``return 0`` -- every new connection goes to
    the oldest socket, the serving release (the new one joins as index 1);
@@ -15,18 +15,20 @@ the index is out of range. So the deployer:
 3. only then drains the old release. After it closes, the new socket becomes index 0.
 
 Getting at the group needs a duplicate of a member socket, taken from the serving
-runtime with ``pidfd_getfd(2)`` (Linux >= 5.6, ptrace permission over that process). Where
-that is not allowed, :meth:`SharedPort.borrow` returns None and the switch falls back to
-plain hash sharing (correct, but a few requests may see 503 or a reset while switching).
+runtime with ``pidfd_getfd(2)`` (Linux >= 5.6, ptrace permission over that process). The
+runtime's own supervisor -- its parent, which Yama's default ``ptrace_scope=1`` allows --
+does it on the deployer's signal (SIGUSR1: steps 1, SIGUSR2: steps 2-3). Where that is not
+possible, :meth:`SharedPort.borrow` returns None and the switch falls back to plain hash
+sharing (correct, but a few requests may see 503 or a reset while switching).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,8 @@ _SYS_PIDFD_OPEN = 434  # same number on every Linux architecture (the generic sy
 _SYS_PIDFD_GETFD = 438
 _SO_ATTACH_REUSEPORT_CBPF = 51
 _BPF_RET_K = 0x06
-_TCP_LISTEN = "0A"
+_TCP_LISTEN = "0A"  # in /proc/net/tcp
+_TCP_STATE_LISTEN = 10  # in struct tcp_info
 
 
 class _SockFilter(ctypes.Structure):
@@ -80,29 +83,32 @@ class SharedPort:
         if not sys.platform.startswith("linux"):
             return None
         try:
-            inodes = _listening_inodes(port)
-            fd_dir = Path(f"/proc/{pid}/fd")
-            target_fd = None
-            for entry in fd_dir.iterdir():
-                with contextlib.suppress(OSError):
-                    link = os.readlink(entry)
-                    if link.startswith("socket:[") and int(link[8:-1]) in inodes:
-                        target_fd = int(entry.name)
-                        break
-            if target_fd is None:
-                log.debug("process %d has no socket listening on port %d", pid, port)
-                return None
             libc = ctypes.CDLL(None, use_errno=True)
             pidfd = libc.syscall(_SYS_PIDFD_OPEN, pid, 0)
             if pidfd < 0:
                 raise OSError(ctypes.get_errno(), "pidfd_open")
             try:
-                fd = libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
-                if fd < 0:
-                    raise OSError(ctypes.get_errno(), "pidfd_getfd")
+                for entry in Path(f"/proc/{pid}/fd").iterdir():
+                    try:
+                        if not os.readlink(entry).startswith("socket:["):
+                            continue
+                    except OSError:
+                        continue
+                    fd = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(entry.name), 0)
+                    if fd < 0:
+                        raise OSError(ctypes.get_errno(), "pidfd_getfd")
+                    sock = socket.socket(fileno=fd)
+                    try:
+                        listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                        if listening and sock.type == socket.SOCK_STREAM and sock.getsockname()[1] == port:
+                            return cls(sock, port)
+                    except OSError:
+                        pass
+                    sock.close()
             finally:
                 os.close(pidfd)
-            return cls(socket.socket(fileno=fd), port)
+            log.debug("process %d has no socket listening on port %d", pid, port)
+            return None
         except (OSError, ValueError, AttributeError) as exc:
             log.info("cannot steer port %d during the switch (falling back to hash sharing): %s", port, exc)
             return None
@@ -119,8 +125,17 @@ class SharedPort:
         return True
 
     def accept_queue(self) -> int | None:
-        """Connections waiting in this socket's accept queue (None if it is no longer listening)."""
-        return _listening_inodes(self.port).get(self.inode)
+        """Connections waiting in this socket's accept queue (None if it is no longer listening).
+
+        Read with ``TCP_INFO`` (``tcpi_unacked`` is the accept backlog of a listening socket),
+        falling back to ``/proc/net/tcp``, which is slow when thousands of connections linger.
+        """
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            state, unacked = info[0], struct.unpack_from("I", info, 24)[0]
+            return int(unacked) if state == _TCP_STATE_LISTEN else None
+        except (OSError, AttributeError, struct.error):
+            return _listening_inodes(self.port).get(self.inode)
 
     def wait_until_drained(self, timeout: float = 2.0, settle: float = 0.1) -> None:
         """Wait (bounded) until this socket's accept queue is empty, then ``settle`` seconds more

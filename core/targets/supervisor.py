@@ -1,7 +1,7 @@
 """A tiny process supervisor for one runtime: restart on crash, drain on SIGTERM, log to a bounded file.
 
 Run as ``python -m modeldeck.core.targets.supervisor [options] -- COMMAND ...``. Stdlib
-only, so it can run on any target that has Python. It
+only (plus its sibling :mod:`.reuseport`), so it can run on any target that has Python. It
 
 * writes its pid to ``--pidfile`` (atomically) and removes it on exit; with ``--daemon`` it
   first forks into a new session, so it outlives whoever started it and is nobody's zombie;
@@ -13,6 +13,9 @@ only, so it can run on any target that has Python. It
   after ``--stop-timeout`` seconds;
 * deletes ``--clear-file`` (the runtime's ready file) before every start, so a stale
   file never claims readiness;
+* on SIGUSR1 pins new connections on ``--public-port`` to its runtime (writing ``--pin-file``),
+  on SIGUSR2 hands them to the newer runtime, waits for its accept queue to empty, then
+  drains and stops (see :mod:`modeldeck.core.targets.reuseport`);
 * with ``--probation-fd FD``, reads the deployer's commit pipe: ``commit`` makes the
   release permanent; end-of-file without it (the deployer crashed or gave up) stops
   everything, unless ``--state-file`` already names ``--release`` as active. A deploy
@@ -33,6 +36,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+
+from modeldeck.core.targets.reuseport import SharedPort
 
 
 class _Log:
@@ -86,6 +91,51 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.request_stop(signal.Signals(signum).name)
+
+    # -- port steering (see modeldeck.core.targets.reuseport) ---------------------------------------
+    def _on_pin(self, _signum: int, _frame: object) -> None:
+        threading.Thread(target=self._pin, daemon=True).start()
+
+    def _on_handover(self, _signum: int, _frame: object) -> None:
+        threading.Thread(target=self._handover, daemon=True).start()
+
+    def _steer(self, index: int) -> SharedPort | None:
+        """Point the public port's reuseport group at member ``index``, through our runtime's socket.
+
+        Done here rather than by the deployer because a parent may take its child's socket
+        (``pidfd_getfd``) even where ptrace of unrelated processes is restricted (Yama).
+        """
+        with self.child_lock:
+            child = self.child
+        if child is None or child.poll() is not None or self.args.public_port is None:
+            return None
+        shared = SharedPort.borrow(child.pid, self.args.public_port)
+        if shared is not None and not shared.steer(index):
+            shared.close()
+            return None
+        return shared
+
+    def _pin(self) -> None:
+        """SIGUSR1: keep every new public connection on this (the oldest) release while a new one starts."""
+        shared = self._steer(0)
+        if shared is None:
+            self.log.note("cannot steer the public port; a switch will share it by hash")
+            return
+        shared.close()
+        self.log.note(f"new connections on port {self.args.public_port} stay with this release")
+        if self.args.pin_file:
+            tmp = Path(self.args.pin_file + ".tmp")
+            tmp.write_text(f"{os.getpid()}\n")
+            tmp.replace(self.args.pin_file)
+
+    def _handover(self) -> None:
+        """SIGUSR2: send new connections to the new release, let our accept queue empty, then drain and stop."""
+        shared = self._steer(1)
+        if shared is not None:
+            shared.wait_until_drained()
+            shared.close()
+            self.log.note(f"handed port {self.args.public_port} over to the new release")
+        self.request_stop("handover")
 
     # -- probation -----------------------------------------------------------------------------
     def _watch_probation(self, fd: int) -> None:
@@ -188,6 +238,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--state-file")
     p.add_argument("--release")
     p.add_argument("--daemon", action="store_true", help="fork into the background (a new session) at once")
+    p.add_argument("--public-port", type=int, help="the shared public port (SIGUSR1 pins it, SIGUSR2 hands it over)")
+    p.add_argument("--pin-file", help="written once SIGUSR1 has pinned the public port to this release")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
@@ -217,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sup = Supervisor(args)
     signal.signal(signal.SIGTERM, sup._on_signal)
     signal.signal(signal.SIGINT, sup._on_signal)
+    signal.signal(signal.SIGUSR1, sup._on_pin)
+    signal.signal(signal.SIGUSR2, sup._on_handover)
     if args.probation_fd is not None:
         threading.Thread(target=sup._watch_probation, args=(args.probation_fd,), daemon=True).start()
     try:
