@@ -169,7 +169,8 @@ def test_release_that_cannot_answer_its_example_is_rolled_back(local_target: Loc
 
     assert result.outcome == "failed (rolled back)"
     assert not result.ok
-    assert "ready" in result.message or "example" in result.message
+    assert result.message.startswith("the new runtime exited before it was ready: warm-up on the bundle's input")
+    assert "unknown column 'nonsense'" in result.message  # the runtime's own words, not just "it failed"
     (status,) = local_target.status()
     assert (status.state, status.model_version, status.release_id) == ("running", "1", good.status.release_id)
     assert releases.current_release(local_target.root, "iris") == good.status.release_id

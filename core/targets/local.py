@@ -347,7 +347,9 @@ class LocalTarget:
             _check_cancel(cancel)
         except (ModelDeckError, OSError) as exc:
             reason = exc.message if isinstance(exc, ModelDeckError) else str(exc)
-            tail = self.logs(name, 5).strip() if not isinstance(exc, Cancelled) else ""
+            said = self._runtime_error(name, proc_pid) if not isinstance(exc, Cancelled) else None
+            if said:
+                reason = f"{reason}: {said}"
             log.warning("release %s of %s failed its health gate: %s", release_id, name, reason)
             self._abort(proc_pid, commit_w, ready_file, pidfile)
             if fresh:
@@ -355,10 +357,14 @@ class LocalTarget:
             if isinstance(exc, Cancelled):
                 progress(ProgressEvent("done", "cancelled; the previous release is still serving", 1.0))
                 raise
-            detail = f"{reason}" + (f" (last log lines: {tail.splitlines()[-1]})" if tail else "")
             result_outcome = "failed (rolled back)" if old_serving else "failed"
             progress(ProgressEvent("done", f"{result_outcome}: {reason}", 1.0))
-            return DeployResult(name, result_outcome, self._status_of(state), detail)
+            return DeployResult(name, result_outcome, self._status_of(state), reason)
+        except BaseException:  # a bug or KeyboardInterrupt: still never leave the candidate behind
+            self._abort(proc_pid, commit_w, ready_file, pidfile)
+            if fresh:
+                releases.remove_release(self.root, name, release_id)
+            raise
 
         # Commit: the new supervisor stays, the state names it, current points at it, the old one drains.
         progress(ProgressEvent("switch", f"switching to release {release_id}", 0.85))
@@ -396,6 +402,18 @@ class LocalTarget:
         )
         progress(ProgressEvent("done", f"{outcome}: {summary}", 1.0))
         return DeployResult(name, outcome, self._status_of(new_state), summary)
+
+    def _runtime_error(self, name: str, supervisor_pid: int | None) -> str | None:
+        """The ``error: …`` line the candidate's runtime printed, if any (from the shared log)."""
+        if not supervisor_pid:
+            return None
+        lines = self.logs(name, 200).splitlines()
+        marker = f"supervisor[{supervisor_pid}]: started runtime"
+        start = max((i for i, line in enumerate(lines) if marker in line), default=None)
+        if start is None:
+            return None
+        errors = [line[len("error: ") :] for line in lines[start:] if line.startswith("error: ")]
+        return errors[-1] if errors else None
 
     def _pin_serving_release(self, state: DeploymentState) -> bool:
         """Ask the serving release's supervisor to keep every new public connection while a new one starts.
