@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
@@ -91,7 +92,6 @@ class TryItPanel(QWidget):
         self.reset_button = QPushButton("Reset to example")
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
-        self.send_button.setToolTip("POST the body to the deployment's /invocations (Ctrl+Enter)")
         buttons.addWidget(self.reset_button)
         buttons.addStretch(1)
         buttons.addWidget(self.send_button)
@@ -152,8 +152,8 @@ class TryItPanel(QWidget):
 
     def send(self) -> TaskHandle | None:
         """Validate the editor's JSON and send it in a worker; invalid JSON is an inline error, nothing is sent."""
-        if self.status is None or not self.status.endpoint:
-            return None
+        if self.status is None or not self.status.endpoint or not self.send_button.isEnabled():
+            return None  # nothing selected, stopped, or a request already in flight
         text = self.request_edit.toPlainText()
         try:
             body = json.loads(text)
@@ -206,8 +206,13 @@ class TryItPanel(QWidget):
         self.requestFailed.emit(text)
 
     def _update_enabled(self) -> None:
-        ok = self.status is not None and bool(self.status.endpoint)
+        ok = self.status is not None and bool(self.status.endpoint) and self.status.state != "stopped"
         self.send_button.setEnabled(ok)
+        self.send_button.setToolTip(
+            "POST the body to the deployment's /invocations (Ctrl+Enter)"
+            if ok or self.status is None
+            else "The deployment is stopped: start it first"
+        )
         self.reset_button.setEnabled(ok)
         self.request_edit.setEnabled(self.status is not None)
 
@@ -375,8 +380,10 @@ class DeploymentsPage(QWidget):
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         self.footer = QLabel()
         self.footer.setProperty("role", "muted")
-        left_layout.addWidget(self.view, 3)
-        left_layout.addWidget(self.empty_label, 1)
+        self.table_stack = QStackedWidget()
+        self.table_stack.addWidget(self.view)
+        self.table_stack.addWidget(self.empty_label)
+        left_layout.addWidget(self.table_stack, 1)
         left_layout.addWidget(self.footer)
         self.details = QLabel()
         self.details.setWordWrap(True)
@@ -471,7 +478,7 @@ class DeploymentsPage(QWidget):
 
     def _rows_changed(self, *_: Any) -> None:
         empty = self.table_model.rowCount() == 0
-        self.empty_label.setVisible(empty)
+        self.table_stack.setCurrentWidget(self.empty_label if empty else self.view)
         self._selection_changed()
 
     def _selection_changed(self, *_: Any) -> None:
