@@ -282,7 +282,8 @@ def main() -> int:
                         r = best[server.name]
                         results.append(r)
                         print(
-                            f"  {r.server:24s} c={c:<3d} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
+                            f"  {r.server:24s} c={c:<3d} {r.rps:9.0f} req/s"
+                            f"  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
                             + (f"  errors {r.errors}" if r.errors else ""),
                             flush=True,
                         )
