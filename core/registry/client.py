@@ -85,7 +85,8 @@ def bound_http_retries(timeout_s: float) -> None:
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
     for key, value in values.items():
-        if key not in _USER_HTTP_ENV:
+        # Write only on change: putenv from a worker thread races getenv in C code (Qt, libc) elsewhere.
+        if key not in _USER_HTTP_ENV and os.environ.get(key) != value:
             os.environ[key] = value
 
 
