@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 SCREENSHOT_TIMEOUT_S = 60.0
 UI_SWITCH_INTERVAL_S = 0.001
+REGISTRY_TIMEOUT_S = 10.0  # Registry's default timeout
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:
@@ -35,6 +36,11 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     # 5 ms for the GIL ("convoy effect") — scrolling 1,500 versions stalled ~85 ms at p50.
     # 1 ms keeps the UI thread's waits short at a small cost to worker throughput.
     sys.setswitchinterval(UI_SWITCH_INTERVAL_S)
+    # Registry() bounds MLflow's HTTP retries through environment variables; set them here, on the UI
+    # thread before any worker runs, so workers creating registries never putenv while Qt reads the env.
+    from modeldeck.core.registry.client import bound_http_retries
+
+    bound_http_retries(REGISTRY_TIMEOUT_S)
     return app
 
 
