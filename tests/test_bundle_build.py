@@ -353,3 +353,16 @@ def test_onnx_model_with_only_a_dataframe_example_maps_columns_to_its_input(tmp_
 
 def test_bundle_folder_is_readable_by_other_users(iris_bundle: Path) -> None:
     assert iris_bundle.stat().st_mode & 0o755 == 0o755
+
+
+def test_pytorch_model_is_a_conversion_error_naming_pytorch(tmp_path: Path) -> None:
+    folder = tmp_path / "torch-model"
+    folder.mkdir()
+    (folder / "MLmodel").write_text(
+        "flavors:\n"
+        "  python_function: {loader_module: mlflow.pytorch, data: data}\n"
+        "  pytorch: {model_data: data, pytorch_version: 2.5.0}\n"
+    )
+    with pytest.raises(ConversionError, match=r"^cannot convert flavor pytorch to ONNX") as err:
+        build_bundle(str(folder), tmp_path / "b")
+    assert "mlflow.onnx" in (err.value.hint or "")

@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from modeldeck.core.bundle import BundleOptions, build_bundle, register_converter, unregister_converter
 from modeldeck.core.bundle.converters import ConvertOptions, SklearnConverter
 from modeldeck.core.bundle.parity import Rows, compare, generate_rows
@@ -112,3 +115,20 @@ def test_label_flip_on_a_tie_is_excused_but_not_elsewhere() -> None:
             atol=1e-4,
             label_output="label",
         )
+
+
+@given(
+    values=hnp.arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e6, 1e6, allow_nan=False)),
+    rel=st.floats(0, 0.9),
+)
+def test_differences_within_tolerance_always_pass_and_beyond_always_fail(values: np.ndarray, rel: float) -> None:
+    rtol, atol = 1e-3, 1e-4
+    close = values + np.sign(values) * rel * (atol + rtol * np.abs(values))
+    parity = compare(
+        {"variable": values}, {"variable": close}, rows=len(values), rtol=rtol, atol=atol, label_output=None
+    )
+    assert parity.passed and parity.max_abs_error <= (atol + rtol * np.abs(values)).max()
+    far = values.copy()
+    far[-1] += 3 * (atol + rtol * abs(values[-1]))
+    with pytest.raises(ParityError, match=f"row {len(values) - 1}:"):
+        compare({"variable": values}, {"variable": far}, rows=len(values), rtol=rtol, atol=atol, label_output=None)
