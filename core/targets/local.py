@@ -223,54 +223,75 @@ class LocalTarget:
         progress(ProgressEvent("verify", "verifying the bundle", 0.02))
         manifest = self._checked_bundle(bundle_dir)
         name = self._name_for(manifest, options)
+        # Validate port and options before anything is written (re-checked under the lock below).
+        host, port = self._choose_port(name, releases.read_state(self.root, name), options, check=True)
+        self._runtime_config(name, host, port, options)
         with releases.deployment_lock(self.root, name, create=True):
-            state = releases.read_state(self.root, name)
-            if state is not None:
-                state = self._finish_interrupted(state)
-            host, port = self._choose_port(name, state, options, check=True)
-            if state is not None and state.bundle_sha256 == manifest.sha256 and state.active_release:
-                installed = releases.release_dir(self.root, name, state.active_release).is_dir()
-                if installed and self._serving(state) and state.port == port and state.host == host:
-                    progress(ProgressEvent("done", "already installed; nothing to do", 1.0))
-                    return DeployResult(
-                        name,
-                        "already-installed",
-                        self._status_of(state),
-                        f"bundle {manifest.sha256[:12]} is already serving as {state.active_release}",
-                    )
-                if installed and not self._serving(state):
-                    state = replace(state, host=host, port=port)
-                    return self._switch(
-                        state, state.active_release, options, progress, cancel, outcome="deployed", fresh=False
-                    )
-            _check_cancel(cancel)
-            release_id = releases.new_release_id(manifest.sha256)
-            progress(ProgressEvent("install", f"installing release {release_id}", 0.1))
-            runtime_config = self._runtime_config(name, host, port, options)
-            rdir = releases.install_release(self.root, name, Path(bundle_dir), release_id, runtime_config)
+            first = releases.read_state(self.root, name) is None
             try:
-                verify_bundle(rdir / releases.BUNDLE_DIR)  # the copy, not just the source
-            except BundleError as exc:
-                releases.remove_release(self.root, name, release_id)
-                raise DeployError(f"the installed copy of the bundle is damaged: {exc}") from exc
-            first = state is None
-            if state is None:
-                state = DeploymentState(name=name, host=host, port=port, desired="stopped")
-                releases.write_state(self.root, state)
-            elif not self._serving(state):
-                state = replace(state, host=host, port=port)
-            try:
-                result = self._switch(
-                    state, release_id, options, progress, cancel, outcome="deployed", fresh=True, new_port=(host, port)
-                )
-            except Cancelled:
-                if first:
-                    releases.remove_deployment(self.root, name)
+                return self._deploy_locked(bundle_dir, manifest, name, options, progress, cancel)
+            except BaseException:
+                if first and releases.read_state(self.root, name) is None:
+                    releases.remove_deployment(self.root, name)  # a first deploy that stopped early leaves nothing
                 raise
-            if first and not result.ok:  # nothing was ever serving: leave no trace
+
+    def _deploy_locked(
+        self,
+        bundle_dir: Path,
+        manifest: Manifest,
+        name: str,
+        options: DeployOptions,
+        progress: Progress,
+        cancel: threading.Event | None,
+    ) -> DeployResult:
+        """The body of :meth:`deploy`, run while holding the deployment's lock."""
+        state = releases.read_state(self.root, name)
+        if state is not None:
+            state = self._finish_interrupted(state)
+        host, port = self._choose_port(name, state, options, check=True)
+        if state is not None and state.bundle_sha256 == manifest.sha256 and state.active_release:
+            installed = releases.release_dir(self.root, name, state.active_release).is_dir()
+            if installed and self._serving(state) and state.port == port and state.host == host:
+                progress(ProgressEvent("done", "already installed; nothing to do", 1.0))
+                return DeployResult(
+                    name,
+                    "already-installed",
+                    self._status_of(state),
+                    f"bundle {manifest.sha256[:12]} is already serving as {state.active_release}",
+                )
+            if installed and not self._serving(state):
+                state = replace(state, host=host, port=port)
+                return self._switch(
+                    state, state.active_release, options, progress, cancel, outcome="deployed", fresh=False
+                )
+        _check_cancel(cancel)
+        release_id = releases.new_release_id(manifest.sha256)
+        progress(ProgressEvent("install", f"installing release {release_id}", 0.1))
+        runtime_config = self._runtime_config(name, host, port, options)
+        rdir = releases.install_release(self.root, name, Path(bundle_dir), release_id, runtime_config)
+        try:
+            verify_bundle(rdir / releases.BUNDLE_DIR)  # the copy, not just the source
+        except BundleError as exc:
+            releases.remove_release(self.root, name, release_id)
+            raise DeployError(f"the installed copy of the bundle is damaged: {exc}") from exc
+        first = state is None
+        if state is None:
+            state = DeploymentState(name=name, host=host, port=port, desired="stopped")
+            releases.write_state(self.root, state)
+        elif not self._serving(state):
+            state = replace(state, host=host, port=port)
+        try:
+            result = self._switch(
+                state, release_id, options, progress, cancel, outcome="deployed", fresh=True, new_port=(host, port)
+            )
+        except Cancelled:
+            if first:
                 releases.remove_deployment(self.root, name)
-                result = replace(result, status=None)
-            return result
+            raise
+        if first and not result.ok:  # nothing was ever serving: leave no trace
+            releases.remove_deployment(self.root, name)
+            result = replace(result, status=None)
+        return result
 
     def rollback(
         self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None
