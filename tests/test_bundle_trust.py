@@ -110,3 +110,22 @@ def test_missing_model_file_is_a_bundle_error(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "b", ignore_errors=True)
     with pytest.raises(Exception, match=r"model\.skops is missing"):
         build_bundle(str(folder), tmp_path / "b")
+
+
+def test_hist_gradient_boosting_loads_and_a_crafted_one_is_refused(tmp_path: Path) -> None:
+    import skops.io
+    from modeldeck.core.bundle.trust import load_skops
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    _, x = iris_pipeline()
+    y = (x.iloc[:, 2] > 3).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, y)
+    path = tmp_path / "model.skops"
+    skops.io.dump(model, path)
+    loaded = load_skops(path)  # needs TreePredictor, an allow-listed sklearn class
+    assert (loaded.predict(x) == model.predict(x)).all()
+
+    model._predictors[3][0].nodes["feature_idx"][0] = 99  # predict() would read column 99 of a 4-column row
+    skops.io.dump(model, path)
+    with pytest.raises(ConversionError, match="histogram gradient-boosting tree with out-of-range node indices"):
+        load_skops(path)

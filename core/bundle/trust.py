@@ -121,49 +121,84 @@ def trusted_types(path: Path) -> list[str]:
 
 
 def check_trees(model: Any) -> None:
-    """Refuse a model whose decision trees have out-of-range node indices (they could crash ``predict``)."""
-    for tree in _find_trees(model, set()):
-        n = int(tree.node_count)
-        left, right, feature = tree.children_left, tree.children_right, tree.feature
-        n_features = int(tree.n_features)
-        if len(left) != n or len(right) != n or len(feature) != n or tree.value.shape[0] != n:
-            raise ConversionError("refusing a decision tree whose node arrays disagree with its node count")
-        leaf = left == -1
-        ok = (((left >= 0) & (left < n)) | leaf).all() and (((right >= 0) & (right < n)) | (right == -1)).all()
-        ok = ok and bool(((right == -1) == leaf).all())
-        ok = ok and bool((((feature >= 0) & (feature < n_features)) | leaf).all())
-        # A child must come after its parent (sklearn builds depth-first), so there are no cycles.
-        idx = _arange(n)
-        ok = ok and bool(((left > idx) | leaf).all() and ((right > idx) | leaf).all())
-        if not ok:
-            raise ConversionError("refusing a decision tree with out-of-range node indices (crafted or corrupt file)")
+    """Refuse a model whose trees have out-of-range node or feature indices (they could crash ``predict``).
+
+    Covers ``sklearn.tree._tree.Tree`` (decision trees, forests, gradient boosting)
+    and the histogram gradient-boosting ``TreePredictor``: scikit-learn's Cython
+    code indexes both without bounds checks.
+    """
+    for tree, n_features in _find_trees(model, set(), None):
+        if _is_hist_predictor(tree):
+            _check_hist_predictor(tree, n_features)
+        else:
+            _check_tree(tree)
 
 
-def _arange(n: int) -> Any:
+def _check_tree(tree: Any) -> None:
     import numpy as np
 
-    return np.arange(n)
+    n = int(tree.node_count)
+    left, right, feature = tree.children_left, tree.children_right, tree.feature
+    n_features = int(tree.n_features)
+    if len(left) != n or len(right) != n or len(feature) != n or tree.value.shape[0] != n:
+        raise ConversionError("refusing a decision tree whose node arrays disagree with its node count")
+    leaf = left == -1
+    idx = np.arange(n)
+    # Children come after their parent (sklearn appends nodes as it grows the tree), so there are no cycles.
+    ok = bool((((left > idx) & (left < n)) | leaf).all() and (((right > idx) & (right < n)) | leaf).all())
+    ok = ok and bool(((right == -1) == leaf).all())
+    ok = ok and bool((((feature >= 0) & (feature < n_features)) | leaf).all())
+    if not ok:
+        raise ConversionError("refusing a decision tree with out-of-range node indices (crafted or corrupt file)")
 
 
-def _find_trees(obj: Any, seen: set[int], depth: int = 0) -> list[Any]:
+def _is_hist_predictor(obj: Any) -> bool:
+    return type(obj).__name__ == "TreePredictor" and type(obj).__module__.startswith("sklearn.ensemble.")
+
+
+def _check_hist_predictor(pred: Any, n_features: int | None) -> None:
+    import numpy as np
+
+    nodes = pred.nodes
+    n = len(nodes)
+    idx = np.arange(n)
+    inner = nodes["is_leaf"] == 0
+    left, right, feature = nodes["left"].astype(np.int64), nodes["right"].astype(np.int64), nodes["feature_idx"]
+    ok = bool((((left > idx) & (left < n)) | ~inner).all() and (((right > idx) & (right < n)) | ~inner).all())
+    limit = n_features if n_features is not None else np.iinfo(np.int64).max
+    ok = ok and bool((((feature >= 0) & (feature < limit)) | ~inner).all())
+    categorical = inner & (nodes["is_categorical"] != 0)
+    if categorical.any():
+        bitsets = len(getattr(pred, "raw_left_cat_bitsets", ()))
+        ok = ok and bool((nodes["bitset_idx"][categorical] < bitsets).all())
+    if not ok:
+        raise ConversionError(
+            "refusing a histogram gradient-boosting tree with out-of-range node indices (crafted or corrupt file)"
+        )
+
+
+def _find_trees(obj: Any, seen: set[int], n_features: int | None, depth: int = 0) -> list[tuple[Any, int | None]]:
+    """Every tree object reachable from ``obj``, with the feature count of the estimator that owns it."""
     from sklearn.tree._tree import Tree
 
     if id(obj) in seen or depth > 50:
         return []
     seen.add(id(obj))
-    if isinstance(obj, Tree):
-        return [obj]
-    found: list[Any] = []
+    if isinstance(obj, Tree) or _is_hist_predictor(obj):
+        return [(obj, n_features)]
+    found: list[tuple[Any, int | None]] = []
     if isinstance(obj, (list, tuple, set)):
         for item in obj:
-            found += _find_trees(item, seen, depth + 1)
+            found += _find_trees(item, seen, n_features, depth + 1)
     elif isinstance(obj, dict):
         for item in obj.values():
-            found += _find_trees(item, seen, depth + 1)
+            found += _find_trees(item, seen, n_features, depth + 1)
     elif type(obj).__module__ == "numpy" and getattr(obj, "dtype", None) is not None and obj.dtype == object:
         for item in obj.ravel():
-            found += _find_trees(item, seen, depth + 1)
-    elif type(obj).__module__.startswith("sklearn."):
-        for item in vars(obj).values() if hasattr(obj, "__dict__") else ():
-            found += _find_trees(item, seen, depth + 1)
+            found += _find_trees(item, seen, n_features, depth + 1)
+    elif type(obj).__module__.startswith("sklearn.") and hasattr(obj, "__dict__"):
+        owned = getattr(obj, "n_features_in_", None)
+        own = owned.__index__() if owned is not None and hasattr(owned, "__index__") else n_features
+        for item in vars(obj).values():
+            found += _find_trees(item, seen, own, depth + 1)
     return found
