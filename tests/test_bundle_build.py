@@ -366,3 +366,16 @@ def test_pytorch_model_is_a_conversion_error_naming_pytorch(tmp_path: Path) -> N
     with pytest.raises(ConversionError, match=r"^cannot convert flavor pytorch to ONNX") as err:
         build_bundle(str(folder), tmp_path / "b")
     assert "mlflow.onnx" in (err.value.hint or "")
+
+
+def test_registry_refs_never_touch_mlflows_default_store_in_the_cwd(
+    bundle_store: MlflowStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's models:/ and runs:/ repositories fall back to ./mlflow.db; the bundler must not (a bug that was)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    run_id = bundle_store.client().get_model_version("iris-classifier", "1").run_id
+    for i, ref in enumerate(["models:/iris-classifier@champion", f"runs:/{run_id}/model"]):
+        build_bundle(ref, tmp_path / f"b{i}", tracking_uri=bundle_store.tracking_uri)
+    assert list(cwd.iterdir()) == []
