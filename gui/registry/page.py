@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QStyle,
@@ -221,6 +222,8 @@ class RegistryPage(QWidget):
         head = QHBoxLayout()
         self.versions_title = QLabel("Versions")
         self.versions_title.setProperty("role", "pane-title")
+        # Long model names must not set the window's minimum width; they are clipped instead.
+        self.versions_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.metric_combo = QComboBox()
         self.metric_combo.setToolTip("Metric of each version's source run shown in the table (sortable)")
         self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)

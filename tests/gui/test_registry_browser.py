@@ -48,6 +48,13 @@ def click_version(
     qtbot.mouseClick(page.version_view.viewport(), Qt.MouseButton.LeftButton, modifier, rect.center())
 
 
+def select_version(qtbot: QtBot, page: RegistryPage, version: str) -> None:
+    """Click a version and wait until the details pane shows it (not an earlier selection)."""
+    click_version(qtbot, page, version)
+    name = page.current_model().name  # type: ignore[union-attr]
+    qtbot.waitUntil(lambda: shown_version(page) == f"{name}/{version}", timeout=30_000)
+
+
 def shown_version(page: RegistryPage) -> str | None:
     d = page.details.details
     return f"{d.version.name}/{d.version.version}" if d else None
@@ -91,9 +98,7 @@ def test_clicking_a_model_and_version_shows_its_signature_and_metrics(
 ) -> None:
     page = open_window(demo_tracking_uri).registry_page
     click_model(qtbot, page, "iris-classifier")
-    with qtbot.waitSignal(page.detailsShown, timeout=30_000):
-        click_version(qtbot, page, "1")
-    assert shown_version(page) == "iris-classifier/1"
+    select_version(qtbot, page, "1")
     inputs = [page.details.inputs_model.cell(r, 0) for r in range(page.details.inputs_model.rowCount())]
     assert len(inputs) == 4 and all("sepal" in n or "petal" in n for n in inputs)
     metrics = {page.details.metrics_model.cell(r, 0) for r in range(page.details.metrics_model.rowCount())}
@@ -166,8 +171,7 @@ def test_promote_moves_champion_and_the_table_shows_it(
     before = aliases_by_version(page)
     champion_was = next(v for v, a in before.items() if "@champion" in a)
     target = next(v for v in before if v != champion_was)
-    with qtbot.waitSignal(page.detailsShown, timeout=30_000):
-        click_version(qtbot, page, target)
+    select_version(qtbot, page, target)
     qtbot.mouseClick(page.promote_button, Qt.MouseButton.LeftButton)
     dialog = page.promote_dialog
     assert dialog is not None and dialog.isVisible()
@@ -192,8 +196,7 @@ def test_remove_alias_after_confirmation(qtbot: QtBot, open_window: OpenWindow, 
     page = open_window(demo_tracking_uri).registry_page
     click_model(qtbot, page, "iris-classifier")
     challenger = next(v for v, a in aliases_by_version(page).items() if "@challenger" in a)
-    with qtbot.waitSignal(page.detailsShown, timeout=30_000):
-        click_version(qtbot, page, challenger)
+    select_version(qtbot, page, challenger)
     page.remove_alias("challenger")
     box = page.remove_alias_box
     assert box is not None and box.isVisible()
@@ -250,6 +253,7 @@ def test_arrow_keys_move_through_versions_and_update_details(
 ) -> None:
     page = open_window(demo_tracking_uri).registry_page
     click_model(qtbot, page, "iris-classifier")
+    settle(qtbot)
     first = page.current_version()
     assert first is not None
     page.version_view.setFocus()
