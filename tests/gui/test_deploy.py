@@ -142,7 +142,14 @@ def test_deploy_locally_try_it_and_stop(
         qtbot.mouseClick(ui.page.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: row_status(ui, "iris-classifier").state == "stopped", timeout=20_000)
     assert ui.page.start_button.isEnabled() and not ui.page.stop_button.isEnabled()
+    assert not try_it.send_button.isEnabled()  # nothing to send to while stopped
     assert runtime_pids(load_settings().deployments_dir) == []
+
+    with qtbot.waitSignal(ui.page.operationFinished, timeout=60_000) as started:
+        qtbot.mouseClick(ui.page.start_button, Qt.MouseButton.LeftButton)
+    assert started.args[1].ok
+    qtbot.waitUntil(lambda: row_status(ui, "iris-classifier").state == "running", timeout=20_000)
+    assert try_it.send_button.isEnabled()
 
 
 def test_undeploy_asks_inline_then_removes_the_row(
