@@ -3,7 +3,9 @@ readiness during warm-up, and running with the app's heavy libraries blocked."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -142,6 +144,50 @@ def test_two_runtimes_share_a_port_with_reuse_port(
     # the shared port keeps answering, now from the new release
     for _ in range(5):
         assert httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["model_name"] == "diabetes"
+    assert new.terminate() == 0
+
+
+def test_a_warming_runtime_takes_no_shared_connections_so_no_request_sees_503(
+    runtime_bundles: dict[str, Any], mlp_bundle: Any, tmp_path: Path, runtime_processes: list[RuntimeProcess]
+) -> None:
+    """Start-first switch: while the new runtime warms up, every new connection to the shared port reaches the old
+    one (the new socket is bound but not listening yet); its private port already answers probes with 503."""
+    port = _free_port()
+    args = ("--bind", f"127.0.0.1:{port}", "--bind", "127.0.0.1:0", "--reuse-port")
+    old = start_runtime(runtime_bundles["iris"].path, tmp_path / "old", *args)
+    runtime_processes.append(old)
+    new = start_runtime(
+        mlp_bundle.path, tmp_path / "new", *args, "--log-level", "info", config={"warmup_runs": 50000}, wait=False
+    )
+    runtime_processes.append(new)
+    deadline = time.monotonic() + 60
+    bound = None
+    while bound is None and time.monotonic() < deadline and new.proc.poll() is None:
+        bound = re.search(r"serving mlp on \S+, (127\.0\.0\.1:\d+)", new.stderr())  # logged after binding
+        time.sleep(0.01)
+    assert bound is not None, new.stderr()
+    private = f"http://{bound.group(1)}"
+    shared = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    answers: list[tuple[int, str]] = []
+    probes: list[int] = []
+    while time.monotonic() < deadline and new.proc.poll() is None and not new.ready_file.exists():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # a new connection: the kernel picks
+        try:
+            conn.request("GET", "/version")
+            r = conn.getresponse()
+            answers.append((r.status, json.loads(r.read()).get("model_name", "")))
+        finally:
+            conn.close()
+        if len(answers) % 10 == 0:
+            probes.append(httpx.get(f"{private}/health", timeout=5).status_code)
+    warm_up_s = time.monotonic() - started
+    wait_ready(new)
+    assert len(answers) >= 20, f"the warm-up ended too soon to observe the shared port ({warm_up_s:.2f} s)"
+    assert set(answers) == {(200, "iris")}
+    assert 503 in probes and set(probes) <= {503, 200}
+    assert old.terminate() == 0
+    assert httpx.get(f"{shared}/version", timeout=5).json()["model_name"] == "mlp"
     assert new.terminate() == 0
 
 

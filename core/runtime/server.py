@@ -6,8 +6,14 @@ Process contract (relied on by the deploy targets):
   *before* anything else; a tampered bundle or a taken port exits non-zero with
   one ``error:`` line on stderr;
 * the model loads and warms up while the server already answers probes with
-  503; once it is ready, ``--ready-file`` is written atomically with the pid,
-  the *actual* bound addresses (port 0 resolved) and the model's identity;
+  503 -- except on shared ports: a ``--reuse-port`` socket with a fixed port is
+  bound early (so a port held by a non-sharing process still fails fast) but
+  starts listening only once the model is warm, because the kernel hands new
+  connections to every *listening* member of a reuse-port group and a
+  not-yet-ready runtime would answer its share of them 503 during a start-first
+  switch; port-0 binds (the private health port) listen at once;
+* once ready, ``--ready-file`` is written atomically with the pid, the *actual*
+  bound addresses (port 0 resolved) and the model's identity;
 * SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish within
   ``graceful_shutdown_timeout_s`` and exits 0.
 
@@ -41,9 +47,12 @@ from modeldeck.core.runtime.model import ServedModel
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 2048
 
-def bind_socket(bind: Bind, *, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket on ``bind``; a taken port is a one-line :class:`ConfigError`."""
+
+def bind_socket(bind: Bind, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to ``bind`` (and listening unless ``listen`` is false); a taken port is a one-line
+    :class:`ConfigError`."""
     try:
         infos = socket.getaddrinfo(bind.host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -57,7 +66,8 @@ def bind_socket(bind: Bind, *, reuse_port: bool = False) -> socket.socket:
                 raise ConfigError("--reuse-port is not supported on this platform")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
+        if listen:
+            sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -100,9 +110,14 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
     manifest = verify_bundle(bundle_dir)
     model = ServedModel(bundle_dir, manifest, intra_op_threads=config.intra_op_threads)
     sockets: list[socket.socket] = []
+    held: list[socket.socket] = []  # shared (reuse-port, fixed port): listen only once the model is warm
     try:
         for b in config.binds:
-            sockets.append(bind_socket(b, reuse_port=config.reuse_port))
+            hold = config.reuse_port and b.port != 0
+            sock = bind_socket(b, reuse_port=config.reuse_port, listen=not hold)
+            sockets.append(sock)
+            if hold:
+                held.append(sock)
     except BaseException:
         for s in sockets:
             s.close()
@@ -119,14 +134,16 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
         proxy_headers=False,  # the runtime never uses the client address; saves a middleware hop per request
         log_level=config.log_level,
         timeout_graceful_shutdown=int(max(1, round(config.graceful_shutdown_timeout_s))),
-        backlog=2048,
+        backlog=BACKLOG,
     )
-    server = _RuntimeServer(uv_config, app=app, model=model, config=config, ready_file=ready_file, addresses=addresses)
+    server = _RuntimeServer(
+        uv_config, app=app, model=model, config=config, ready_file=ready_file, addresses=addresses, held=held
+    )
     # uvicorn re-raises the signal it caught after shutting down; with these no-op handlers in place that
     # re-raise is harmless and the process exits 0 after a graceful stop, as service managers expect.
     previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.run(sockets=sockets)
+        server.run(sockets=[s for s in sockets if s not in held])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -156,6 +173,7 @@ class _RuntimeServer:
         config: RuntimeConfig,
         ready_file: Path | None,
         addresses: list[str],
+        held: list[socket.socket],
     ) -> None:
         import uvicorn
 
@@ -166,6 +184,21 @@ class _RuntimeServer:
                 await super().startup(sockets=sockets)
                 outer._load_task = asyncio.get_running_loop().create_task(outer._load())
 
+            async def start_listening(self, late: list[socket.socket]) -> None:
+                """Serve sockets that were bound but not listening, exactly as uvicorn serves the first ones
+                (``create_server`` calls ``listen``); ``shutdown`` closes them with the rest."""
+                config = self.config
+
+                def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+                    return config.http_protocol_class(  # type: ignore[call-arg]
+                        config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+                    )
+
+                loop = asyncio.get_running_loop()
+                for sock in late:
+                    server = await loop.create_server(create_protocol, sock=sock, backlog=config.backlog)
+                    self.servers.append(server)
+
         self._server = Server(uv_config)
         tasks = getattr(getattr(self._server, "server_state", None), "tasks", None)
         if isinstance(tasks, set):  # uvicorn's set of live request tasks: lets a lone request skip the batch queue
@@ -175,6 +208,7 @@ class _RuntimeServer:
         self.config = config
         self.ready_file = ready_file
         self.addresses = addresses
+        self.held = held
         self.failure: ModelDeckError | None = None
         self.wrote_ready_file = False
         self._load_task: asyncio.Task[None] | None = None
@@ -197,6 +231,14 @@ class _RuntimeServer:
             self._server.should_exit = True
             return
         self.app.mark_ready()
+        if self._server.should_exit:  # stopped while loading: do not start taking shared traffic now
+            return
+        try:
+            await self._server.start_listening(self.held)
+        except OSError as exc:
+            self.failure = ConfigError(f"cannot listen on the shared port: {exc.strerror or exc}")
+            self._server.should_exit = True
+            return
         m = self.model.manifest
         if self.ready_file is not None:
             try:
