@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modeldeck.core.errors import ConfigError, ModelDeckError
 from modeldeck.core.settings import load_settings
+from modeldeck.core.state import parse_selection
 from modeldeck.gui.main_window import MainWindow
 from modeldeck.gui.style import apply_style
 from modeldeck.gui.workers import default_pool, wait_for_workers
@@ -102,12 +103,14 @@ def take_screenshot(window: MainWindow, path: Path, size: tuple[int, int]) -> st
 
 def run_app(args: argparse.Namespace) -> int:
     """Entry point used by ``modeldeck`` / ``modeldeck gui``."""
+    ref = getattr(args, "select", None)
+    select = parse_selection(ref) if ref else None  # a bad REF fails before any window appears
     app = create_application()
     settings = load_settings(tracking_uri=getattr(args, "tracking_uri", None))
     screenshot = getattr(args, "screenshot", None)
     if screenshot:
         size = parse_size(getattr(args, "size", None) or "1400x860")
-        window = MainWindow(settings)
+        window = MainWindow(settings, select=select)
         try:
             error = take_screenshot(window, Path(screenshot), size)
         finally:
@@ -118,7 +121,7 @@ def run_app(args: argparse.Namespace) -> int:
             raise ModelDeckError(f"registry did not load for the screenshot: {error}")
         print(f"saved {screenshot}")
         return 0
-    window = MainWindow(settings)
+    window = MainWindow(settings, select=select)
     window.show()
     window.open_current_registry()
     code = app.exec()

@@ -18,6 +18,11 @@ def _add_gui_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = sub.add_parser("gui", help="open the desktop app (the default without a command)")
     p.add_argument("--screenshot", metavar="FILE", help="render the main window offscreen, save a PNG and exit")
     p.add_argument("--size", metavar="WxH", default="1400x860", help="window size for --screenshot (default 1400x860)")
+    p.add_argument(
+        "--select",
+        metavar="REF",
+        help="open on this model version: NAME (latest), NAME/VERSION or NAME@ALIAS (default: where you left off)",
+    )
     p.set_defaults(handler=_run_gui)
 
 
@@ -36,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_gui_command(sub)
     args = parser.parse_args(argv)
     if args.command is None:
-        args.command, args.handler, args.screenshot, args.size = "gui", _run_gui, None, "1400x860"
+        args.command, args.handler, args.screenshot, args.size, args.select = "gui", _run_gui, None, "1400x860", None
     cli.configure_logging(args.verbose)
     return cli.run_handler(args, parser)
 

@@ -7,12 +7,16 @@ listen to :attr:`MainWindow.registryChanged`.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import TYPE_CHECKING, Any
 
+from modeldeck.core.registry.types import VersionDetails
 from modeldeck.core.settings import Settings, save_settings
+from modeldeck.core.state import Selection, load_last_selection, remember_selection
 from modeldeck.gui.registry.page import RegistryPage
 from modeldeck.gui.settings_dialog import SettingsDialog
+from modeldeck.gui.widgets import home_abbreviated
 from modeldeck.gui.workers import Channel, default_pool, describe_error, run_task
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -40,9 +44,18 @@ def open_registry(settings: Settings, progress: Any = None, cancel: Any = None) 
 class MainWindow(QMainWindow):
     registryChanged = Signal(object)  # Registry | None
 
-    def __init__(self, settings: Settings, parent: QWidget | None = None, *, versions_page_size: int = 200) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parent: QWidget | None = None,
+        *,
+        versions_page_size: int = 200,
+        select: Selection | None = None,
+    ) -> None:
+        """``select``: the model/version to open on (``modeldeck gui --select``) instead of the remembered one."""
         super().__init__(parent)
         self.settings = settings
+        self.requested_selection = select
         self._registry: Registry | None = None
         self._open_channel = Channel("open registry")
         self.settings_dialog: SettingsDialog | None = None
@@ -54,7 +67,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.pages)
         self.registry_page = RegistryPage(versions_page_size=versions_page_size)
         self.add_page("Registry", self.registry_page)
-        self.registryChanged.connect(self.registry_page.set_registry)
+        self.registry_page.detailsShown.connect(self._remember_selection)
 
         self._build_actions()
         self._build_status_bar()
@@ -147,6 +160,7 @@ class MainWindow(QMainWindow):
         self._open_channel.invalidate()
         if self._registry is not None:
             self._registry = None
+            self.registry_page.set_registry(None)
             self.registryChanged.emit(None)
         where = (
             "the embedded registry" if self.settings.uses_embedded_registry else self.settings.effective_tracking_uri
@@ -197,9 +211,18 @@ class MainWindow(QMainWindow):
         self.registry_page._show_models_state(f"{message}{pct}")
 
     def _registry_opened(self, registry: Registry) -> None:
+        # MLflow, SQLAlchemy and friends are imported by now: hundreds of thousands of long-lived objects.
+        # A full (gen2) collection walks all of them with the GIL held — ~180 ms, the one UI stall while
+        # paging 2,000 versions. Freezing moves them out of the collector's reach; new garbage still goes.
+        gc.freeze()
         self._registry = registry
-        self.registry_label.setText(registry.display_name)
+        self.registry_label.setText(home_abbreviated(registry.display_name))
         self.registry_label.setToolTip(registry.tracking_uri)
+        select, explicit = self.requested_selection, self.requested_selection is not None
+        self.requested_selection = None  # asked for once; reopening goes back to what was last shown
+        if select is None:
+            select = load_last_selection(self.settings, registry.tracking_uri)
+        self.registry_page.set_registry(registry, select=select, explicit=explicit)
         self.registryChanged.emit(registry)
         self._update_actions()
 
@@ -210,6 +233,16 @@ class MainWindow(QMainWindow):
         self.show_status("Opening the registry failed")
         self.registry_page.show_open_error(text, self.open_current_registry)
         self._update_actions()
+
+    def _remember_selection(self, details: VersionDetails) -> None:
+        if self._registry is None:
+            return
+        try:
+            remember_selection(
+                self.settings, self._registry.tracking_uri, Selection(details.version.name, details.version.version)
+            )
+        except OSError:
+            log.warning("could not remember the selected version", exc_info=True)
 
     def _set_busy(self, busy: bool) -> None:
         self.busy.setVisible(busy)

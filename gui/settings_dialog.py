@@ -12,6 +12,7 @@ import html
 
 from modeldeck.core.settings import Settings, with_tracking_uri
 from modeldeck.gui import style
+from modeldeck.gui.widgets import home_abbreviated
 from modeldeck.gui.workers import Channel, describe_error, run_task
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -55,7 +56,8 @@ class SettingsDialog(QDialog):
         box = QGroupBox("Model registry")
         box_layout = QVBoxLayout(box)
         self.embedded_radio = QRadioButton("Embedded local registry")
-        self.embedded_path = QLabel(str(settings.embedded_registry_dir))
+        self.embedded_path = QLabel(home_abbreviated(str(settings.embedded_registry_dir)))
+        self.embedded_path.setToolTip(str(settings.embedded_registry_dir))
         self.embedded_path.setProperty("role", "muted")
         self.uri_radio = QRadioButton("MLflow tracking server or store URI")
         group = QButtonGroup(self)

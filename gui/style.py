@@ -41,6 +41,7 @@ QHeaderView::section {{ background: {WINDOW}; color: {MUTED}; border: none; bord
     border-right: 1px solid #e8ecf1; padding: 4px 6px; }}
 QLineEdit, QComboBox, QPlainTextEdit {{ border: 1px solid {BORDER}; border-radius: 3px; padding: 3px 6px;
     background: {BASE}; }}
+QTreeWidget#artifacts::item {{ padding: 3px 0px; }}
 QLineEdit:focus, QComboBox:focus, QPlainTextEdit:focus {{ border-color: {ACCENT}; }}
 QPushButton {{ border: 1px solid {BORDER}; border-radius: 4px; padding: 4px 12px; background: {BASE}; }}
 QPushButton:hover {{ border-color: #aab4c0; }}

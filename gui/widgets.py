@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QAbstractItemModel, Qt
 from PySide6.QtWidgets import (
@@ -15,6 +16,14 @@ from PySide6.QtWidgets import (
     QTableView,
     QWidget,
 )
+
+
+def home_abbreviated(text: str) -> str:
+    """``/home/me/.local/share/…`` → ``~/.local/share/…``: shorter, and no user name in screenshots."""
+    home = str(Path.home()).rstrip("/")
+    if not home:
+        return text
+    return text.replace(home + "/", "~/").replace(f"({home})", "(~)")
 
 
 class MessageBanner(QFrame):

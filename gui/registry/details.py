@@ -29,11 +29,22 @@ from PySide6.QtWidgets import (
 SIGNATURE_HEADERS = ("Name", "Type", "Optional", "Shape")
 
 
-def _signature_rows(columns: tuple[SignatureColumn, ...]) -> list[tuple[str, ...]]:
+def format_shape(shape: tuple[int, ...] | None) -> str:
+    """``(-1,)`` → "n", ``(-1, 4)`` → "n × 4": the batch axis reads as "any number of rows" (see the note)."""
+    if shape is None:
+        return ""
+    if not shape:
+        return "scalar"
+    dims = ["n" if i == 0 and d == -1 else "any" if d == -1 else str(d) for i, d in enumerate(shape)]
+    return " × ".join(dims)
+
+
+def signature_rows(columns: tuple[SignatureColumn, ...], kind: str) -> list[tuple[str, ...]]:
+    """Rows for a signature table; unnamed tensors are called "input"/"output" (numbered if several)."""
     rows = []
-    for c in columns:
-        shape = "" if c.shape is None else "(" + ", ".join("?" if d == -1 else str(d) for d in c.shape) + ")"
-        rows.append((c.name or "(tensor)", c.type, "yes" if c.optional else "no", shape))
+    for i, c in enumerate(columns, start=1):
+        name = c.name or (kind if len(columns) == 1 else f"{kind} {i}")
+        rows.append((name, c.type, "yes" if c.optional else "no", format_shape(c.shape)))
     return rows
 
 
@@ -101,7 +112,7 @@ class DetailsPane(QWidget):
         self.empty_label = QLabel("Select a version to see its signature, metrics, parameters and artifacts.")
         self.empty_label.setProperty("role", "empty")
         self.empty_label.setWordWrap(True)
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         self.stack.addWidget(self.empty_label)
 
         body = QWidget()
@@ -162,6 +173,7 @@ class DetailsPane(QWidget):
         self.tabs.addTab(self._padded(self.tags_view), "Tags")
 
         self.artifacts = QTreeWidget()
+        self.artifacts.setObjectName("artifacts")
         self.artifacts.setHeaderLabels(["Artifact", "Size"])
         self.artifacts.setUniformRowHeights(True)
         self.artifacts.header().setStretchLastSection(False)
@@ -235,11 +247,13 @@ class DetailsPane(QWidget):
             self.outputs_model.set_rows([])
         else:
             kind = "named columns" if d.signature.input_kind == "columns" else "a tensor"
+            columns = (*d.signature.inputs, *d.signature.outputs)
+            batch = "  Shape n = any number of rows." if any(c.shape and c.shape[0] == -1 for c in columns) else ""
             self.signature_note.setText(
-                f"Takes {kind}: {len(d.signature.inputs)} input(s), {len(d.signature.outputs)} output(s)."
+                f"Takes {kind}: {len(d.signature.inputs)} input(s), {len(d.signature.outputs)} output(s).{batch}"
             )
-            self.inputs_model.set_rows(_signature_rows(d.signature.inputs))
-            self.outputs_model.set_rows(_signature_rows(d.signature.outputs))
+            self.inputs_model.set_rows(signature_rows(d.signature.inputs, "input"))
+            self.outputs_model.set_rows(signature_rows(d.signature.outputs, "output"))
 
         run = d.run
         metrics = sorted((run.metrics if run else {}).items())

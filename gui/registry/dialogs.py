@@ -86,7 +86,8 @@ class CompareDialog(QDialog):
             ("Parameters", comparison.params, False),
             ("Tags", comparison.tags, False),
         ):
-            headers = ["Name", f"v{a.version}", f"v{b.version}"] + (["Δ (b − a)"] if with_delta else [])
+            delta = f"Δ v{b.version} − v{a.version}"
+            headers = ["Name", f"v{a.version}", f"v{b.version}"] + ([delta] if with_delta else [])
             model = RowsModel(headers, self)
             rows = []
             for d in diffs:
@@ -191,3 +192,67 @@ class PromoteDialog(QDialog):
             self.ok_button.setText("Set alias")
         self.confirmation.setText(text + " Deployments that follow this alias will pick up the new version.")
         self.ok_button.setEnabled(True)
+
+
+def default_pair(versions: list[ModelVersion], selected: ModelVersion | None) -> tuple[str, str]:
+    """Which two versions to propose: the selected one against the champion, or else the one before it."""
+    numbers = [v.version for v in versions]
+    a = selected.version if selected is not None and selected.version in numbers else numbers[0]
+    champion = next((v.version for v in versions if "champion" in v.aliases), None)
+    if champion is not None and champion != a:
+        return a, champion
+    older = [n for n in numbers if n != a and (not (n.isdigit() and a.isdigit()) or int(n) < int(a))]
+    others = [n for n in numbers if n != a]
+    b = max(older, key=lambda n: (n.isdigit(), int(n) if n.isdigit() else 0, n)) if older else others[0]
+    return a, b
+
+
+class ComparePickerDialog(QDialog):
+    """Choose two versions to compare — the Compare button's path when fewer than two rows are selected."""
+
+    def __init__(self, versions: list[ModelVersion], selected: ModelVersion | None, parent: QWidget | None = None):
+        super().__init__(parent)
+        if len(versions) < 2:
+            raise ValueError("need at least two versions to compare")
+        self.setWindowTitle(f"Compare versions of {versions[0].name}")
+        layout = QVBoxLayout(self)
+        intro = QLabel("Pick two versions. (Tip: Ctrl+click two rows in the table and press Compare.)")
+        intro.setWordWrap(True)
+        intro.setProperty("role", "muted")
+        layout.addWidget(intro)
+        form = QFormLayout()
+        self.a_box, self.b_box = QComboBox(), QComboBox()
+        for box in (self.a_box, self.b_box):
+            for v in versions:
+                aliases = "  " + " ".join(f"@{a}" for a in v.aliases) if v.aliases else ""
+                box.addItem(f"version {v.version}{aliases}", v.version)
+        self._by_number = {v.version: v for v in versions}
+        a, b = default_pair(versions, selected)
+        self.a_box.setCurrentIndex(self.a_box.findData(a))
+        self.b_box.setCurrentIndex(self.b_box.findData(b))
+        form.addRow("Compare:", self.a_box)
+        form.addRow("with:", self.b_box)
+        layout.addLayout(form)
+        self.problem = QLabel()
+        self.problem.setStyleSheet(f"color: {style.ERROR_FG};")
+        layout.addWidget(self.problem)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.ok_button = QPushButton("Compare")
+        self.ok_button.setDefault(True)
+        self.buttons.addButton(self.ok_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self.a_box.currentIndexChanged.connect(self._update)
+        self.b_box.currentIndexChanged.connect(self._update)
+        self._update()
+        self.setMinimumWidth(380)
+
+    def chosen(self) -> tuple[ModelVersion, ModelVersion]:
+        return self._by_number[self.a_box.currentData()], self._by_number[self.b_box.currentData()]
+
+    def _update(self) -> None:
+        same = self.a_box.currentData() == self.b_box.currentData()
+        self.problem.setText("Choose two different versions." if same else "")
+        self.problem.setVisible(same)
+        self.ok_button.setEnabled(not same)

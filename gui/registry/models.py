@@ -120,7 +120,9 @@ class RegisteredModelListModel(QAbstractListModel):
     def subtitle(model: RegisteredModel) -> str:
         parts = [f"latest v{model.latest_version}" if model.latest_version else "no versions"]
         if model.aliases:
-            parts.append(", ".join(f"@{a} v{v}" for a, v in sorted(model.aliases.items())))
+            # champion first: it is what the model list is scanned for
+            ordered = sorted(model.aliases.items(), key=lambda kv: (kv[0] != "champion", kv[0]))
+            parts.append(", ".join(f"@{a} v{v}" for a, v in ordered))
         return " · ".join(parts)
 
 
@@ -207,11 +209,11 @@ class VersionTableModel(QStandardItemModel):
             items[self.STATUS].setForeground(b["warn"])
         items[self.RUN].setForeground(b["muted"])
         items[self.RUN].setToolTip(v.run_id or "no source run")
+        run = f"source run {v.run_id}" if v.run_id else "no source run"
+        items[self.VERSION].setToolTip(f"{v.description}\n{run}" if v.description else run)
         items[self.CREATED].setForeground(b["muted"])
         if v.tags:
             items[self.TAGS].setToolTip("\n".join(f"{k} = {val}" for k, val in sorted(v.tags.items())))
-        if v.description:
-            items[self.VERSION].setToolTip(v.description)
         self.appendRow(items)
         self._rows.append(v)
 
@@ -365,8 +367,13 @@ class RowsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self._headers)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return self._headers[section] if 0 <= section < len(self._headers) else None
+        if role == Qt.ItemDataRole.TextAlignmentRole:  # numbers and their headers line up on the right
+            side = Qt.AlignmentFlag.AlignRight if section in self._align_right else Qt.AlignmentFlag.AlignLeft
+            return int(side | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

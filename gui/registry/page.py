@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.errors import Cancelled
 from modeldeck.core.registry.types import ModelVersion, Page, RegisteredModel, VersionComparison, VersionDetails
+from modeldeck.core.state import Selection
 from modeldeck.gui import style
 from modeldeck.gui.registry.details import DetailsPane
-from modeldeck.gui.registry.dialogs import CompareDialog, PromoteDialog
+from modeldeck.gui.registry.dialogs import CompareDialog, ComparePickerDialog, PromoteDialog
 from modeldeck.gui.registry.models import ModelFilterProxy as _ModelFilterProxy
 from modeldeck.gui.registry.models import (
     ObjectRole,
@@ -75,6 +76,16 @@ def _fetch_all_models(calls: SerialRegistry, cancel: Any = None) -> list[Registe
         if token is None:
             break
     return models
+
+
+def default_model(models: list[RegisteredModel]) -> RegisteredModel | None:
+    """Where to open when nothing is remembered: the model with a ``champion``, then the most versions."""
+
+    def rank(m: RegisteredModel) -> tuple[int, int, int, str]:
+        latest = int(m.latest_version) if (m.latest_version or "").isdigit() else 0
+        return (-("champion" in m.aliases), -latest, -len(m.aliases), m.name)
+
+    return min(models, key=rank, default=None)
 
 
 class SerialRegistry:
@@ -160,10 +171,11 @@ class RegistryPage(QWidget):
         self._model_gen = 0  # bumps when the selected model or the registry changes
         self._model_tasks: list[TaskHandle] = []
         self._first_screen_pending = False
-        self._want_model: str | None = None
-        self._want_version: str | None = None
+        self._want: Selection | None = None  # what to select when models/versions arrive
+        self._want_reported = False  # say so when an explicitly requested model/version is missing
         self._model_aliases: dict[str, str] = {}
         self.compare_dialog: CompareDialog | None = None
+        self.compare_picker: ComparePickerDialog | None = None
         self.promote_dialog: PromoteDialog | None = None
         self.remove_alias_box: QMessageBox | None = None
         self._details_timer = QTimer(self)
@@ -231,7 +243,9 @@ class RegistryPage(QWidget):
         metric_label = QLabel("Metric:")
         metric_label.setBuddy(self.metric_combo)
         self.compare_button = QPushButton("Compare")
-        self.compare_button.setToolTip("Select two versions (Ctrl+click) to compare metrics and parameters")
+        self.compare_button.setToolTip(
+            "Compare metrics and parameters of two versions (Ctrl+click two rows, or pick them in a dialog)"
+        )
         self.promote_button = QPushButton("Promote…")
         self.promote_button.setToolTip("Set or move an alias (e.g. champion) to the selected version")
         head.addWidget(self.versions_title, 1)
@@ -264,6 +278,9 @@ class RegistryPage(QWidget):
         header.setStretchLastSection(True)
         header.setSortIndicatorShown(True)
         header.setMinimumSectionSize(48)
+        # The short run id is in each row's tooltip and in the details; the room goes to the tags instead.
+        self.version_view.setColumnHidden(VersionTableModel.RUN, True)
+        self.version_view.setTextElideMode(Qt.TextElideMode.ElideRight)
         # Fit columns on a sample of rows (visible ones first), not on every loaded version.
         header.setResizeContentsPrecision(60)
         self.version_view.verticalHeader().setResizeContentsPrecision(60)
@@ -321,8 +338,15 @@ class RegistryPage(QWidget):
         return run_task(fn, *args, owner=self, **kwargs)
 
     # -- public API -------------------------------------------------------------------------------
-    def set_registry(self, registry: Registry | None) -> None:
-        """Show ``registry`` (None: nothing open); drops everything in flight for the previous one."""
+    def set_registry(
+        self, registry: Registry | None, *, select: Selection | None = None, explicit: bool = False
+    ) -> None:
+        """Show ``registry`` (None: nothing open); drops everything in flight for the previous one.
+
+        ``select`` is the model/version to open on (remembered or asked for); without it the model
+        with a ``champion`` alias (else the most versions) is chosen. ``explicit`` selections that do
+        not exist are reported in the status bar; remembered ones fall back silently.
+        """
         for channel in (self._models_channel, self._versions_channel, self._details_channel, self._action_channel):
             channel.invalidate()
         self._new_model_generation()
@@ -338,11 +362,13 @@ class RegistryPage(QWidget):
         self.metric_combo.clear()
         self._show_versions_state("")
         self._update_buttons()
-        self._want_model = self._want_version = None
+        self._want = None
         if registry is None:
             self._show_models_state("No registry is open.")
             return
         self._first_screen_pending = True
+        self._want = select
+        self._want_reported = explicit
         self.reload_models()
 
     def show_open_error(self, text: str, retry: Any) -> None:
@@ -360,8 +386,8 @@ class RegistryPage(QWidget):
             return
         current = self.current_version()
         model = self.current_model()
-        self._want_model = model.name if model else None
-        self._want_version = current.version if current else None
+        self._want = Selection(model.name, current.version if current else None) if model else None
+        self._want_reported = False
         self.reload_models()
 
     def reload_models(self) -> None:
@@ -431,7 +457,8 @@ class RegistryPage(QWidget):
 
     def _models_loaded(self, models: list[RegisteredModel]) -> None:
         self.banner.hide()
-        want = self._want_model or (self.current_model().name if self.current_model() else None)
+        current = self.current_model()
+        want = self._want or (Selection(current.name) if current else None)
         self.model_list_model.set_models(models)
         self.modelsLoaded.emit(len(models))
         self.statusMessage.emit(f"{len(models)} model(s)")
@@ -443,11 +470,28 @@ class RegistryPage(QWidget):
             return
         self.models_stack.setCurrentWidget(self.model_view)
         self.models_count.setText(f"{len(models)} model(s)")
-        if not (want and self.select_model(want)):
+        if want is not None and self.model_list_model.row_of(want.model) >= 0:
+            self._want = self._resolve_alias(want, models)
+            self.select_model(want.model)
+            return
+        if want is not None and self._want_reported:
+            self.banner.show_message(f"No model named '{want.model}' in this registry.", kind="warning")
+        self._want = None
+        default = default_model(models)
+        if not (default and self.select_model(default.name)):
             first = self.model_proxy.index(0, 0)
             if first.isValid():
                 self.model_view.setCurrentIndex(first)
-        self._want_model = None
+
+    def _resolve_alias(self, want: Selection, models: list[RegisteredModel]) -> Selection:
+        """NAME@ALIAS → NAME/VERSION through the model's alias table (already loaded with the models)."""
+        if not want.alias:
+            return want
+        model = next(m for m in models if m.name == want.model)
+        version = model.aliases.get(want.alias)
+        if version is None and self._want_reported:
+            self.banner.show_message(f"{want.model} has no alias '{want.alias}'.", kind="warning")
+        return Selection(want.model, version)
 
     def _models_failed(self, error: BaseException) -> None:
         text = describe_error(error)
@@ -518,10 +562,16 @@ class RegistryPage(QWidget):
             self._emit_first_screen()
         else:
             self.versions_stack.setCurrentWidget(self.version_view)
-            fit_columns(self.version_view, max_width=260)
-            want = self._want_version
-            self._want_version = None
-            if not (want and self.select_version(want)):
+            self._fit_version_columns()
+            want, self._want = self._want, None
+            wanted = want.version if want is not None and model is not None and want.model == model.name else None
+            if not (wanted and self.select_version(wanted)):
+                if wanted and self._want_reported:
+                    self.banner.show_message(
+                        f"Version {wanted} of {model.name} was not found among the newest "  # type: ignore[union-attr]
+                        f"{self.versions_page_size} versions; showing the latest.",
+                        kind="warning",
+                    )
                 self.version_view.setCurrentIndex(self.version_proxy.index(0, 0))
                 self.version_view.scrollToTop()
             # The selection was made by us, not by arrow keys: ask for details now, before the metrics.
@@ -530,6 +580,10 @@ class RegistryPage(QWidget):
             self._request_metrics(page.items)
         self._update_counts()
         self.versionsLoaded.emit(model.name if model else "")
+
+    def _fit_version_columns(self) -> None:
+        """Columns fit their contents (bounded); Tags, the last one, stretches over what is left."""
+        fit_columns(self.version_view, max_width=200)
 
     def _versions_failed(self, error: BaseException) -> None:
         model = self.current_model()
@@ -674,7 +728,7 @@ class RegistryPage(QWidget):
     # -- actions ----------------------------------------------------------------------------------
     def _update_buttons(self, *_: Any) -> None:
         selected = len(self.version_view.selectionModel().selectedRows())
-        self.compare_button.setEnabled(selected == 2)
+        self.compare_button.setEnabled(selected == 2 or (selected <= 1 and self.version_model.rowCount() >= 2))
         self.promote_button.setEnabled(self.current_version() is not None and self.registry is not None)
         self.metric_combo.setEnabled(self.metric_combo.count() > 0)
         self.actionsChanged.emit()
@@ -692,18 +746,39 @@ class RegistryPage(QWidget):
             remove.triggered.connect(lambda _=False, a=alias: self.remove_alias(a))
             menu.addAction(remove)
         menu.addSeparator()
-        compare = QAction("Compare the two selected versions", menu)
+        two = len(self.selected_versions()) == 2
+        compare = QAction("Compare the two selected versions" if two else "Compare with…", menu)
         compare.setEnabled(self.compare_button.isEnabled())
         compare.triggered.connect(self.compare_selected)
         menu.addAction(compare)
         menu.popup(self.version_view.viewport().mapToGlobal(pos))
 
     def compare_selected(self) -> None:
+        """Compare the two selected versions; with one or none selected, let the user pick two first."""
         versions = self.selected_versions()
-        if len(versions) != 2 or self.registry is None:
+        if self.registry is None:
+            return
+        if len(versions) <= 1 and self.version_model.rowCount() >= 2:
+            self.pick_versions_to_compare()
+            return
+        if len(versions) != 2:
             self.statusMessage.emit("Select exactly two versions to compare (Ctrl+click).")
             return
-        a, b = sorted(versions, key=lambda v: (len(v.version), v.version))
+        self.compare_versions(*versions)
+
+    def pick_versions_to_compare(self) -> None:
+        if self.compare_picker is not None:
+            self.compare_picker.close()
+        picker = ComparePickerDialog(self.version_model.versions(), self.current_version(), self)
+        picker.accepted.connect(lambda: self.compare_versions(*picker.chosen()))
+        self.compare_picker = picker
+        picker.open()
+
+    def compare_versions(self, first: ModelVersion, second: ModelVersion) -> None:
+        """Fetch the comparison in a worker and show it; the older version is always "a"."""
+        if self.registry is None:
+            return
+        a, b = sorted((first, second), key=lambda v: (len(v.version), v.version))
         self.statusMessage.emit(f"Comparing {a.name} v{a.version} and v{b.version}…")
         self._run(
             self._calls("compare"),

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from modeldeck.core.settings import load_settings
+from modeldeck.core.state import parse_selection
 from modeldeck.gui.main_window import MainWindow
 from modeldeck.gui.registry.models import VersionTableModel
 from modeldeck.gui.registry.page import RegistryPage
+from modeldeck.gui.widgets import home_abbreviated
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.registry import free_port
-from tests.gui.conftest import settle
+from tests.gui.conftest import FIRST_SCREEN_TIMEOUT_MS, settle
 
 OpenWindow = Callable[..., MainWindow]
 pytestmark = pytest.mark.gui
@@ -84,7 +87,7 @@ def test_first_screen_shows_models_versions_and_details(
     assert details.inputs_model.rowCount() > 0, "signature inputs are listed"
     assert details.metrics_model.rowCount() > 0, "run metrics are listed"
     assert f"version {versions[0]}" in details.title.text()
-    assert window.registry_label.text() == window.registry.display_name  # type: ignore[union-attr]
+    assert window.registry_label.text() == home_abbreviated(window.registry.display_name)  # type: ignore[union-attr]
     assert page.banner.text() == ""
     # The metric column shows the metric picked in the combo box, with values.
     qtbot.waitUntil(lambda: page.metric_combo.currentText() != "", timeout=30_000)
@@ -145,7 +148,6 @@ def test_compare_two_versions_shows_metrics_side_by_side(
 ) -> None:
     page = open_window(demo_tracking_uri).registry_page
     click_model(qtbot, page, "iris-classifier")
-    assert not page.compare_button.isEnabled()
     click_version(qtbot, page, "1")
     click_version(qtbot, page, "2", Qt.KeyboardModifier.ControlModifier)
     assert page.compare_button.isEnabled()
@@ -330,3 +332,93 @@ def test_the_big_model_pages_in_to_the_last_version_while_scrolling(
     assert version_cells(page, VersionTableModel.VERSION)[-1] == "1"
     assert not page.version_model.canFetchMore()
     settle(qtbot)
+
+
+def open_on(qtbot: QtBot, tracking_uri: str, select: str | None = None) -> MainWindow:
+    """A main window opened with ``modeldeck gui --select`` semantics (None: as a plain start)."""
+    window = MainWindow(load_settings(tracking_uri=tracking_uri), select=parse_selection(select) if select else None)
+    qtbot.addWidget(window)
+    window.resize(1400, 860)
+    window.show()
+    with qtbot.waitSignal(window.registry_page.firstScreenReady, timeout=FIRST_SCREEN_TIMEOUT_MS):
+        window.open_current_registry()
+    settle(qtbot)
+    return window
+
+
+def test_a_first_start_opens_on_a_model_with_a_champion_and_the_most_versions(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
+    page = open_window(demo_tracking_uri).registry_page
+    models = page.model_list_model.models()
+    current = page.current_model()
+    assert current is not None and "champion" in current.aliases
+    most = max(int(m.latest_version or 0) for m in models if "champion" in m.aliases)
+    assert current.latest_version == str(most)
+    assert current.name != "breast-cancer-classifier", "not simply the first name alphabetically"
+
+
+def test_reopening_shows_the_version_that_was_selected_last(qtbot: QtBot, demo_tracking_uri: str) -> None:
+    first = open_on(qtbot, demo_tracking_uri)
+    click_model(qtbot, first.registry_page, "iris-classifier")
+    select_version(qtbot, first.registry_page, "1")
+    settle(qtbot)
+    first.close()
+    again = open_on(qtbot, demo_tracking_uri)
+    assert shown_version(again.registry_page) == "iris-classifier/1"
+    assert again.registry_page.current_version().version == "1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("ref", "expected"), [("iris-classifier@challenger", "1"), ("iris-classifier/2", "2")])
+def test_select_opens_on_the_requested_version(qtbot: QtBot, demo_tracking_uri: str, ref: str, expected: str) -> None:
+    page = open_on(qtbot, demo_tracking_uri, ref).registry_page
+    challenger = page.current_model().aliases.get("challenger")  # type: ignore[union-attr]
+    assert shown_version(page) == f"iris-classifier/{challenger if '@' in ref else expected}"
+
+
+def test_select_of_a_missing_model_says_so_and_opens_the_default(qtbot: QtBot, demo_tracking_uri: str) -> None:
+    window = open_on(qtbot, demo_tracking_uri, "no-such-model@champion")
+    assert window.registry_page.current_model() is not None
+    assert window.registry_page.banner.text() == "No model named 'no-such-model' in this registry."
+
+
+def test_compare_with_one_version_selected_offers_two_versions_to_pick(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
+    window = open_window(demo_tracking_uri)
+    page = window.registry_page
+    click_model(qtbot, page, "iris-classifier")
+    champion = page.current_model().aliases["champion"]  # type: ignore[union-attr]
+    other = next(v for v in ("1", "2", "3") if v != champion)
+    select_version(qtbot, page, other)
+    assert page.compare_button.isEnabled() and window.compare_action.isEnabled()
+    window.compare_action.trigger()
+    picker = page.compare_picker
+    assert picker is not None and picker.isVisible()
+    assert (picker.a_box.currentData(), picker.b_box.currentData()) == (other, champion)
+    picker.b_box.setCurrentIndex(picker.b_box.findData(other))
+    assert not picker.ok_button.isEnabled(), "a version is not compared with itself"
+    picker.b_box.setCurrentIndex(picker.b_box.findData(champion))
+    qtbot.mouseClick(picker.ok_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.compare_dialog is not None and page.compare_dialog.isVisible(), timeout=30_000)
+    dialog = page.compare_dialog
+    assert dialog is not None
+    a, b = sorted((other, champion), key=int)
+    headers = [dialog.models["Metrics"].headerData(c, Qt.Orientation.Horizontal) for c in range(1, 4)]
+    assert headers == [f"v{a}", f"v{b}", f"Δ v{b} − v{a}"]
+    dialog.close()
+    settle(qtbot)
+
+
+def test_versions_table_fits_without_a_horizontal_scrollbar_and_tags_have_tooltips(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
+    page = open_window(demo_tracking_uri).registry_page
+    click_model(qtbot, page, "iris-classifier")
+    settle(qtbot)
+    view = page.version_view
+    assert not view.horizontalScrollBar().isVisible()
+    tags = page.version_proxy.index(0, VersionTableModel.TAGS)
+    assert view.columnWidth(VersionTableModel.TAGS) >= 80
+    tooltip = tags.data(Qt.ItemDataRole.ToolTipRole)
+    assert tooltip and "dataset = iris" in tooltip
