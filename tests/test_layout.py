@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 QT = {"PySide6", "shiboken6", "pyqtgraph", "qtpy", "PyQt5", "PyQt6"}
 # What a target has: stdlib, numpy, onnxruntime and the runtime's declared server deps.
-RUNTIME_ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "uvicorn", "httptools", "uvloop", "prometheus_client"}
+RUNTIME_ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "uvicorn", "httptools", "uvloop", "prometheus_client", "orjson"}
 RUNTIME_ALLOWED_OWN = ("modeldeck.core.runtime", "modeldeck.core.errors")
 
 

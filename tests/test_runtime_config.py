@@ -87,4 +87,4 @@ def test_runtime_requirements_match_the_declared_dependencies() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert set(RUNTIME_REQUIREMENTS) <= set(declared)
     names = {r.split(">")[0].split("<")[0].split("=")[0].split(";")[0].strip() for r in RUNTIME_REQUIREMENTS}
-    assert names == {"numpy", "onnxruntime", "uvicorn", "httptools", "uvloop", "prometheus-client"}
+    assert names == {"numpy", "onnxruntime", "uvicorn", "httptools", "uvloop", "prometheus-client", "orjson"}

@@ -98,3 +98,50 @@ def test_server_is_alive_after_fuzzing(iris_runtime: RuntimeProcess) -> None:
     assert iris_runtime.proc.poll() is None
     r = httpx.post(f"{iris_runtime.url}/invocations", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10)
     assert r.json() == {"predictions": [0]}
+
+
+_STDLIB = json.JSONDecoder()
+
+
+def _stdlib_parse(body: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", _STDLIB.decode(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return "error", type(exc).__name__
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": [[5.1, NaN, Infinity, -Infinity]]}',  # MLflow clients send NaN for a missing value
+        b'{"a": "\\ud800"}',  # a lone surrogate
+        b'{"a": 123456789012345678901234567890}',  # beyond 64 bits
+        b'{"a": 1e400, "b": -0.0, "c": 18446744073709551615}',
+        b'\xef\xbb\xbf{"a": 1}',  # UTF-8 BOM
+        b'{"a": "\xff"}',  # not UTF-8
+        b'{"a": 1, "a": 2}',
+        b"[" * 3000 + b"]" * 3000,
+        b'{"a": 1} x',
+    ],
+)
+def test_request_bodies_parse_exactly_as_the_stdlib_json_parser_does(body: bytes) -> None:
+    """The fast parser is an optimisation only: what it refuses goes to the stdlib, so results never differ."""
+    from modeldeck.core.runtime.model import RequestError, _loads
+
+    expected = _stdlib_parse(body)
+    try:
+        got: tuple[str, Any] = ("ok", _loads(body))
+    except RequestError:
+        got = ("error", expected[1])
+    assert got[0] == expected[0]
+    if got[0] == "ok":
+        assert repr(got[1]) == repr(expected[1])
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_any_json_value_parses_as_the_stdlib_would(value: Any) -> None:
+    from modeldeck.core.runtime.model import _loads
+
+    body = json.dumps(value).encode()
+    assert repr(_loads(body)) == repr(json.loads(body))

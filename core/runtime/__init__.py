@@ -22,6 +22,7 @@ RUNTIME_REQUIREMENTS: tuple[str, ...] = (
     "httptools>=0.6,<1",
     "uvloop>=0.19,<1; sys_platform != 'win32'",
     "prometheus-client>=0.20,<1",
+    "orjson>=3.9,<4",
 )
 
 __all__ = ["RUNTIME_REQUIREMENTS", "RUNTIME_VERSION"]

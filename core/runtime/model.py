@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,11 @@ from typing import Any
 
 import numpy as np
 from modeldeck.core.errors import BundleError
+
+try:  # 4x faster decoding of request bodies; the stdlib parser stays the reference (see _loads)
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - a target without orjson still serves, just slower
+    _fast_loads = None  # type: ignore[assignment]
 from modeldeck.core.runtime.manifest import ColumnSpec, Feed, Manifest
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ _NUMERIC_TYPES = {"double", "float"}
 _INTEGER_TYPES = {"long", "integer"}
 _DECODE = json.JSONDecoder().decode
 _ENCODE = json.JSONEncoder().encode
+_LONG_DIGITS = re.compile(rb"\d{19}").search  # may not fit 64 bits: see _loads
 _MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 # Open Inference Protocol v2 tensor datatypes <-> numpy.
@@ -156,6 +163,10 @@ class ServedModel:
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # With intra_op_threads > 1, idle pool threads otherwise spin for a while after every run: on a small host
+        # they take the core the event loop (or the neighbour) needs between requests. Blocking costs a wake-up.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = self.bundle_dir / self.manifest.model_file
         try:
@@ -617,8 +628,22 @@ def _content_type(value: str | None) -> tuple[str, str]:
 
 
 def _loads(body: bytes) -> Any:
+    """Parse a JSON body exactly as the stdlib parser (MLflow's) does.
+
+    orjson parses the common case ~4x faster, but it refuses what the stdlib
+    accepts (``NaN`` literals that mean a missing value, lone surrogates, integers
+    beyond 64 bits) and words its errors differently; whatever it refuses goes
+    through :mod:`json`, so results and error messages are the stdlib's. It also
+    turns integers beyond 64 bits into floats without complaint, so a body with a
+    run of 19+ digits goes to the stdlib parser too.
+    """
     if not body:
         raise RequestError("the request body is empty")
+    if _fast_loads is not None and _LONG_DIGITS(body) is None:
+        try:
+            return _fast_loads(body)
+        except ValueError:  # orjson.JSONDecodeError: let the reference parser accept or explain it
+            pass
     try:
         return _DECODE(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
