@@ -113,7 +113,10 @@ class DetailsPane(QWidget):
         self.empty_label.setProperty("role", "empty")
         self.empty_label.setWordWrap(True)
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
-        self.stack.addWidget(self.empty_label)
+        # Titled like the Models and Versions panes, so the three empty-state messages line up.
+        self.empty_page = _titled("Details", self.empty_label)
+        self.empty_page.layout().setContentsMargins(0, 6, 0, 0)
+        self.stack.addWidget(self.empty_page)
 
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -200,13 +203,13 @@ class DetailsPane(QWidget):
     def show_empty(self, text: str | None = None) -> None:
         self.details = None
         self.empty_label.setText(text or "Select a version to see its signature, metrics, parameters and artifacts.")
-        self.stack.setCurrentWidget(self.empty_label)
+        self.stack.setCurrentWidget(self.empty_page)
 
     def show_loading(self, ref: str) -> None:
         self.banner.hide()
         if self.details is None:
             self.empty_label.setText(f"Loading {ref}…")
-            self.stack.setCurrentWidget(self.empty_label)
+            self.stack.setCurrentWidget(self.empty_page)
 
     def show_error(self, text: str, retry: Any = None) -> None:
         self.banner.show_message(text, action_text="Retry" if retry else None, action=retry)

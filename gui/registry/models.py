@@ -223,8 +223,18 @@ class VersionTableModel(QStandardItemModel):
 
     def set_metrics(self, metrics: dict[str, dict[str, float]]) -> None:
         """Merge run metrics; only the rows of those runs are rewritten (pages arrive one by one)."""
+        rows = self.merge_metrics(metrics)
+        if rows:
+            self._refresh_metric_column(rows)
+
+    def merge_metrics(self, metrics: dict[str, dict[str, float]]) -> list[int]:
+        """Store run metrics without touching cells; returns the rows to pass to :meth:`refresh_metric_rows`."""
         self._metrics.update(metrics)
-        rows = [r for r, v in enumerate(self._rows) if v.run_id in metrics]
+        return [r for r, v in enumerate(self._rows) if v.run_id in metrics]
+
+    def refresh_metric_rows(self, rows: list[int]) -> None:
+        """Rewrite the metric cells of ``rows`` (callers slice big updates so painting can interleave)."""
+        rows = [r for r in rows if r < len(self._rows)]
         if rows:
             self._refresh_metric_column(rows)
 

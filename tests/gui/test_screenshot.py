@@ -50,3 +50,21 @@ def test_screenshot_of_an_unreachable_registry_fails_with_one_error_line(tmp_pat
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "127.0.0.1" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_screenshot_opens_on_the_selected_version(demo_tracking_uri: str, tmp_path: Path) -> None:
+    out = tmp_path / "shot.png"
+    result = _modeldeck(
+        "--tracking-uri", demo_tracking_uri, "gui", "--screenshot", str(out), "--select", "iris-classifier@champion"
+    )
+    assert result.returncode == 0, result.stderr
+    assert _png_size(out) == (1400, 860)
+
+
+def test_a_bad_select_ref_is_one_error_line_before_any_window(tmp_path: Path) -> None:
+    out = tmp_path / "shot.png"
+    result = _modeldeck("gui", "--screenshot", str(out), "--select", "iris-classifier/latest-ish")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "iris-classifier/latest-ish" in errors[0], result.stderr
+    assert not out.exists()
