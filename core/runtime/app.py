@@ -68,6 +68,7 @@ class RuntimeApp:
             timeout_s=config.request_timeout_s,
             in_thread=config.inference_in_thread,
             observe=self.metrics.observe_batch,
+            run_one=model.run_one,
         )
         self._no_batching = config.max_batch_size == 1
         self._cors = set(config.cors_origins)

@@ -93,6 +93,12 @@ class RuntimeMetrics(Collector):
 
     def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
         self.inference.observe(seconds)
+        if requests == 1 and rows == 1:  # the common case at low load: both land in the first bucket (le=1)
+            self.batch_size.counts[0] += 1
+            self.batch_size.total += 1
+            self.batch_requests.counts[0] += 1
+            self.batch_requests.total += 1
+            return
         self.batch_size.observe(rows)
         self.batch_requests.observe(requests)
 

@@ -235,14 +235,14 @@ class ServedModel:
         is re-run alone, so one bad request never fails its neighbours.
         """
         if len(items) == 1:
-            return [self._run_one(items[0])]
+            return [self.run_one(items[0])]
         results: list[list[np.ndarray] | Exception | None] = [None] * len(items)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, item in enumerate(items):
             groups.setdefault(item.key(), []).append(i)
         for indices in groups.values():
             if len(indices) == 1:
-                results[indices[0]] = self._run_one(items[indices[0]])
+                results[indices[0]] = self.run_one(items[indices[0]])
                 continue
             group = [items[i] for i in indices]
             total = sum(it.rows for it in group)
@@ -253,7 +253,7 @@ class ServedModel:
                 outputs = None
             if outputs is None or any(o.ndim == 0 or o.shape[0] != total for o in outputs):
                 for i in indices:
-                    results[i] = self._run_one(items[i])
+                    results[i] = self.run_one(items[i])
                 continue
             start = 0
             for i in indices:
@@ -262,7 +262,8 @@ class ServedModel:
                 start = end
         return results  # type: ignore[return-value]
 
-    def _run_one(self, item: Batchable) -> list[np.ndarray] | Exception:
+    def run_one(self, item: Batchable) -> list[np.ndarray] | Exception:
+        """One request alone (what :meth:`run_batch` does for a batch of one); failures are returned."""
         try:
             return self.run(item.feeds)
         except InferenceError as exc:
