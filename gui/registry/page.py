@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_MODEL_PAGES = 200  # 20,000 models: a bound, not an expectation
+MAX_SEEK_PAGES = 25  # pages loaded to reach a remembered/requested older version (5,000 at 200 a page)
 APPEND_SLICE = 50  # rows added per event-loop turn when a page arrives
 METRIC_SLICE = 40  # metric cells rewritten per event-loop turn
 PREFERRED_METRICS = ("accuracy", "f1", "f1_score", "roc_auc", "r2", "rmse", "mae", "mse", "loss")
@@ -174,6 +175,9 @@ class RegistryPage(QWidget):
         self._first_screen_pending = False
         self._want: Selection | None = None  # what to select when models/versions arrive
         self._want_reported = False  # say so when an explicitly requested model/version is missing
+        # (model generation, wanted version, provisional version shown meanwhile, pages left) while paging
+        # towards a wanted version older than the first page; dropped when the user picks something else.
+        self._seek: tuple[int, str, str, int] | None = None
         self._model_aliases: dict[str, str] = {}
         self.compare_dialog: CompareDialog | None = None
         self.compare_picker: ComparePickerDialog | None = None
@@ -566,8 +570,11 @@ class RegistryPage(QWidget):
             self._fit_version_columns()
             want, self._want = self._want, None
             wanted = want.version if want is not None and model is not None and want.model == model.name else None
+            self._seek = None
             if not (wanted and self.select_version(wanted)):
-                if wanted and self._want_reported:
+                if wanted and self._seek_older(wanted, MAX_SEEK_PAGES):
+                    pass
+                elif wanted and self._want_reported:
                     self.banner.show_message(
                         f"Version {wanted} of {model.name} was not found among the newest "  # type: ignore[union-attr]
                         f"{self.versions_page_size} versions; showing the latest.",
@@ -620,6 +627,39 @@ class RegistryPage(QWidget):
         self.version_model.append_page(page)
         self._update_counts()
         self._request_metrics(self.version_model.versions()[-self.versions_page_size :])
+        self._continue_seek()
+
+    def _seek_older(self, version: str, pages: int) -> bool:
+        """Page on towards ``version`` if it can only be further down (older than everything loaded)."""
+        loaded = self.version_model.versions()
+        last = loaded[-1].version if loaded else ""
+        if pages <= 0 or not (version.isdigit() and last.isdigit() and int(version) < int(last)):
+            return False
+        if not self.version_model.canFetchMore():
+            return False
+        if self._seek is None:  # show the newest meanwhile, so the first screen is not held up
+            self.version_view.setCurrentIndex(self.version_proxy.index(0, 0))
+        current = self.current_version()
+        self._seek = (self._model_gen, version, current.version if current else "", pages)
+        self.version_model.fetchMore(QModelIndex())
+        return True
+
+    def _continue_seek(self) -> None:
+        if self._seek is None:
+            return
+        gen, version, provisional, pages = self._seek
+        current = self.current_version()
+        self._seek = None
+        if gen != self._model_gen or current is None or current.version != provisional:
+            return  # the user moved on
+        if self.select_version(version):
+            return
+        if not self._seek_older(version, pages - 1) and self._want_reported:
+            model = self.current_model()
+            self.banner.show_message(
+                f"Version {version} of {model.name if model else 'this model'} was not found; showing the latest.",
+                kind="warning",
+            )
 
     def _more_versions_failed(self, error: BaseException) -> None:
         self.version_model.fetch_failed()

@@ -422,3 +422,13 @@ def test_versions_table_fits_without_a_horizontal_scrollbar_and_tags_have_toolti
     assert view.columnWidth(VersionTableModel.TAGS) >= 80
     tooltip = tags.data(Qt.ItemDataRole.ToolTipRole)
     assert tooltip and "dataset = iris" in tooltip
+
+
+def test_select_of_an_older_version_pages_down_to_it(qtbot: QtBot, big_store) -> None:  # type: ignore[no-untyped-def]
+    page = open_on(qtbot, big_store.tracking_uri, f"{big_store.big_model}@champion").registry_page
+    champion = page.current_model().aliases["champion"]  # type: ignore[union-attr]
+    assert int(champion) < big_store.big_model_versions - page.versions_page_size, "not on the first page"
+    qtbot.waitUntil(lambda: shown_version(page) == f"{big_store.big_model}/{champion}", timeout=60_000)
+    assert page.current_version().version == champion  # type: ignore[union-attr]
+    assert page.banner.text() == ""
+    settle(qtbot)
