@@ -4,6 +4,8 @@ Run: ``QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_registry_brow
 
 1. First screen: from ``MainWindow(...)`` to "models listed, first page of the
    selected model's versions in the table, details of the newest version shown".
+   With nothing remembered the window opens on the model with a ``champion`` and the
+   most versions — here ``big-model`` itself (200 rows + their metrics).
    Target < 2 s. The store is opened once beforehand in a throwaway process-level
    warm-up so the figure is the window's, not MLflow's import time (reported separately).
 2. Scrolling ``big-model`` (1,500 versions, pages of 200) to the bottom through
