@@ -257,6 +257,10 @@ class DetailsPane(QWidget):
             )
             self.inputs_model.set_rows(signature_rows(d.signature.inputs, "input"))
             self.outputs_model.set_rows(signature_rows(d.signature.outputs, "output"))
+        # Column-based inputs have no shape: an all-empty Shape column only raises questions.
+        shape_col = SIGNATURE_HEADERS.index("Shape")
+        for view, model in ((self.inputs_view, self.inputs_model), (self.outputs_view, self.outputs_model)):
+            view.setColumnHidden(shape_col, not any(model.cell(r, shape_col) for r in range(model.rowCount())))
 
         run = d.run
         metrics = sorted((run.metrics if run else {}).items())

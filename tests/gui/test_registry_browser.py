@@ -8,6 +8,7 @@ import pytest
 from modeldeck.core.settings import load_settings
 from modeldeck.core.state import parse_selection
 from modeldeck.gui.main_window import MainWindow
+from modeldeck.gui.registry.details import SIGNATURE_HEADERS
 from modeldeck.gui.registry.models import VersionTableModel
 from modeldeck.gui.registry.page import RegistryPage
 from modeldeck.gui.widgets import home_abbreviated
@@ -104,6 +105,11 @@ def test_clicking_a_model_and_version_shows_its_signature_and_metrics(
     select_version(qtbot, page, "1")
     inputs = [page.details.inputs_model.cell(r, 0) for r in range(page.details.inputs_model.rowCount())]
     assert len(inputs) == 4 and all("sepal" in n or "petal" in n for n in inputs)
+    shape = SIGNATURE_HEADERS.index("Shape")
+    assert page.details.inputs_view.isColumnHidden(shape), "named columns have no shape to show"
+    outputs = page.details.outputs_model
+    assert (outputs.cell(0, 0), outputs.cell(0, shape)) == ("output", "n"), "an unnamed 1-D tensor of n rows"
+    assert not page.details.outputs_view.isColumnHidden(shape)
     metrics = {page.details.metrics_model.cell(r, 0) for r in range(page.details.metrics_model.rowCount())}
     assert "accuracy" in metrics
     assert page.details.example.toPlainText().strip().startswith("{")
