@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.pages)
         self.registry_page = RegistryPage(versions_page_size=versions_page_size)
         self.add_page("Registry", self.registry_page)
+        self._unsaved_selection: tuple[str, Selection] | None = None
         self.registry_page.detailsShown.connect(self._remember_selection)
 
         self._build_actions()
@@ -158,6 +159,7 @@ class MainWindow(QMainWindow):
     def open_current_registry(self) -> None:
         """Open the registry named by :attr:`settings` in a worker (seeding the demo on first start)."""
         self._open_channel.invalidate()
+        self._save_selection()
         if self._registry is not None:
             self._registry = None
             self.registry_page.set_registry(None)
@@ -235,12 +237,21 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _remember_selection(self, details: VersionDetails) -> None:
-        if self._registry is None:
-            return
-        try:
-            remember_selection(
-                self.settings, self._registry.tracking_uri, Selection(details.version.name, details.version.version)
+        # Kept in memory and written when the window closes or the registry changes:
+        # arrowing through versions must not write a file on the UI thread at every step.
+        if self._registry is not None:
+            self._unsaved_selection = (
+                self._registry.tracking_uri,
+                Selection(details.version.name, details.version.version),
             )
+
+    def _save_selection(self) -> None:
+        if self._unsaved_selection is None:
+            return
+        uri, selection = self._unsaved_selection
+        self._unsaved_selection = None
+        try:
+            remember_selection(self.settings, uri, selection)
         except OSError:
             log.warning("could not remember the selected version", exc_info=True)
 
@@ -257,6 +268,7 @@ class MainWindow(QMainWindow):
         self.registry_page.focus_filter()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        self._save_selection()
         default_pool().cancel_all()
         self._open_channel.invalidate()
         super().closeEvent(event)
