@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.runtime",
     "tests.fixtures.bundles",
     "tests.fixtures.deploy",
+    "tests.fixtures.monitor",
 ]
 
 

@@ -1,0 +1,252 @@
+"""Scrape many endpoints concurrently on an interval; hand samples to a UI in batches.
+
+One scheduler thread ticks every ``interval`` and submits one scrape per
+endpoint to a small pool. Each scrape ends within ``timeout`` (< interval), an
+endpoint whose previous scrape is somehow still running is skipped and reported
+unreachable, so a slow or hanging endpoint never delays the others and turns
+down within two intervals. The UI side calls :meth:`Collector.drain` from a timer
+and :meth:`Collector.snapshot` for whole arrays; events (health, version,
+restart) arrive through a plain callback on a collector thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from modeldeck.core.monitor.derive import SERIES, Derived, derive
+from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus, HealthTracker
+from modeldeck.core.monitor.scrape import DEFAULT_MAX_BYTES, Scrape, ScrapeError, fetch
+from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A deployment's metrics URL under the name the user knows it by."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scrape outcome: ``derived`` on success, else ``error``; ``health`` after this scrape."""
+
+    endpoint: str
+    at: float
+    derived: Derived | None
+    health: HealthStatus
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class MonitorEvent:
+    """``kind`` is ``"health"``, ``"version"`` or ``"restart"``; ``detail`` says what changed, for a marker."""
+
+    kind: str
+    endpoint: str
+    at: float
+    detail: str
+
+
+@dataclass
+class _EndpointState:
+    endpoint: Endpoint
+    tracker: HealthTracker
+    history: deque[Scrape] = field(default_factory=lambda: deque(maxlen=512))
+    in_flight: Future[None] | None = None
+    started: float = 0.0
+
+
+class Collector:
+    """Scrapes ``endpoints`` every ``interval`` seconds until :meth:`stop`.
+
+    ``window`` is the span percentiles are computed over (Prometheus' ``[1m]``);
+    ``retention`` bounds every series' ring buffer in points; ``max_pending``
+    bounds samples waiting for :meth:`drain` (oldest dropped), so a UI that stops
+    draining cannot grow memory.
+    """
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint],
+        *,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        window: float = 60.0,
+        retention: int = DEFAULT_RETENTION,
+        policy: HealthPolicy | None = None,
+        on_event: Callable[[MonitorEvent], None] | None = None,
+        max_workers: int = 8,
+        max_pending: int = 10_000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self.timeout = min(timeout if timeout is not None else interval * 0.8, interval * 0.9)
+        self.window = window
+        self.series = SeriesStore(retention)
+        self.policy = policy or HealthPolicy()
+        self.on_event = on_event
+        self.max_bytes = max_bytes
+        self._states = {ep.name: _EndpointState(ep, HealthTracker(self.policy)) for ep in endpoints}
+        self._pending: deque[Sample] = deque(maxlen=max_pending)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, min(max_workers, len(self._states) or 1)), thread_name_prefix="modeldeck-scrape"
+        )
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("collector already started")
+        self._thread = threading.Thread(target=self._run, name="modeldeck-collector", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop scheduling and wait at most ``timeout`` s for running scrapes; True if everything ended."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for worker in list(getattr(self._pool, "_threads", ())):
+            worker.join(max(0.0, deadline - time.monotonic()))
+        alive = (self._thread is not None and self._thread.is_alive()) or any(
+            w.is_alive() for w in getattr(self._pool, "_threads", ())
+        )
+        return not alive
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what the UI reads -----------------------------------------------------------------------------------------
+
+    def drain(self) -> list[Sample]:
+        """Every sample since the last call, oldest first (thread-safe; meant for a UI timer)."""
+        with self._lock:
+            out = list(self._pending)
+            self._pending.clear()
+        return out
+
+    def snapshot(self, endpoint: str, names: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Ring-buffer arrays ``{series: (t, v)}`` for one endpoint, ready for ``setData``."""
+        return self.series.snapshot(endpoint, names)
+
+    def health(self) -> dict[str, HealthStatus]:
+        with self._lock:
+            return {name: st.tracker.status for name, st in self._states.items()}
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [st.endpoint for st in self._states.values()]
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            self.tick()
+            next_tick += self.interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # fell behind (suspend, overload): skip missed ticks instead of bursting
+                next_tick = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+    def tick(self) -> None:
+        """Submit one scrape per endpoint (public so tests and benchmarks can drive the clock)."""
+        now = time.monotonic()
+        for state in self._states.values():
+            if state.in_flight is not None and not state.in_flight.done():
+                # should not happen (fetch is bounded), but a stuck scrape must still show as unreachable
+                if now - state.started > self.timeout:
+                    self._record_failure(
+                        state, f"{state.endpoint.url} still not answered after {now - state.started:.1f} s"
+                    )
+                continue
+            state.started = now
+            try:
+                state.in_flight = self._pool.submit(self._scrape, state)
+            except RuntimeError:  # pool shut down by stop()
+                return
+
+    def _scrape(self, state: _EndpointState) -> None:
+        try:
+            scrape = fetch(state.endpoint.url, timeout=self.timeout, max_bytes=self.max_bytes)
+        except ScrapeError as exc:
+            log.debug("scrape of %s failed: %s", state.endpoint.name, exc)
+            self._record_failure(state, exc.one_line())
+            return
+        except Exception as exc:  # a bug must not kill the collector; log it and show the endpoint as failing
+            log.exception("unexpected error scraping %s", state.endpoint.url)
+            self._record_failure(state, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        self._record(state, scrape)
+
+    def _record(self, state: _EndpointState, scrape: Scrape) -> None:
+        events: list[MonitorEvent] = []
+        name = state.endpoint.name
+        with self._lock:
+            prev = state.history[-1] if state.history else None
+            base = next((s for s in state.history if scrape.monotonic - s.monotonic <= self.window), prev)
+            derived = derive(prev, scrape, window_base=base)
+            if derived.restarted:
+                state.history.clear()
+                events.append(MonitorEvent("restart", name, scrape.at, "counters reset or start time changed"))
+            if derived.version_changed:
+                events.append(
+                    MonitorEvent("version", name, scrape.at, f"{derived.model_name} version {derived.model_version}")
+                )
+            while state.history and scrape.monotonic - state.history[0].monotonic > self.window:
+                state.history.popleft()
+            state.history.append(scrape)
+            values = derived.values()
+            before = state.tracker.status
+            health = state.tracker.observe(scrape.monotonic, values)
+            self.series.append(name, scrape.at, values)
+            self._pending.append(Sample(name, scrape.at, derived, health))
+        if health != before:
+            events.append(MonitorEvent("health", name, scrape.at, f"{health.state}: {health.reason}".rstrip(": ")))
+        self._emit(events)
+
+    def _record_failure(self, state: _EndpointState, reason: str) -> None:
+        at = time.time()
+        name = state.endpoint.name
+        with self._lock:
+            before = state.tracker.status
+            health = state.tracker.unreachable(reason)
+            self.series.append(name, at, dict.fromkeys(SERIES, math.nan))  # a gap in every plot
+            self._pending.append(Sample(name, at, None, health, reason))
+        if health != before:
+            self._emit([MonitorEvent("health", name, at, f"{health.state}: {health.reason}")])
+
+    def _emit(self, events: list[MonitorEvent]) -> None:
+        if self.on_event is None:
+            return
+        for event in events:
+            try:
+                self.on_event(event)
+            except Exception:  # a listener's bug must not stop collection
+                log.exception("monitor event listener failed on %s", event)
+
+
+def is_down(status: HealthStatus) -> bool:
+    return status.state is HealthState.DOWN

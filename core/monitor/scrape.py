@@ -1,0 +1,117 @@
+"""Fetch one ``/metrics`` page (bounded in time and size) and parse it with prometheus_client's parser."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from modeldeck.core.errors import ModelDeckError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # a runtime's page is ~10 kB; anything near this is not a metrics page
+
+
+class ScrapeError(ModelDeckError):
+    """A metrics endpoint did not answer in time, answered an error, or answered something unparseable."""
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One parsed scrape: every sample by its full name (``foo_total``, ``foo_bucket``), with sorted labels.
+
+    ``at`` is wall-clock time (for plots and Prometheus' start-time gauges),
+    ``monotonic`` the clock used for rates, so a wall-clock jump never yields a negative rate.
+    """
+
+    url: str
+    at: float
+    monotonic: float
+    samples: Mapping[str, Mapping[Labels, float]] = field(default_factory=dict)
+
+    def value(self, name: str, default: float | None = None, **labels: str) -> float | None:
+        """The sample ``name`` whose labels include ``labels`` (first match), else ``default``."""
+        want = set(labels.items())
+        for key, value in self.samples.get(name, {}).items():
+            if want <= set(key):
+                return value
+        return default
+
+    def series(self, name: str) -> Mapping[Labels, float]:
+        return self.samples.get(name, {})
+
+
+def parse(text: str, *, url: str = "", at: float | None = None, monotonic: float | None = None) -> Scrape:
+    """Parse Prometheus text exposition; anything the parser refuses (or an empty page) is a :class:`ScrapeError`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, dict[Labels, float]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = float(sample.value)
+    except Exception as exc:  # the parser raises ValueError, IndexError, TypeError... on garbage
+        raise ScrapeError(
+            f"{url or 'metrics page'} is not Prometheus text format: {type(exc).__name__}: {exc}"[:300],
+            hint="point ModelDeck at the /metrics path of a Prometheus exporter",
+        ) from exc
+    if not samples:
+        raise ScrapeError(f"{url or 'metrics page'} has no metrics", hint="is this the /metrics path?")
+    return Scrape(
+        url,
+        time.time() if at is None else at,
+        time.monotonic() if monotonic is None else monotonic,
+        samples,
+    )
+
+
+def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> Scrape:
+    """GET ``url`` and parse it; the whole exchange (connect, headers, body) ends within ``timeout`` seconds.
+
+    Never raises anything but :class:`ScrapeError`: a dead, hanging, erroring or
+    garbage-speaking endpoint is a normal state for a monitor.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ScrapeError(f"not an http(s) URL: {url!r}", hint="e.g. http://127.0.0.1:8080/metrics")
+    deadline = time.monotonic() + timeout
+    at, mono = time.time(), time.monotonic()
+    try:
+        request = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ScrapeError(f"{url} did not finish answering within {timeout:g} s")
+                sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+                if sock is not None:
+                    sock.settimeout(max(left, 0.001))
+                chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ScrapeError(f"{url} answered more than {max_bytes} bytes", hint="is this a metrics page?")
+                chunks.append(chunk)
+    except ScrapeError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise ScrapeError(f"{url} answered HTTP {exc.code}") from exc
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ScrapeError(f"{url} unreachable: {reason or type(exc).__name__}") from exc
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScrapeError(f"{url} answered bytes that are not UTF-8 text") from exc
+    return parse(text, url=url, at=at, monotonic=mono)
