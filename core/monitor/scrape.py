@@ -92,7 +92,7 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ScrapeError(f"{url} did not finish answering within {timeout:g} s")
+                    raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)")
                 sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
                 if sock is not None:
                     sock.settimeout(max(left, 0.001))
@@ -107,7 +107,11 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
         raise
     except urllib.error.HTTPError as exc:
         raise ScrapeError(f"{url} answered HTTP {exc.code}") from exc
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+    except (TimeoutError, urllib.error.URLError) as exc:
+        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+            raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)") from exc
+        raise ScrapeError(f"{url} unreachable: {getattr(exc, 'reason', exc)}") from exc
+    except (http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ScrapeError(f"{url} unreachable: {reason or type(exc).__name__}") from exc
     try:
