@@ -308,6 +308,16 @@ def main() -> int:
         compare(
             [
                 ("bare uvicorn constant", [PY, str(ROOT / "benchmarks" / "bare_app.py"), str(p := free_port())], p),
+                (
+                    "bare uvicorn + session.run",
+                    [
+                        PY,
+                        str(ROOT / "benchmarks" / "bare_app.py"),
+                        str(p := free_port()),
+                        str(models["iris"] / "model.onnx"),
+                    ],
+                    p,
+                ),
                 ("modeldeck runtime", runtime_cmd(models["iris"], p := free_port()), p),
             ],
             iris_lua,
@@ -334,6 +344,7 @@ def main() -> int:
         if ("mlflow serve onnx", c) in by:
             line += f"   runtime / mlflow onnx = {ours.rps / by[('mlflow serve onnx', c)].rps:7.1f}x"
         line += f"   runtime / bare uvicorn = {ours.rps / by[('bare uvicorn constant', c)].rps:5.2f}"
+        line += f"   runtime / bare + session.run = {ours.rps / by[('bare uvicorn + session.run', c)].rps:5.2f}"
         print(line)
     on, off = by[("mlp batching on", 32)], by[("mlp batching off", 32)]
     print(
