@@ -18,7 +18,7 @@ from modeldeck.core.monitor.derive import derive
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.scrape import ScrapeError, fetch
 
-from tests.fixtures.monitor import HangingServer, StaticServer, free_port
+from tests.fixtures.monitor import HangingServer, StaticServer, TricklingServer, free_port
 from tests.fixtures.runtime import RuntimeProcess, make_iris_bundle, make_sklearn_bundle, start_runtime
 
 
@@ -125,6 +125,33 @@ def test_hanging_endpoint_turns_down_within_two_intervals_without_delaying_the_o
     assert hangs and all(s.derived is None and s.health.state is HealthState.DOWN for s in hangs)
     t, v = collector.snapshot("iris")["request_rate"]
     assert len(t) == len(v) >= 5
+
+
+def test_many_hanging_endpoints_do_not_delay_a_healthy_one(
+    iris_runtime: RuntimeProcess, hanging_endpoint: HangingServer
+) -> None:
+    interval = 0.5
+    endpoints = [Endpoint(f"hangs-{i}", hanging_endpoint.url) for i in range(12)]
+    collector = Collector([*endpoints, Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=interval)
+    collector.start()
+    try:
+        time.sleep(2.6)
+        samples = collector.drain()
+    finally:
+        assert collector.stop(timeout=5)
+    iris = [s for s in samples if s.endpoint == "iris"]
+    assert len(iris) >= 5 and all(s.derived is not None for s in iris)
+    assert max(b.at - a.at for a, b in itertools.pairwise(iris)) < 1.5 * interval
+    assert all(collector.health()[e.name].state is HealthState.DOWN for e in endpoints)
+
+
+def test_an_endpoint_that_trickles_bytes_cannot_hold_a_scrape_past_its_timeout(
+    trickling_endpoint: TricklingServer,
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(ScrapeError, match=r"did not answer within 0\.5 s"):
+        fetch(trickling_endpoint.url, timeout=0.5)
+    assert time.monotonic() - start < 1.5
 
 
 def test_garbage_endpoint_is_down_with_a_parse_reason(static_endpoint: StaticServer) -> None:

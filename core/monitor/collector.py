@@ -71,7 +71,9 @@ class Collector:
     """Scrapes ``endpoints`` every ``interval`` seconds until :meth:`stop`.
 
     ``window`` is the span percentiles are computed over (Prometheus' ``[1m]``);
-    ``retention`` bounds every series' ring buffer in points; ``max_pending``
+    ``retention`` bounds every series' ring buffer in points; one pool thread
+    per endpoint (up to ``max_workers``), because scrapes wait on the network and
+    a thread held by a hanging endpoint must not make a healthy one queue; ``max_pending``
     bounds samples waiting for :meth:`drain` (oldest dropped), so a UI that stops
     draining cannot grow memory.
     """
@@ -86,7 +88,7 @@ class Collector:
         retention: int = DEFAULT_RETENTION,
         policy: HealthPolicy | None = None,
         on_event: Callable[[MonitorEvent], None] | None = None,
-        max_workers: int = 8,
+        max_workers: int = 64,
         max_pending: int = 10_000,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,42 +80,56 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
     """GET ``url`` and parse it; the whole exchange (connect, headers, body) ends within ``timeout`` seconds.
 
     Never raises anything but :class:`ScrapeError`: a dead, hanging, erroring or
-    garbage-speaking endpoint is a normal state for a monitor.
+    garbage-speaking endpoint is a normal state for a monitor. Socket timeouts
+    bound each read only, so a watchdog shuts the socket down at the deadline:
+    an endpoint that trickles a byte at a time cannot hold a scrape past it.
     """
-    if not url.startswith(("http://", "https://")):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ScrapeError(f"not an http(s) URL: {url!r}", hint="e.g. http://127.0.0.1:8080/metrics")
-    deadline = time.monotonic() + timeout
-    at, mono = time.time(), time.monotonic()
     try:
-        request = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)")
-                sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
-                if sock is not None:
-                    sock.settimeout(max(left, 0.001))
-                chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ScrapeError(f"{url} answered more than {max_bytes} bytes", hint="is this a metrics page?")
-                chunks.append(chunk)
+        port = parts.port
+    except ValueError as exc:
+        raise ScrapeError(f"bad port in {url!r}") from exc
+    conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_class(parts.hostname, port, timeout=timeout)
+    expired = threading.Event()
+
+    def abort() -> None:
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout, abort)
+    watchdog.daemon = True
+    at, mono = time.time(), time.monotonic()
+    chunks: list[bytes] = []
+    try:
+        watchdog.start()
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", path, headers={"Accept": "text/plain;version=0.0.4", "Connection": "close"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise ScrapeError(f"{url} answered HTTP {response.status}")
+        size = 0
+        while chunk := response.read1(65536):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ScrapeError(f"{url} answered more than {max_bytes} bytes", hint="is this a metrics page?")
+            chunks.append(chunk)
     except ScrapeError:
         raise
-    except urllib.error.HTTPError as exc:
-        raise ScrapeError(f"{url} answered HTTP {exc.code}") from exc
-    except (TimeoutError, urllib.error.URLError) as exc:
-        if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
-            raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)") from exc
-        raise ScrapeError(f"{url} unreachable: {getattr(exc, 'reason', exc)}") from exc
     except (http.client.HTTPException, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ScrapeError(f"{url} unreachable: {reason or type(exc).__name__}") from exc
+        if expired.is_set() or isinstance(exc, TimeoutError):
+            raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)") from exc
+        raise ScrapeError(f"{url} unreachable: {exc or type(exc).__name__}") from exc
+    finally:
+        watchdog.cancel()
+        conn.close()
+    if expired.is_set():  # the watchdog cut the body short: a truncated page must not pass as a scrape
+        raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)")
     try:
         text = b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError as exc:
