@@ -214,3 +214,16 @@ def test_restart_with_a_new_version_is_detected_and_health_recovers_by_itself(
     assert not any(
         s.derived is not None and not math.isnan(s.derived.request_rate) and s.derived.request_rate < 0 for s in samples
     )
+
+
+def test_scrape_deadlines_leave_nothing_behind_after_successes_and_timeouts(
+    iris_runtime: RuntimeProcess, hanging_endpoint: HangingServer
+) -> None:
+    from modeldeck.core.monitor import scrape
+
+    for _ in range(30):
+        fetch(f"{iris_runtime.url}/metrics", timeout=2)
+    for _ in range(3):
+        with pytest.raises(ScrapeError):
+            fetch(hanging_endpoint.url, timeout=0.1)
+    assert scrape._watchdog._callbacks == {}  # no callback kept for a finished scrape, timed out or not

@@ -21,12 +21,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from modeldeck.core.monitor.derive import SERIES, Derived, derive
+from modeldeck.core.monitor.derive import LATENCY, SERIES, Derived, derive
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus, HealthTracker
 from modeldeck.core.monitor.scrape import DEFAULT_MAX_BYTES, Scrape, ScrapeError, fetch
 from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
 
 log = logging.getLogger(__name__)
+
+# What a scrape older than the last one is still needed for: window percentiles and restart detection.
+_WINDOW_SAMPLES = (f"{LATENCY}_bucket", "process_start_time_seconds", "modeldeck_start_time_seconds")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ class MonitorEvent:
 class _EndpointState:
     endpoint: Endpoint
     tracker: HealthTracker
-    history: deque[Scrape] = field(default_factory=lambda: deque(maxlen=512))
+    last: Scrape | None = None  # the previous scrape, whole: rates and version changes need all of it
+    history: deque[Scrape] = field(default_factory=lambda: deque(maxlen=512))  # slim scrapes within the window
     in_flight: Future[None] | None = None
     started: float = 0.0
 
@@ -207,7 +211,7 @@ class Collector:
         events: list[MonitorEvent] = []
         name = state.endpoint.name
         with self._lock:
-            prev = state.history[-1] if state.history else None
+            prev = state.last
             base = next((s for s in state.history if scrape.monotonic - s.monotonic <= self.window), prev)
             derived = derive(prev, scrape, window_base=base)
             if derived.restarted:
@@ -219,7 +223,8 @@ class Collector:
                 )
             while state.history and scrape.monotonic - state.history[0].monotonic > self.window:
                 state.history.popleft()
-            state.history.append(scrape)
+            state.history.append(scrape.only(_WINDOW_SAMPLES))
+            state.last = scrape
             values = derived.values()
             before = state.tracker.status
             health = state.tracker.observe(scrape.monotonic, values)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.client
+import itertools
 import logging
 import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from modeldeck.core.errors import ModelDeckError
@@ -50,6 +52,64 @@ class Scrape:
 
     def series(self, name: str) -> Mapping[Labels, float]:
         return self.samples.get(name, {})
+
+    def only(self, names: Iterable[str]) -> Scrape:
+        """The same scrape keeping just ``names``: what a collector retains for windows, at a fraction of the size."""
+        return Scrape(self.url, self.at, self.monotonic, {n: self.samples[n] for n in names if n in self.samples})
+
+
+class _Watchdog:
+    """One thread that runs callbacks at deadlines: a per-scrape ``threading.Timer`` would start a thread per scrape.
+
+    Cancelling drops the callback at once; its heap entry is skipped when due, so
+    the heap holds at most one timeout's worth of entries.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> int:
+        with self._cond:
+            token = next(self._ids)
+            self._callbacks[token] = callback
+            heapq.heappush(self._heap, (time.monotonic() + delay, token))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="modeldeck-scrape-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return token
+
+    def cancel(self, token: int) -> None:
+        with self._cond:
+            self._callbacks.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._heap:
+                    if not self._cond.wait(timeout=30.0) and not self._heap:
+                        self._thread = None  # idle: let the thread end; schedule() starts another
+                        return
+                    continue
+                deadline, token = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0 and token in self._callbacks:
+                    self._cond.wait(timeout=wait)
+                    continue
+                heapq.heappop(self._heap)
+                callback = self._callbacks.pop(token, None)
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # a watchdog callback only shuts a socket down; never let it kill the thread
+                    log.exception("scrape watchdog callback failed")
+
+
+_watchdog = _Watchdog()
 
 
 def parse(text: str, *, url: str = "", at: float | None = None, monotonic: float | None = None) -> Scrape:
@@ -102,12 +162,11 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    watchdog = threading.Timer(timeout, abort)
-    watchdog.daemon = True
     at, mono = time.time(), time.monotonic()
     chunks: list[bytes] = []
+    watch = -1
     try:
-        watchdog.start()
+        watch = _watchdog.schedule(timeout, abort)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn.request("GET", path, headers={"Accept": "text/plain;version=0.0.4", "Connection": "close"})
         response = conn.getresponse()
@@ -126,7 +185,7 @@ def fetch(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAUL
             raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)") from exc
         raise ScrapeError(f"{url} unreachable: {exc or type(exc).__name__}") from exc
     finally:
-        watchdog.cancel()
+        _watchdog.cancel(watch)
         conn.close()
     if expired.is_set():  # the watchdog cut the body short: a truncated page must not pass as a scrape
         raise ScrapeError(f"{url} did not answer within {timeout:g} s (timed out)")
