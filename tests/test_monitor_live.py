@@ -227,3 +227,20 @@ def test_scrape_deadlines_leave_nothing_behind_after_successes_and_timeouts(
         with pytest.raises(ScrapeError):
             fetch(hanging_endpoint.url, timeout=0.1)
     assert scrape._watchdog._callbacks == {}  # no callback kept for a finished scrape, timed out or not
+
+
+def test_collector_keeps_a_fixed_number_of_window_points_per_endpoint(iris_runtime: RuntimeProcess) -> None:
+    collector = Collector([Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.05, window=0.6)
+    collector.start()
+    try:
+        wait_until(lambda: len(collector.drain()) >= 0 and collector.series.snapshot("iris") != {}, 5, "samples")
+        time.sleep(1.5)  # 30 scrapes, 2.5 windows
+    finally:
+        assert collector.stop(timeout=5)
+    history = collector._states["iris"].history  # white-box: the memory bound is the point of this test
+    assert 2 <= len(history) <= 14
+    assert all(
+        set(s.samples)
+        <= {"modeldeck_request_duration_seconds_bucket", "process_start_time_seconds", "modeldeck_start_time_seconds"}
+        for s in history
+    )

@@ -29,6 +29,9 @@ from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
 log = logging.getLogger(__name__)
 
 # What a scrape older than the last one is still needed for: window percentiles and restart detection.
+# Window bases are kept every window/_WINDOW_STEPS seconds, not every scrape: memory per endpoint is fixed
+# whatever the interval, and the percentile window is exact to within 1/_WINDOW_STEPS of its length.
+_WINDOW_STEPS = 12
 _WINDOW_SAMPLES = (f"{LATENCY}_bucket", "process_start_time_seconds", "modeldeck_start_time_seconds")
 
 
@@ -66,7 +69,7 @@ class _EndpointState:
     endpoint: Endpoint
     tracker: HealthTracker
     last: Scrape | None = None  # the previous scrape, whole: rates and version changes need all of it
-    history: deque[Scrape] = field(default_factory=lambda: deque(maxlen=512))  # slim scrapes within the window
+    history: deque[Scrape] = field(default_factory=lambda: deque(maxlen=4 * _WINDOW_STEPS))  # slim, inside the window
     in_flight: Future[None] | None = None
     started: float = 0.0
 
@@ -223,7 +226,8 @@ class Collector:
                 )
             while state.history and scrape.monotonic - state.history[0].monotonic > self.window:
                 state.history.popleft()
-            state.history.append(scrape.only(_WINDOW_SAMPLES))
+            if not state.history or scrape.monotonic - state.history[-1].monotonic >= self.window / _WINDOW_STEPS:
+                state.history.append(scrape.only(_WINDOW_SAMPLES))
             state.last = scrape
             values = derived.values()
             before = state.tracker.status
