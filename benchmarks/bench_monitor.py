@@ -13,6 +13,7 @@ UI thread's share of the GIL). All traffic on 127.0.0.1; the run is bounded.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -77,7 +78,16 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=50)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--retention", type=int, default=3600)
+    ap.add_argument("--freeze", action="store_true", help="gc.freeze() before collecting, as the GUI does")
     args = ap.parse_args()
+    gc_times: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_times[info["generation"]].append(time.perf_counter() - gc_start[0])
 
     from modeldeck.core.monitor.collector import Collector, Endpoint
 
@@ -102,6 +112,10 @@ def main() -> None:
                     time.sleep(0.005)
                     lags.append(time.perf_counter() - t0 - 0.005)
 
+            if args.freeze:
+                gc.collect()
+                gc.freeze()
+            gc.callbacks.append(on_gc)
             collector = Collector(endpoints, interval=1.0, retention=args.retention)
             probe = threading.Thread(target=sleeper, daemon=True)
             probe.start()
@@ -125,6 +139,7 @@ def main() -> None:
             servers.stdin.close()  # type: ignore[union-attr]
             servers.wait(timeout=10)
 
+    gc.callbacks.remove(on_gc)
     cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     lags_ms = sorted(x * 1000 for x in lags)
     half = len(rss_points) // 2
@@ -136,6 +151,9 @@ def main() -> None:
         f"5 ms sleeper lag: p50 {statistics.median(lags_ms):.2f} ms, p99 {lags_ms[int(0.99 * len(lags_ms))]:.2f} ms,"
         f" max {lags_ms[-1]:.2f} ms"
     )
+    for gen, times in gc_times.items():
+        if times:
+            print(f"gc gen{gen}: {len(times)} runs, max {1000 * max(times):.1f} ms, total {sum(times):.2f} s")
     print(
         f"RSS: start {rss0:.1f} MB, after 10 s {rss_points[min(100, len(rss_points) - 1)]:.1f} MB,"
         f" mid {rss_points[half]:.1f} MB, end {rss_points[-1]:.1f} MB;"
