@@ -7,7 +7,8 @@ bash scripts/system-packages.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
-echo "== lint (ruff)"
+echo "== lint (ruff) and types (mypy on core/)"
 .venv/bin/ruff check .
+.venv/bin/mypy core
 echo "== tests"
 exec .venv/bin/python -m pytest "$@"
