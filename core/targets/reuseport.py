@@ -1,9 +1,11 @@
 """Steering a shared ``SO_REUSEPORT`` port during a start-first switch (Linux).
 
 Two runtimes listening on one port with ``SO_REUSEPORT`` split new connections by hash.
-That alone loses requests twice: the new runtime gets public connections while it still
-loads (it answers 503), and connections waiting in the old runtime's accept queue are
-reset when it closes its listener on drain. The kernel lets a classic-BPF program on the
+The runtime only starts listening on a shared port once its model is warm, so a loading
+release takes no public connections; but hash sharing still loses the connections waiting
+in the old runtime's accept queue, which are reset when it closes its listener on drain,
+and it gives the new release traffic before the deployer has seen it answer the example
+on its private port. The kernel lets a classic-BPF program on the
 port's reuseport group choose the socket instead (``SO_ATTACH_REUSEPORT_CBPF``); the
 program returns an index into the group, in join order, falling back to the hash when
 the index is out of range. So during a switch:
