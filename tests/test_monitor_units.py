@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from modeldeck.core.errors import ConfigError
 from modeldeck.core.monitor.derive import SERIES, derive, histogram_quantile
-from modeldeck.core.monitor.health import HealthPolicy, HealthRule, HealthState, HealthTracker, load_policy
+from modeldeck.core.monitor.health import (
+    HealthPolicy,
+    HealthRule,
+    HealthState,
+    HealthTracker,
+    load_policy,
+    user_policy,
+)
 from modeldeck.core.monitor.prometheus import ScrapeTarget, grafana_dashboard, queries, write_file_sd
 from modeldeck.core.monitor.scrape import ScrapeError, parse
 from modeldeck.core.monitor.series import RingBuffer, SeriesStore
@@ -225,3 +232,9 @@ def test_promql_covers_every_series_and_escapes_the_deployment_name() -> None:
     q = queries('we"ird')
     assert set(q) == set(SERIES)
     assert 'deployment="we\\"ird"' in q["request_rate"]
+
+
+def test_user_rules_come_from_health_toml_in_the_config_dir_else_defaults(tmp_path: Path) -> None:
+    assert user_policy(tmp_path) == HealthPolicy()
+    (tmp_path / "health.toml").write_text('[[rule]]\nmetric = "cpu_percent"\nthreshold = 90\nfor = "2m"\n')
+    assert user_policy(tmp_path).rules == (HealthRule("cpu_percent", ">", 90.0, 120.0),)

@@ -146,6 +146,12 @@ def load_policy(path: Path) -> HealthPolicy:
     return policy_from_dict(data, where=str(path))
 
 
+def user_policy(config_dir: Path) -> HealthPolicy:
+    """The user's ``health.toml`` in ModelDeck's config dir (``settings.config_dir``), else the default rules."""
+    path = config_dir / "health.toml"
+    return load_policy(path) if path.is_file() else HealthPolicy()
+
+
 @dataclass
 class HealthTracker:
     """Health of one endpoint over time; feed it every scrape outcome in order."""
