@@ -238,3 +238,14 @@ def test_user_rules_come_from_health_toml_in_the_config_dir_else_defaults(tmp_pa
     assert user_policy(tmp_path) == HealthPolicy()
     (tmp_path / "health.toml").write_text('[[rule]]\nmetric = "cpu_percent"\nthreshold = 90\nfor = "2m"\n')
     assert user_policy(tmp_path).rules == (HealthRule("cpu_percent", ">", 90.0, 120.0),)
+
+
+def test_percentiles_cover_the_window_while_rates_cover_the_last_interval() -> None:
+    old = parse(page(), monotonic=0.0)
+    prev = parse(page(ok=100, b1=0, b2=100, b3=100), monotonic=50.0)  # 100 requests of 10-100 ms, 50 s ago
+    cur = parse(page(ok=200, b1=100, b2=200, b3=200), monotonic=60.0)  # then 100 requests under 10 ms
+    d = derive(prev, cur, window_base=old)
+    assert d.request_rate == pytest.approx(10.0)  # 100 requests in the last 10 s
+    assert d.latency_p50 == pytest.approx(0.01)  # half the window's 200 requests were fast
+    assert d.latency_p99 > 0.09
+    assert derive(prev, cur).latency_p99 < 0.01  # the last interval alone saw only fast requests
