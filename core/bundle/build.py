@@ -25,6 +25,7 @@ from modeldeck.core.bundle import converters as conv
 from modeldeck.core.bundle import parity as par
 from modeldeck.core.bundle.source import fetch_model
 from modeldeck.core.errors import BundleError, Cancelled
+from modeldeck.core.formatting import format_size
 from modeldeck.core.runtime.manifest import MANIFEST_NAME, Manifest, Parity, hash_tree, verify_bundle, write_manifest
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class BundleReport:
 
 def _size(files: dict[str, str], model_path: Path) -> str:
     try:
-        return f"{model_path.stat().st_size} bytes model, {len(files)} files"
+        return f"{format_size(model_path.stat().st_size)} model, {len(files)} files"
     except OSError:
         return f"{len(files)} files"
 

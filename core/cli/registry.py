@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from modeldeck.core.formatting import format_size
 
 if TYPE_CHECKING:
     from modeldeck.core.registry.client import Registry
-    from modeldeck.core.registry.types import ModelVersion, RegisteredModel, VersionDetails
+    from modeldeck.core.registry.types import ModelVersion, Page, RegisteredModel, VersionDetails
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -76,25 +80,23 @@ def open_registry(args: argparse.Namespace) -> Registry:
 
 
 def _all_models(registry: Registry, filter_text: str) -> list[RegisteredModel]:
-    models: list[RegisteredModel] = []
-    token: str | None = None
-    while True:
-        page = registry.list_models(filter_text, page_token=token, max_results=500)
-        models += page.items
-        token = page.next_token
-        if not token:
-            return models
+    return _every_page(lambda token: registry.list_models(filter_text, page_token=token, max_results=500))
 
 
 def _all_versions(registry: Registry, name: str) -> list[ModelVersion]:
-    versions: list[ModelVersion] = []
+    return _every_page(lambda token: registry.list_versions(name, page_token=token, max_results=1000))
+
+
+def _every_page(fetch: Callable[[str | None], Page[T]]) -> list[T]:
+    """Follow ``next_token`` until the last page (the CLI prints whole listings)."""
+    items: list[T] = []
     token: str | None = None
     while True:
-        page = registry.list_versions(name, page_token=token, max_results=1000)
-        versions += page.items
+        page = fetch(token)
+        items += page.items
         token = page.next_token
         if not token:
-            return versions
+            return items
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -280,14 +282,7 @@ def _time(ms: int | None) -> str:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return format_size(n, missing="-")
 
 
 def _number(x: float) -> str:

@@ -6,9 +6,10 @@ import html
 import json
 from typing import Any
 
+from modeldeck.core.formatting import format_size
 from modeldeck.core.registry.types import SignatureColumn, VersionDetails
 from modeldeck.gui import style
-from modeldeck.gui.registry.models import RowsModel, format_number, format_size, format_time
+from modeldeck.gui.registry.models import RowsModel, format_number, format_time
 from modeldeck.gui.widgets import MessageBanner, fit_columns, readonly_table
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (

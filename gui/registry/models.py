@@ -52,17 +52,6 @@ def format_number(value: float | None) -> str:
     return f"{value:.6g}" if abs(value) >= 1e-3 else f"{value:.4e}"
 
 
-def format_size(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 @functools.cache
 def _brushes() -> dict[str, Any]:
     """Colours and fonts the models hand out, made once (after the QApplication exists)."""
