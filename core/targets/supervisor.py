@@ -49,12 +49,13 @@ class _Log:
         self.lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fh: IO[bytes] = path.open("ab")
+        self.rotates = self.fh.seekable()  # not for a pipe such as /dev/stdout (a container's log)
 
     def write(self, data: bytes) -> None:
         with self.lock:
             self.fh.write(data)
             self.fh.flush()
-            if self.fh.tell() > self.max_bytes:
+            if self.rotates and self.fh.tell() > self.max_bytes:
                 self.fh.close()
                 os.replace(self.path, self.path.with_name(self.path.name + ".1"))
                 self.fh = self.path.open("ab")
