@@ -78,3 +78,43 @@ class Cancelled(ModelDeckError):
 
     def __init__(self, message: str = "cancelled") -> None:
         super().__init__(message)
+
+
+class HostKeyError(TargetError):
+    """An SSH host's key is not one ModelDeck may trust; nothing was executed on the host."""
+
+
+class UnknownHostKey(HostKeyError):
+    """The host presented a key found in no known_hosts file; the user must accept its fingerprint."""
+
+    def __init__(self, host: str, key_type: str, fingerprint: str) -> None:
+        super().__init__(
+            f"unknown host key for {host}: {key_type} {fingerprint}",
+            hint=f"check the fingerprint out of band, then accept it with --accept-host-key {fingerprint}",
+        )
+        self.host = host
+        self.key_type = key_type
+        self.fingerprint = fingerprint
+
+
+class HostKeyChanged(HostKeyError):
+    """The host presented a key other than the one on record: possibly an attack, never accepted silently."""
+
+    def __init__(self, host: str, key_type: str, expected: str, presented: str) -> None:
+        super().__init__(
+            f"HOST KEY CHANGED for {host}: {key_type} on record is {expected}, the host presented {presented}",
+            hint="if the host was really re-installed, re-pin it: modeldeck hosts trust HOST --replace "
+            f"--fingerprint {presented}",
+        )
+        self.host = host
+        self.key_type = key_type
+        self.expected = expected
+        self.presented = presented
+
+
+class SshAuthError(TargetError):
+    """The SSH host refused every credential offered."""
+
+
+class HostUnreachable(TargetError):
+    """An SSH host did not answer within the connect timeout or dropped the connection."""

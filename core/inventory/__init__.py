@@ -1,0 +1,1 @@
+"""Hosts and devices ModelDeck deploys to: inventory, imported configurations, trusted host keys."""

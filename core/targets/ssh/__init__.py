@@ -1,0 +1,1 @@
+"""The SSH target: on-prem Linux hosts reached with paramiko."""
