@@ -9,6 +9,7 @@ they are never typed into a form or written to the settings file.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 from modeldeck.core.settings import Settings, with_tracking_uri
 from modeldeck.gui import style
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
@@ -32,11 +34,11 @@ from PySide6.QtWidgets import (
 SUPPORTED_SCHEMES = ("http://", "https://", "sqlite:///", "file:", "databricks", "postgresql", "mysql")
 
 
-def _test_connection(uri: str, timeout_s: float = 10.0) -> str:
+def _test_connection(uri: str, registry_uri: str | None = None, timeout_s: float = 10.0) -> str:
     """Ping the registry at ``uri``; returns its display name (raises RegistryError)."""
     from modeldeck.core.registry.client import Registry
 
-    registry = Registry(uri, timeout_s=timeout_s)
+    registry = Registry(uri, registry_uri, timeout_s=timeout_s)
     registry.ping()
     return registry.display_name
 
@@ -81,6 +83,15 @@ class SettingsDialog(QDialog):
         uri_row.addSpacing(24)
         uri_row.addWidget(self.uri_box, 1)
         box_layout.addLayout(uri_row)
+        # MLflow lets the model registry live apart from the tracking store (e.g. a shared
+        # registry database next to per-team tracking servers); empty means "the same".
+        self.registry_uri_edit = QLineEdit(settings.registry_uri or "")
+        self.registry_uri_edit.setPlaceholderText("Model registry URI, if it differs from the tracking URI")
+        self.registry_uri_edit.setToolTip("MLFLOW_REGISTRY_URI: leave empty to use the tracking URI")
+        registry_row = QHBoxLayout()
+        registry_row.addSpacing(24)
+        registry_row.addWidget(self.registry_uri_edit, 1)
+        box_layout.addLayout(registry_row)
         creds = QLabel(
             "Credentials are not stored by ModelDeck. Like MLflow, it reads MLFLOW_TRACKING_TOKEN, or "
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, from the environment."
@@ -113,6 +124,7 @@ class SettingsDialog(QDialog):
             self.uri_box.setCurrentText(settings.tracking_uri or "")
         self.embedded_radio.toggled.connect(self._update)
         self.uri_box.editTextChanged.connect(self._update)
+        self.registry_uri_edit.textChanged.connect(self._update)
         self.test_button.clicked.connect(self.test_connection)
         self.setMinimumWidth(560)
         self._update()
@@ -122,8 +134,12 @@ class SettingsDialog(QDialog):
         """None means the embedded registry."""
         return None if self.embedded_radio.isChecked() else self.uri_box.currentText().strip() or None
 
+    def chosen_registry_uri(self) -> str | None:
+        """None means "the same as the tracking URI" (always so for the embedded registry)."""
+        return None if self.embedded_radio.isChecked() else self.registry_uri_edit.text().strip() or None
+
     def chosen_settings(self) -> Settings:
-        return with_tracking_uri(self.settings, self.chosen_uri())
+        return replace(with_tracking_uri(self.settings, self.chosen_uri()), registry_uri=self.chosen_registry_uri())
 
     def problem(self) -> str | None:
         if self.embedded_radio.isChecked():
@@ -131,14 +147,22 @@ class SettingsDialog(QDialog):
         uri = self.uri_box.currentText().strip()
         if not uri:
             return "Enter a tracking URI, or choose the embedded registry."
-        if not uri.startswith(SUPPORTED_SCHEMES):
-            return "The URI must start with http://, https://, sqlite:/// or file: (or another MLflow store scheme)."
-        if "@" in uri.split("//", 1)[-1].split("/", 1)[0]:
-            return "Do not put credentials in the URI; set MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN instead."
+        registry_uri = self.registry_uri_edit.text().strip()
+        for label, value in (("tracking", uri), ("registry", registry_uri)):
+            if not value:
+                continue
+            if not value.startswith(SUPPORTED_SCHEMES):
+                return (
+                    f"The {label} URI must start with http://, https://, sqlite:/// or file: "
+                    "(or another MLflow store scheme)."
+                )
+            if "@" in value.split("//", 1)[-1].split("/", 1)[0]:
+                return "Do not put credentials in a URI; set MLFLOW_TRACKING_USERNAME/PASSWORD or TOKEN instead."
         return None
 
     def _update(self) -> None:
         self.uri_box.setEnabled(self.uri_radio.isChecked())
+        self.registry_uri_edit.setEnabled(self.uri_radio.isChecked())
         problem = self.problem()
         self.save_button.setEnabled(problem is None)
         self.test_button.setEnabled(problem is None)
@@ -161,6 +185,7 @@ class SettingsDialog(QDialog):
         run_task(
             _test_connection,
             uri,
+            self.chosen_registry_uri(),
             on_result=self._test_ok,
             on_error=self._test_failed,
             channel=self._test_channel,

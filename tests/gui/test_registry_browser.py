@@ -438,3 +438,28 @@ def test_select_of_an_older_version_pages_down_to_it(qtbot: QtBot, big_store) ->
     assert page.current_version().version == champion  # type: ignore[union-attr]
     assert page.banner.text() == ""
     settle(qtbot)
+
+
+def test_settings_dialog_keeps_a_separate_registry_uri_and_tests_it(qtbot: QtBot, demo_tracking_uri: str) -> None:
+    from modeldeck.core.settings import load_settings, save_settings
+    from modeldeck.gui.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(load_settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.registry_uri_edit.isEnabled()  # the embedded registry has no separate one
+    dialog.uri_radio.setChecked(True)
+    dialog.uri_box.setCurrentText(demo_tracking_uri)
+    dialog.registry_uri_edit.setText("https://alice:pw@registry.example.com")
+    assert not dialog.save_button.isEnabled() and "credentials" in dialog.result_text()
+    dialog.registry_uri_edit.setText(demo_tracking_uri)
+    assert dialog.save_button.isEnabled()
+    with qtbot.waitSignal(dialog.connectionTested, timeout=30_000) as answer:
+        dialog.test_connection()
+    assert answer.args[0] is True, answer.args
+    chosen = dialog.chosen_settings()
+    assert (chosen.tracking_uri, chosen.registry_uri) == (demo_tracking_uri, demo_tracking_uri)
+    save_settings(chosen)
+    assert load_settings().registry_uri == demo_tracking_uri
+    dialog.embedded_radio.setChecked(True)
+    assert dialog.chosen_settings().registry_uri is None
