@@ -112,9 +112,8 @@ class Collector:
         self._pending: deque[Sample] = deque(maxlen=max_pending)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, min(max_workers, len(self._states) or 1)), thread_name_prefix="modeldeck-scrape"
-        )
+        # threads start lazily (one per endpoint scraped at once), so endpoints added later get theirs too
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="modeldeck-scrape")
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -165,7 +164,33 @@ class Collector:
 
     @property
     def endpoints(self) -> list[Endpoint]:
-        return [st.endpoint for st in self._states.values()]
+        with self._lock:
+            return [st.endpoint for st in self._states.values()]
+
+    def add_endpoint(self, endpoint: Endpoint) -> bool:
+        """Start scraping ``endpoint`` at the next tick; an existing name with a new URL is re-pointed.
+
+        Returns True if anything changed. Series of a re-pointed endpoint are kept (same deployment, new port).
+        """
+        with self._lock:
+            state = self._states.get(endpoint.name)
+            if state is not None and state.endpoint == endpoint:
+                return False
+            if state is None:
+                self._states[endpoint.name] = _EndpointState(endpoint, HealthTracker(self.policy))
+            else:
+                state.endpoint = endpoint
+                state.last = None
+                state.history.clear()
+            return True
+
+    def remove_endpoint(self, name: str, *, forget: bool = True) -> bool:
+        """Stop scraping ``name`` (a scrape in flight is discarded); ``forget`` also drops its series."""
+        with self._lock:
+            removed = self._states.pop(name, None) is not None
+        if removed and forget:
+            self.series.forget(name)
+        return removed
 
     # -- the loop --------------------------------------------------------------------------------------------------
 
@@ -183,7 +208,9 @@ class Collector:
     def tick(self) -> None:
         """Submit one scrape per endpoint (public so tests and benchmarks can drive the clock)."""
         now = time.monotonic()
-        for state in self._states.values():
+        with self._lock:
+            states = list(self._states.values())
+        for state in states:
             if state.in_flight is not None and not state.in_flight.done():
                 # should not happen (fetch is bounded), but a stuck scrape must still show as unreachable
                 if now - state.started > self.timeout:
@@ -214,6 +241,8 @@ class Collector:
         events: list[MonitorEvent] = []
         name = state.endpoint.name
         with self._lock:
+            if self._states.get(name) is not state:  # removed while this scrape was in flight
+                return
             prev = state.last
             base = next((s for s in state.history if scrape.monotonic - s.monotonic <= self.window), prev)
             derived = derive(prev, scrape, window_base=base)
@@ -242,6 +271,8 @@ class Collector:
         at = time.time()
         name = state.endpoint.name
         with self._lock:
+            if self._states.get(name) is not state:
+                return
             before = state.tracker.status
             health = state.tracker.unreachable(reason)
             self.series.append(name, at, dict.fromkeys(SERIES, math.nan))  # a gap in every plot
