@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from modeldeck.core.errors import TargetError
 
@@ -40,6 +40,9 @@ class DeployOptions:
     env: dict[str, str] = field(default_factory=dict)
     health: HealthGate = field(default_factory=HealthGate)
     keep_releases: int = 5
+    # Target-specific settings, each target documents and validates its keys and refuses unknown ones
+    # (docker: image, base_image, cpus, memory, replicas, restart_retries, restart_unhealthy).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class DeploymentStatus:
     since: str | None = None  # ISO-8601
     message: str = ""
     pid: int | None = None
+    # Container/process resource use where the target measures it: cpu_percent, memory_bytes, memory_limit_bytes.
+    resources: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,10 @@ def open_target(url: str, **kwargs: object) -> Target:
         from modeldeck.core.targets.local import LocalTarget
 
         return LocalTarget.from_url(url, **kwargs)  # type: ignore[arg-type]
+    if scheme in ("docker", "docker+ssh", "docker+tcp"):
+        from modeldeck.core.targets.docker.target import DockerTarget
+
+        return DockerTarget.from_url(url, **kwargs)  # type: ignore[arg-type]
     raise TargetError(
         f"unsupported target {url!r}",
         hint="use local://PORT (ssh:// and docker:// targets are coming)",
