@@ -170,9 +170,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                     print(f"  {i}. {step.step}: {step.description}")
             return 0
         result = target.deploy(bundle, options, progress=_progress_printer(), cancel=cancel)
+        if result.ok:
+            _remember_target(args.target)
         return _report(result, args.json)
 
     return int(_with_cancel_on_sigint(run))
+
+
+def _remember_target(url: str) -> None:
+    """List the target in the GUI's Deployments page from now on; failing to record it never fails the deploy."""
+    from modeldeck.core.errors import ModelDeckError
+    from modeldeck.core.targets import catalog
+
+    try:
+        catalog.remember(url)
+    except (ModelDeckError, OSError) as exc:
+        print(f"warning: could not record target {url} in the target list: {exc}", file=sys.stderr)
 
 
 def _report(result: Any, as_json: bool) -> int:
