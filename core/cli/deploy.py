@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--trust-pickle", action="store_true", help="allow bundling a pickled sklearn model (only models you trust)"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _docker_deploy_args(p)
     p.set_defaults(handler=cmd_deploy)
 
     p = sub.add_parser("status", help="list deployments and their state")
@@ -72,6 +73,47 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _target_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", "-t", default=DEFAULT_TARGET, metavar="URL", help="target (default: local)")
+    _tls_args(p)
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("docker+tcp:// TLS (default: $DOCKER_CERT_PATH)")
+    g.add_argument("--tls-ca", metavar="PEM", help="CA certificate of the engine")
+    g.add_argument("--tls-cert", metavar="PEM", help="client certificate")
+    g.add_argument("--tls-key", metavar="PEM", help="client key")
+
+
+def _docker_deploy_args(p: argparse.ArgumentParser) -> None:
+    """Deploy flags: where to publish (any target that takes them) and the Docker target's own settings."""
+    _tls_args(p)
+    p.add_argument("--port", type=int, metavar="N", help="public port (default: keep the current one, else a free one)")
+    p.add_argument("--publish-address", default="127.0.0.1", metavar="ADDR", help="address to listen on (127.0.0.1)")
+    p.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable for the runtime")
+    g = p.add_argument_group("docker targets")
+    g.add_argument("--image", metavar="REF", help="run this prebuilt image (tag or REPO@sha256:…) instead of building")
+    g.add_argument("--base-image", metavar="IMAGE", help="base image for the build (default python:3.11-slim)")
+    g.add_argument("--cpus", type=float, metavar="X", help="CPU limit per container")
+    g.add_argument("--memory", metavar="M", help="memory limit per container, e.g. 512m")
+    g.add_argument("--replicas", type=int, metavar="K", help="containers sharing the port (default 1)")
+    g.add_argument("--restart-retries", type=int, metavar="N", help="restart policy on-failure:N (default 3)")
+    g.add_argument(
+        "--restart-unhealthy", action="store_true", default=None, help="let `modeldeck docker watch` restart it"
+    )
+
+
+def _docker_extra(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("image", "base_image", "cpus", "memory", "replicas", "restart_retries", "restart_unhealthy")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DeployError(f"invalid --env {pair!r}", hint="use --env KEY=VALUE")
+        env[key] = value
+    return env
 
 
 def _target(args: argparse.Namespace) -> Any:
@@ -79,6 +121,11 @@ def _target(args: argparse.Namespace) -> Any:
     from modeldeck.core.targets.base import open_target
 
     settings = settings_for(args)
+    tls = {k: getattr(args, k, None) for k in ("tls_ca", "tls_cert", "tls_key")}
+    if any(tls.values()):
+        if not args.target.startswith("docker+tcp://"):
+            raise DeployError("--tls-ca/--tls-cert/--tls-key only apply to docker+tcp:// targets")
+        return open_target(args.target, root=settings.deployments_dir, **tls)
     return open_target(args.target, root=settings.deployments_dir)
 
 
@@ -146,8 +193,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from modeldeck.core.targets.base import DeployOptions, HealthGate
 
     target = _target(args)
+    extra = _docker_extra(args)
+    if extra and getattr(target, "kind", "") != "docker":
+        raise DeployError(f"--{next(iter(extra)).replace('_', '-')} only applies to docker targets")
     options = DeployOptions(
         name=args.name,
+        host=args.publish_address,
+        port=args.port,
+        env=_env_pairs(args.env),
+        extra=extra,
         max_batch_size=args.max_batch_size,
         max_batch_wait_ms=args.max_batch_wait_ms,
         cors_origins=tuple(args.cors_origin),
