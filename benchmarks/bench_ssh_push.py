@@ -1,0 +1,479 @@
+"""Push a 20 MB bundle to 8 SSH hosts: ModelDeck vs Ansible vs bare parallel transfers, in one run.
+
+Run: ``python benchmarks/bench_ssh_push.py [--hosts 8] [--mb 20] [--skip-ansible] [--skip-modeldeck]``.
+
+Starts ``--hosts`` real OpenSSH servers on 127.0.0.N (as tests/fixtures/sshd.py does: own host key,
+own deploy root), writes a hand-made ONNX MLP bundle whose weights total ``--mb`` MB (random
+float32: incompressible, like real weights), then measures, all with 8-way parallelism:
+
+1. ModelDeck (``deploy_many`` over SSH targets, forks=8): the runtime install once (separately),
+   a first deploy (transfer + verify + switch + health gate), and a no-change redeploy.
+2. ``ansible-playbook`` (forks=8) doing the same copy + restart (kill the old runtime, start the
+   new one with nohup from the same Python, ``wait_for`` its port) with Ansible's defaults, and
+   tuned (pipelining on, compression off, ControlPersist). Host keys are checked against a
+   generated known_hosts file (StrictHostKeyChecking=yes), never disabled.
+3. Bare transfers of the same bytes: ``scp -r`` x8 in parallel, and paramiko SFTP x8 in parallel
+   (255 KiB pipelined writes, AES-GCM).
+
+Prints every figure and the ratios. Loopback only; every subprocess has a timeout; all sshd and
+runtime processes are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import paramiko  # noqa: E402
+
+from tests.fixtures.runtime import _write_xy_bundle  # noqa: E402
+from tests.fixtures.sshd import SshHost, _free_port, keygen  # noqa: E402
+
+PYTHON = sys.executable  # the runtime Python Ansible starts (ModelDeck installs its own venv on the host)
+SFTP_CHUNK = 255 * 1024  # 256 KiB makes OpenSSH's sftp-server drop the connection
+GCM = "aes128-gcm@openssh.com"
+ANSIBLE_PORT = 18080
+STEP_TIMEOUT_S = 300
+
+
+# -- fixtures: hosts and bundle -------------------------------------------------------------------
+def make_big_bundle(out: Path, megabytes: float) -> Path:
+    """An X[N,4] -> Y[N,1] MLP whose second weight matrix makes the bundle ``megabytes`` large."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    hidden = 2048
+    width = max(1, int(megabytes * 1e6 / 4 / hidden))
+    w1 = numpy_helper.from_array((rng.normal(size=(4, hidden)) / 2).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.normal(size=(hidden, width)) / np.sqrt(hidden)).astype(np.float32), "w2")
+    w3 = numpy_helper.from_array((rng.normal(size=(width, 1)) / np.sqrt(width)).astype(np.float32), "w3")
+    nodes = [
+        helper.make_node("MatMul", ["X", "w1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "w3"], ["Y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "big_mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])],
+        [w1, w2, w3],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return _write_xy_bundle(out, model, "big-mlp", example_rows=2, task="regression")
+
+
+def bundle_bytes(bundle: Path) -> int:
+    return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def ssh_hosts(base: Path, count: int) -> Iterator[tuple[list[SshHost], Path]]:
+    """``count`` sshd hosts on 127.0.0.N plus a known_hosts file naming exactly their keys."""
+    client_key = keygen(base / "id_ed25519")
+    hosts: list[SshHost] = []
+    try:
+        for i in range(count):
+            workdir = base / f"host{i + 1}"
+            workdir.mkdir()
+            ip = f"127.0.0.{50 + i}"
+            host = SshHost(
+                ip=ip,
+                port=_free_port(ip),
+                user=getpass.getuser(),
+                client_key=client_key,
+                deploy_root=workdir / "deploy",
+                host_key=keygen(workdir / "ssh_host_ed25519_key"),
+                workdir=workdir,
+            )
+            host.deploy_root.mkdir()
+            (workdir / "authorized_keys").write_text(Path(str(client_key) + ".pub").read_text())
+            host.start()
+            hosts.append(host)
+        known = base / "known_hosts"
+        known.write_text("".join(h.known_hosts_line + "\n" for h in hosts))
+        yield hosts, known
+    finally:
+        for host in hosts:
+            host.stop()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - t0, value
+
+
+# -- bare transfers -------------------------------------------------------------------------------
+def ssh_options(known: Path) -> list[str]:
+    return ["-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
+
+
+def scp_all(hosts: list[SshHost], known: Path, bundle: Path, tag: str) -> float:
+    """``scp -r`` the bundle to every host at once; wall time until the last one finishes."""
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                "scp",
+                "-q",
+                "-r",
+                *ssh_options(known),
+                "-i",
+                str(h.client_key),
+                "-P",
+                str(h.port),
+                str(bundle),
+                f"{h.user}@{h.ip}:{h.deploy_root}/{tag}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for h in hosts
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=STEP_TIMEOUT_S)
+        if p.returncode != 0:
+            raise RuntimeError(f"scp failed: {err.decode(errors='replace')}")
+    return time.perf_counter() - t0
+
+
+def sftp_push(host: SshHost, known: Path, bundle: Path, tag: str) -> None:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        host.ip,
+        port=host.port,
+        username=host.user,
+        key_filename=str(host.client_key),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+        banner_timeout=10,
+        auth_timeout=10,
+        disabled_algorithms={"ciphers": [c for c in paramiko.Transport._preferred_ciphers if c != GCM]},
+    )
+    try:
+        sftp = client.open_sftp()
+        chan = sftp.get_channel()
+        assert chan is not None
+        chan.settimeout(60)
+        dest = f"{host.deploy_root}/{tag}"
+        sftp.mkdir(dest)
+        for path in sorted(bundle.rglob("*")):
+            rel = path.relative_to(bundle).as_posix()
+            if path.is_dir():
+                sftp.mkdir(f"{dest}/{rel}")
+                continue
+            with path.open("rb") as src, sftp.open(f"{dest}/{rel}", "wb") as fh:
+                fh.set_pipelined(True)
+                while chunk := src.read(SFTP_CHUNK):
+                    fh.write(chunk)
+        sftp.close()
+    finally:
+        client.close()
+
+
+def paramiko_all(hosts: list[SshHost], known: Path, bundle: Path, tag: str) -> tuple[float, str]:
+    errors: list[BaseException] = []
+
+    def one(h: SshHost) -> None:
+        try:
+            sftp_push(h, known, bundle, tag)
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(STEP_TIMEOUT_S)
+    if errors:
+        raise RuntimeError(f"paramiko push failed: {errors[0]!r}")
+    return time.perf_counter() - t0, GCM
+
+
+# -- Ansible --------------------------------------------------------------------------------------
+PLAYBOOK = """\
+- hosts: fleet
+  gather_facts: false
+  tasks:
+    - name: copy the bundle into a new release
+      ansible.builtin.copy:
+        src: "{{ bundle_dir }}/"
+        dest: "{{ deploy_root }}/ansible/releases/{{ release_id }}/"
+        mode: preserve
+    - name: stop the old runtime
+      ansible.builtin.shell: |
+        pidfile={{ deploy_root }}/ansible/runtime.pid
+        [ -f "$pidfile" ] || exit 0
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || exit 0
+        for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null; exit 0
+    - name: start the new release
+      ansible.builtin.shell: |
+        cd {{ deploy_root }}/ansible
+        setsid nohup {{ runtime_python }} -m modeldeck.core.runtime serve --host {{ ansible_host }} \\
+          --port {{ serve_port }} releases/{{ release_id }} </dev/null >runtime.log 2>&1 &
+        echo $! > runtime.pid
+    - name: wait until it listens
+      ansible.builtin.wait_for:
+        host: "{{ ansible_host }}"
+        port: "{{ serve_port }}"
+        timeout: 120
+"""
+
+
+def write_ansible(base: Path, hosts: list[SshHost], known: Path, bundle: Path, *, tuned: bool) -> Path:
+    name = "tuned" if tuned else "default"
+    d = base / f"ansible-{name}"
+    d.mkdir(exist_ok=True)
+    lines = ["[fleet]"]
+    for i, h in enumerate(hosts, 1):
+        lines.append(
+            f"h{i} ansible_host={h.ip} ansible_port={h.port} ansible_user={h.user} "
+            f"ansible_ssh_private_key_file={h.client_key} deploy_root={h.deploy_root}"
+        )
+    lines += [
+        "",
+        "[fleet:vars]",
+        "ansible_python_interpreter=/usr/bin/python3",
+        # appended to ssh_args, so the defaults below stay Ansible's own
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'",
+        f"bundle_dir={bundle}",
+        f"runtime_python={PYTHON}",
+        f"serve_port={ANSIBLE_PORT}",
+        "",
+    ]
+    (d / "inventory.ini").write_text("\n".join(lines))
+    (d / "playbook.yml").write_text(PLAYBOOK)
+    cfg = [
+        "[defaults]",
+        "forks = 8",
+        "host_key_checking = True",
+        "retry_files_enabled = False",
+        "interpreter_python = /usr/bin/python3",
+        f"local_tmp = {d / 'tmp'}",
+        "",
+        "[ssh_connection]",
+        f"control_path_dir = {d / 'cp'}",
+    ]
+    if tuned:
+        cfg += [
+            "pipelining = True",
+            # Ansible's default ssh_args are "-C -o ControlMaster=auto -o ControlPersist=60s": drop -C
+            f"ssh_args = -o Compression=no -c {GCM} -o ControlMaster=auto -o ControlPersist=60s",
+        ]
+    (d / "ansible.cfg").write_text("\n".join(cfg) + "\n")
+    return d
+
+
+def run_ansible(d: Path, release_id: str) -> float:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(d / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        str(d / "inventory.ini"),
+        str(d / "playbook.yml"),
+        "-e",
+        f"release_id={release_id}",
+    ]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S, cwd=d)
+    elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"ansible-playbook failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+        )
+    return elapsed
+
+
+def stop_ansible_runtimes(hosts: list[SshHost]) -> None:
+    for h in hosts:
+        pidfile = h.deploy_root / "ansible" / "runtime.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+
+
+def stop_control_masters(base: Path) -> None:
+    """Ask each ControlPersist master Ansible left behind to exit (by its socket, nothing broader)."""
+    for sock in base.glob("ansible-*/cp/*"):
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "placeholder"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+# -- ModelDeck ------------------------------------------------------------------------------------
+@dataclass
+class ModelDeckFigures:
+    install_s: float | None = None
+    first_s: float | None = None
+    redeploy_s: float | None = None
+    first_outcomes: str = ""
+    redeploy_outcomes: str = ""
+    bytes_first: int | None = None
+    bytes_redeploy: int | None = None
+    note: str = ""
+
+
+def modeldeck_push(hosts: list[SshHost], known: Path, bundle: Path, base: Path) -> ModelDeckFigures:
+    """Install the runtime (timed once), then deploy the bundle to all hosts twice (first, no-change)."""
+    figures = ModelDeckFigures()
+    try:
+        from benchmarks._ssh_fleet import open_ssh_targets  # adapter, see that module
+    except ImportError as exc:
+        figures.note = f"SSH target not available: {exc}"
+        return figures
+    from modeldeck.core.targets.base import DeployOptions, HealthGate
+    from modeldeck.core.targets.fleet import deploy_many
+
+    targets, install = open_ssh_targets(hosts, known, base)
+    figures.install_s, _ = timed(install)
+    options = DeployOptions(name="bench", health=HealthGate(start_period_s=120))
+    figures.first_s, first = timed(lambda: deploy_many(targets, bundle, options, forks=8))
+    figures.first_outcomes = _outcomes(first)
+    figures.bytes_first = _sum_bytes(first)
+    figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8))
+    figures.redeploy_outcomes = _outcomes(again)
+    figures.bytes_redeploy = _sum_bytes(again)
+    for target in targets.values():
+        with contextlib.suppress(Exception):
+            target.undeploy("bench")
+    return figures
+
+
+def _outcomes(result: Any) -> str:
+    from collections import Counter
+
+    counts = Counter(h.outcome for h in result.hosts)
+    text = ", ".join(f"{n}x {o}" for o, n in counts.items())
+    failed = [f"{h.host}: {h.message}" for h in result.hosts if not h.ok][:2]
+    return text + (f" ({'; '.join(failed)})" if failed else "")
+
+
+def _sum_bytes(result: Any) -> int | None:
+    values = [h.bytes_sent for h in result.hosts]
+    return None if any(v is None for v in values) else sum(values)
+
+
+# -- main -----------------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--mb", type=float, default=20.0)
+    parser.add_argument("--skip-ansible", action="store_true")
+    parser.add_argument("--skip-modeldeck", action="store_true")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    print(
+        f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} ({os.cpu_count()} cpus)"
+    )
+    base = Path(tempfile.mkdtemp(prefix="bench-ssh-push-"))
+    figures: dict[str, float] = {}
+    md = ModelDeckFigures(note="skipped")
+    try:
+        bundle = make_big_bundle(base / "bundle", args.mb)
+        size = bundle_bytes(bundle)
+        print(f"bundle: {size / 1e6:.1f} MB in {len(list(bundle.iterdir()))} files; {args.hosts} hosts")
+        with ssh_hosts(base, args.hosts) as (hosts, known):
+            print(f"sshd hosts: {', '.join(f'{h.ip}:{h.port}' for h in hosts)}")
+
+            if not args.skip_modeldeck:
+                md = modeldeck_push(hosts, known, bundle, base)
+                if md.first_s is not None:
+                    figures["modeldeck"] = md.first_s
+                    figures["modeldeck-redeploy"] = md.redeploy_s or 0.0
+
+            figures["scp"] = scp_all(hosts, known, bundle, "scp")
+            figures["paramiko"], cipher = paramiko_all(hosts, known, bundle, "paramiko")
+
+            if not args.skip_ansible:
+                try:
+                    for tuned in (False, True):
+                        d = write_ansible(base, hosts, known, bundle, tuned=tuned)
+                        key = "ansible-tuned" if tuned else "ansible-default"
+                        figures[key] = run_ansible(d, release_id=f"r-{key}")
+                finally:
+                    stop_ansible_runtimes(hosts)
+                    stop_control_masters(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    load_after = os.getloadavg()
+    total_mb = size * args.hosts / 1e6
+    print()
+    print(f"{'what':<44} {'seconds':>8} {'MB/s':>8}")
+    if md.install_s is not None:
+        print(f"{'ModelDeck runtime install (once, 8 hosts)':<44} {md.install_s:8.2f}")
+    rows = [
+        ("modeldeck", "ModelDeck deploy (transfer+verify+switch+health)"),
+        ("modeldeck-redeploy", "ModelDeck no-change redeploy"),
+        ("ansible-default", "Ansible, defaults (copy + restart + wait_for)"),
+        ("ansible-tuned", "Ansible, tuned (pipelining, no compression)"),
+        ("scp", "bare scp -r x8 in parallel"),
+        ("paramiko", f"bare paramiko SFTP x8 ({cipher if 'paramiko' in figures else ''})"),
+    ]
+    for key, label in rows:
+        if key in figures:
+            rate = f"{total_mb / figures[key]:8.1f}" if key != "modeldeck-redeploy" else ""
+            print(f"{label:<44} {figures[key]:8.2f} {rate}")
+    if md.first_outcomes:
+        print(f"ModelDeck first deploy: {md.first_outcomes}; bytes sent {md.bytes_first}")
+        print(f"ModelDeck redeploy: {md.redeploy_outcomes}; bytes sent {md.bytes_redeploy}")
+        if md.redeploy_s is not None:
+            print(f"no-change redeploy per host (8 in parallel): {md.redeploy_s:.2f} s wall")
+    elif md.note:
+        print(f"ModelDeck: {md.note}")
+    print()
+    bare = min(v for k, v in figures.items() if k in ("scp", "paramiko"))
+    if "modeldeck" in figures:
+        m = figures["modeldeck"]
+        if "ansible-default" in figures:
+            print(f"ModelDeck vs Ansible defaults: {figures['ansible-default'] / m:.2f}x faster (target >= 5x)")
+        if "ansible-tuned" in figures:
+            print(f"ModelDeck vs Ansible tuned:    {figures['ansible-tuned'] / m:.2f}x faster (target >= 3x)")
+        print(f"ModelDeck / best bare transfer: {m / bare:.2f}x the time (target <= 1.5x)")
+    if "ansible-default" in figures:
+        print(f"Ansible defaults / best bare transfer: {figures['ansible-default'] / bare:.2f}x")
+        print(f"Ansible tuned / best bare transfer:    {figures['ansible-tuned'] / bare:.2f}x")
+    print(f"paramiko / scp: {figures['paramiko'] / figures['scp']:.2f}x")
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    print(json.dumps({"figures": figures, "load_before": load_before, "load_after": load_after}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
