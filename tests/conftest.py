@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.deploy",
     "tests.fixtures.monitor",
     "tests.fixtures.sshd",
+    "tests.fixtures.ssh_target",
 ]
 
 

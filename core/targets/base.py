@@ -150,6 +150,10 @@ def open_target(url: str, **kwargs: object) -> Target:
         from modeldeck.core.targets.docker.target import DockerTarget
 
         return DockerTarget.from_url(url, **kwargs)  # type: ignore[arg-type]
+    if scheme == "ssh":
+        from modeldeck.core.targets.ssh.target import SshTarget
+
+        return SshTarget.from_url(url, **kwargs)  # type: ignore[arg-type]
     raise TargetError(
         f"unsupported target {url!r}",
         hint="use local://PORT (ssh:// and docker:// targets are coming)",

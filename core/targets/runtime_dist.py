@@ -37,7 +37,10 @@ _CORE = Path(__file__).resolve().parent.parent  # the modeldeck.core package fol
 # (path inside the wheel, file on disk) -- exactly what targets need, see test_layout's runtime contract.
 _MODULE_FILES = ("__init__.py", "errors.py")
 _PACKAGES = ("runtime",)
-_TARGET_FILES = ("__init__.py", "supervisor.py", "reuseport.py")
+# The remote agent runs the local target's release logic on SSH hosts, so it ships with its pure imports.
+_TARGET_FILES = (
+    "__init__.py", "supervisor.py", "reuseport.py", "agent.py", "local.py", "base.py", "health.py", "releases.py",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,306 @@
+"""The remote agent: LocalTarget's deploy logic run on an SSH host, driven over one SSH channel.
+
+Run as ``python -m modeldeck.core.targets.agent COMMAND --root DEPLOY_ROOT ...`` from the
+runtime venv on the host (the runtime wheel carries this module). The SSH target never
+re-implements releases, supervision or the health-gated switch: it uploads the bundle's
+files into a content-addressed store (``DEPLOY_ROOT/objects/<sha256>``) and asks the agent
+to do what :class:`~modeldeck.core.targets.local.LocalTarget` does on this machine.
+
+Protocol (stdout, one JSON object per line)::
+
+    {"event": {"step": ..., "message": ..., "fraction": ...}}   progress, any number
+    {"result": {...}}  or  {"error": {"type": ..., "message": ..., "hint": ...}}   exactly one, last
+
+Commands that change things read one JSON request line from stdin and then keep stdin
+open as a *lifeline*: a ``cancel`` line cancels, and end-of-file (the SSH connection dropped,
+the deployer died) cancels too, and the agent exits if the operation does not stop in time.
+A cancelled switch stops the candidate, and the supervisor's probation pipe guarantees the
+same even if the agent is killed outright -- the previous release keeps serving.
+
+Imports: stdlib and what LocalTarget imports (pure), so it runs wherever the runtime runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from modeldeck.core.errors import Cancelled, DeployError, ModelDeckError
+from modeldeck.core.targets import releases
+from modeldeck.core.targets.base import DeployOptions, HealthGate, ProgressEvent
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENTS = "deployments"
+OBJECTS = "objects"
+STAGING = "staging"
+OBJECT_GRACE_S = 3600.0  # unreferenced objects younger than this may belong to an upload in flight
+EXIT_GRACE_S = 60.0  # how long a cancelled operation may take to clean up after the lifeline broke
+
+
+# -- (de)serialisation shared with the SSH target ---------------------------------------------------
+def options_to_dict(options: DeployOptions) -> dict[str, Any]:
+    data = asdict(options)
+    data["cors_origins"] = list(options.cors_origins)
+    return data
+
+
+def options_from_dict(data: dict[str, Any]) -> DeployOptions:
+    known = {f.name for f in fields(DeployOptions)}
+    values = {k: v for k, v in data.items() if k in known}
+    if isinstance(values.get("health"), dict):
+        gate_known = {f.name for f in fields(HealthGate)}
+        values["health"] = HealthGate(**{k: v for k, v in values["health"].items() if k in gate_known})
+    if "cors_origins" in values:
+        values["cors_origins"] = tuple(values["cors_origins"])
+    return DeployOptions(**values)
+
+
+def jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# -- output -------------------------------------------------------------------------------------------
+class _Output:
+    """Writes protocol lines; a broken stdout (the connection is gone) cancels the operation."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.lock = threading.Lock()
+
+    def line(self, obj: dict[str, Any]) -> None:
+        text = json.dumps(obj, separators=(",", ":")) + "\n"
+        with self.lock:
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                self.cancel.set()
+
+    def progress(self, event: ProgressEvent) -> None:
+        self.line({"event": {"step": event.step, "message": event.message, "fraction": event.fraction}})
+
+
+def _watch_lifeline(cancel: threading.Event) -> None:
+    """Cancel on a ``cancel`` line or end-of-file on stdin; exit hard if cleanup then takes too long."""
+    stream = sys.stdin.buffer
+    while True:
+        try:
+            line = stream.readline()
+        except (OSError, ValueError):
+            line = b""
+        if not line:
+            break
+        if line.strip() == b"cancel":
+            cancel.set()
+    if not cancel.is_set():
+        log.warning("lifeline closed (the deployer or its connection is gone): cancelling")
+        cancel.set()
+    time.sleep(EXIT_GRACE_S)
+    os._exit(75)  # the supervisor's probation still protects the serving release
+
+
+def _read_request() -> dict[str, Any]:
+    line = sys.stdin.buffer.readline()
+    if not line:
+        raise DeployError("the agent got no request on stdin")
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise DeployError(f"the agent got a malformed request: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DeployError("the agent's request must be a JSON object")
+    return data
+
+
+# -- the object store ----------------------------------------------------------------------------------
+def missing_objects(deploy_root: Path, wanted: list[str]) -> list[str]:
+    """The sha256s in ``wanted`` not yet in ``DEPLOY_ROOT/objects`` (complete objects only, never ``.part``)."""
+    store = deploy_root / OBJECTS
+    return sorted({sha for sha in wanted if not (store / sha).is_file()})
+
+
+def stage_bundle(deploy_root: Path, files: dict[str, str]) -> Path:
+    """Hard-link the bundle's objects into a fresh staging folder laid out like the bundle.
+
+    Raises :class:`DeployError` if an object is missing or a path would escape the folder.
+    """
+    store = deploy_root / OBJECTS
+    stage = deploy_root / STAGING / f"{os.getpid()}-{time.time_ns()}"
+    stage.mkdir(parents=True)
+    try:
+        for rel, sha in files.items():
+            target = (stage / rel).resolve()
+            if not str(target).startswith(str(stage.resolve()) + os.sep) or ".." in Path(rel).parts:
+                raise DeployError(f"refusing the bundle path {rel!r}")
+            source = store / sha
+            if not source.is_file():
+                raise DeployError(f"the host is missing the uploaded file {rel} ({sha[:12]})", hint="deploy again")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return stage
+
+
+def collect_garbage(deploy_root: Path) -> int:
+    """Remove objects no installed release uses (older than the grace period); return how many."""
+    store = deploy_root / OBJECTS
+    if not store.is_dir():
+        return 0
+    used: set[str] = set()
+    root = deploy_root / DEPLOYMENTS
+    for name in releases.list_deployments(root):
+        for rid in releases.list_releases(root, name):
+            manifest = releases.bundle_path(root, name, rid) / "manifest.json"
+            with contextlib.suppress(OSError, ValueError):
+                data = manifest.read_bytes()
+                used.add(hashlib.sha256(data).hexdigest())
+                used.update(str(v) for v in json.loads(data).get("files", {}).values())
+    now = time.time()
+    removed = 0
+    for path in store.iterdir():
+        sha = path.name.removesuffix(".part")
+        if sha in used:
+            continue
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > OBJECT_GRACE_S:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+# -- commands --------------------------------------------------------------------------------------------
+def _target(deploy_root: Path) -> Any:
+    from modeldeck.core.targets.local import LocalTarget
+
+    return LocalTarget(deploy_root / DEPLOYMENTS, python=sys.executable)
+
+
+def cmd_deploy(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    request = _read_request()
+    threading.Thread(target=_watch_lifeline, args=(cancel,), daemon=True).start()
+    deploy_root = Path(args.deploy_root)
+    files = {str(k): str(v) for k, v in request["files"].items()}
+    options = options_from_dict(request.get("options") or {})
+    out.progress(ProgressEvent("stage", "staging the uploaded files", 0.5))
+    stage = stage_bundle(deploy_root, files)
+    try:
+        result = _target(deploy_root).deploy(stage, options, progress=out.progress, cancel=cancel)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        collect_garbage(deploy_root)
+    return result
+
+
+def cmd_have(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    request = _read_request()
+    return {"missing": missing_objects(Path(args.deploy_root), [str(s) for s in request.get("objects", [])])}
+
+
+def cmd_status(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    return _target(Path(args.deploy_root)).status(args.name)
+
+
+def cmd_rollback(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    threading.Thread(target=_watch_lifeline, args=(cancel,), daemon=True).start()
+    return _target(Path(args.deploy_root)).rollback(args.name, progress=out.progress, cancel=cancel)
+
+
+def cmd_start(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    threading.Thread(target=_watch_lifeline, args=(cancel,), daemon=True).start()
+    return _target(Path(args.deploy_root)).start(args.name, progress=out.progress, cancel=cancel)
+
+
+def cmd_stop(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    return _target(Path(args.deploy_root)).stop(args.name)
+
+
+def cmd_undeploy(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    deploy_root = Path(args.deploy_root)
+    _target(deploy_root).undeploy(args.name, progress=out.progress, cancel=cancel)
+    with contextlib.suppress(OSError):
+        collect_garbage(deploy_root)
+    return None
+
+
+def cmd_logs(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    target = _target(Path(args.deploy_root))
+    target.status(args.name)  # an unknown name is an error, not an empty log
+    return {"text": target.logs(args.name, args.lines)}
+
+
+def cmd_input_example(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    return {"example": _target(Path(args.deploy_root)).input_example(args.name)}
+
+
+COMMANDS = {
+    "deploy": cmd_deploy,
+    "have": cmd_have,
+    "status": cmd_status,
+    "rollback": cmd_rollback,
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "undeploy": cmd_undeploy,
+    "logs": cmd_logs,
+    "input-example": cmd_input_example,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m modeldeck.core.targets.agent", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("name", nargs="?", help="deployment name (all but deploy/have; optional for status)")
+    parser.add_argument("--deploy-root", required=True, help="the host's DEPLOY_ROOT (deployments/, objects/ below)")
+    parser.add_argument("--lines", type=int, default=200, help="logs: how many lines")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    needs_name = args.command not in ("deploy", "have", "status")
+    if needs_name and not args.name:
+        print(f"{args.command} needs a deployment name", file=sys.stderr)
+        return 2
+    cancel = threading.Event()
+    out = _Output(cancel)
+    try:
+        result = COMMANDS[args.command](args, out, cancel)
+    except ModelDeckError as exc:
+        out.line({"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}})
+        return 3 if isinstance(exc, Cancelled) else 1
+    except Exception as exc:  # a bug: report it on the protocol, with the traceback on stderr
+        log.exception("agent %s failed", args.command)
+        out.line({"error": {"type": "DeployError", "message": f"the host agent failed: {exc!r}", "hint": None}})
+        return 1
+    out.line({"result": jsonable(result)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,832 @@
+"""The SSH target (``ssh://USER@HOST[:PORT][/DEPLOY_ROOT]``): one Linux host reached with paramiko.
+
+A deploy is: connect (host key verified before any credential is offered) -> detect the
+host's facts in one round trip and refuse an incompatible host -> make sure the ModelDeck
+runtime venv for this version exists under ``DEPLOY_ROOT/runtime/<version>`` (installed from
+the host's package index or from a wheelhouse uploaded by ModelDeck) -> upload the bundle's
+files the host does not hold yet into ``DEPLOY_ROOT/objects/<sha256>`` (SFTP, pipelined 255 KiB
+writes, ``.part`` files checked with the host's ``sha256sum`` before they count) -> run the
+remote agent (:mod:`modeldeck.core.targets.agent`), which performs exactly the local target's
+health-gated, start-first switch on the host, streaming its progress back.
+
+Layout on the host::
+
+    DEPLOY_ROOT/deployments/NAME/...   the local target's release layout (releases/, current, state.json, logs/)
+    DEPLOY_ROOT/objects/<sha256>       uploaded files, content-addressed: unchanged weights are never re-sent
+    DEPLOY_ROOT/runtime/<version>/venv the runtime (+ agent and supervisor), one per ModelDeck runtime version
+    DEPLOY_ROOT/wheelhouse/<platform>/ dependencies uploaded for air-gapped hosts
+
+Failure model: a connection that drops mid-upload leaves only ``.part`` files (resumed on the
+next try); one that drops mid-switch closes the agent's lifeline, so it cancels and the
+candidate is stopped (the supervisor's probation pipe does the same if the agent is killed).
+In every case the previous release keeps serving and a retry converges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import posixpath
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import paramiko
+from modeldeck.core import errors
+from modeldeck.core.errors import Cancelled, DeployError, HostUnreachable, ModelDeckError, TargetError
+from modeldeck.core.inventory.known_hosts import KnownHosts
+from modeldeck.core.runtime.manifest import MANIFEST_NAME, Manifest, verify_bundle
+from modeldeck.core.targets import agent as agent_protocol
+from modeldeck.core.targets.base import (
+    DeploymentStatus,
+    DeployOptions,
+    DeployResult,
+    Plan,
+    PlannedStep,
+    Progress,
+    ProgressEvent,
+    no_progress,
+)
+from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint, quote
+from modeldeck.core.targets.ssh.facts import INSTALLED_MARKER, RUNTIME_DIR, HostFacts, check_compatible, detect_facts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEPLOY_ROOT = "~/modeldeck"
+AGENT_MODULE = "modeldeck.core.targets.agent"
+CHUNK = 255 * 1024  # 256 KiB SFTP writes make OpenSSH's sftp-server drop the connection
+RUNTIME_SOURCES = ("index", "wheelhouse")
+_WILDCARD = ("0.0.0.0", "::", "")
+_LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class SshTimeouts:
+    """Per-step deadlines; every remote call has one."""
+
+    connect_s: float = 10.0
+    auth_s: float = 15.0
+    command_s: float = 60.0  # facts, checks, small commands
+    transfer_stall_s: float = 30.0  # an SFTP request unanswered this long fails the transfer
+    install_s: float = 900.0  # creating the runtime venv and pip-installing into it
+    switch_margin_s: float = 120.0  # agent's deploy: health gate's own bounds + this (drain, staging)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    rel: str
+    path: Path
+    sha256: str
+    size: int
+
+
+def parse_ssh_url(url: str) -> tuple[str | None, str, int, str | None, dict[str, str]]:
+    """``ssh://[USER@]HOST[:PORT][/DEPLOY_ROOT][?bind=ADDR]`` -> (user, host, port, deploy root, query).
+
+    A root of ``/~/x`` means ``~/x`` on the host. Raises :class:`TargetError` for anything else.
+    """
+    if not url.startswith("ssh://"):
+        raise TargetError(f"not an SSH target URL: {url!r}", hint="use ssh://USER@HOST[:PORT][/DEPLOY_ROOT]")
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or 22
+    except ValueError:
+        raise TargetError(f"invalid port in target {url!r}", hint="use ssh://USER@HOST:PORT") from None
+    if not host:
+        raise TargetError(f"no host in target {url!r}", hint="use ssh://USER@HOST[:PORT][/DEPLOY_ROOT]")
+    path = unquote(parts.path) or None
+    if path in ("/", ""):
+        path = None
+    if path and path.startswith("/~"):
+        path = path[1:]
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {"bind"}
+    if unknown:
+        raise TargetError(f"unknown option(s) {sorted(unknown)} in target {url!r}", hint="supported: ?bind=ADDRESS")
+    return (unquote(parts.username) if parts.username else None), host, port, path, query
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_files(bundle_dir: Path, manifest: Manifest) -> list[LocalFile]:
+    """Every file of a verified bundle with its sha256 (the manifest's sums; the manifest hashed here)."""
+    out = []
+    for rel, sha in sorted(manifest.files.items()):
+        path = bundle_dir / rel
+        out.append(LocalFile(rel, path, sha, path.stat().st_size))
+    mpath = bundle_dir / MANIFEST_NAME
+    out.append(LocalFile(MANIFEST_NAME, mpath, _sha256_file(mpath), mpath.stat().st_size))
+    return out
+
+
+def systemd_unit(name: str, python: str, deploy_root: str, *, user_mode: bool) -> str:
+    """A unit that brings a deployment back after a reboot (the supervisor restarts crashes meanwhile).
+
+    It runs the agent's ``start``/``stop`` (health-gated like a deploy) rather than the runtime
+    itself, so systemd and ModelDeck never disagree about which release serves.
+    """
+    agent = f"{python} -m {AGENT_MODULE}"
+    return "\n".join(
+        [
+            "[Unit]",
+            f"Description=ModelDeck deployment {name}",
+            "After=network-online.target",
+            "Wants=network-online.target",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            f"ExecStart={agent} start {name} --deploy-root {deploy_root}",
+            f"ExecStop={agent} stop {name} --deploy-root {deploy_root}",
+            "TimeoutStartSec=300",
+            "",
+            "[Install]",
+            f"WantedBy={'default.target' if user_mode else 'multi-user.target'}",
+            "",
+        ]
+    )
+
+
+class SshTarget:
+    """Deployments on one SSH host, under ``deploy_root`` there (default ``~/modeldeck``)."""
+
+    kind = "ssh"
+
+    def __init__(
+        self,
+        endpoint: SshEndpoint,
+        deploy_root: str | None = None,
+        *,
+        known_hosts: KnownHosts | None = None,
+        accept_fingerprint: str | None = None,
+        passphrase: PassphrasePrompt | None = None,
+        runtime_source: str = "index",
+        wheelhouse_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        index_url: str | None = None,
+        bind_host: str = "0.0.0.0",
+        systemd: bool = True,
+        timeouts: SshTimeouts | None = None,
+    ) -> None:
+        if runtime_source not in RUNTIME_SOURCES:
+            raise TargetError(f"unknown runtime source {runtime_source!r}", hint="use index or wheelhouse")
+        self.timeouts = timeouts or SshTimeouts()
+        self.endpoint = replace(
+            endpoint, connect_timeout_s=self.timeouts.connect_s, auth_timeout_s=self.timeouts.auth_s
+        )
+        self.deploy_root = (deploy_root or DEFAULT_DEPLOY_ROOT).rstrip("/") or "/"
+        if known_hosts is None:
+            from modeldeck.core.settings import config_dir
+
+            known_hosts = KnownHosts(config_dir() / "known_hosts")
+        self.known_hosts = known_hosts
+        self.accept_fingerprint = accept_fingerprint
+        self.passphrase = passphrase
+        self.runtime_source = runtime_source
+        self.wheelhouse_dir = wheelhouse_dir
+        if cache_dir is None:
+            from modeldeck.core.settings import data_dir
+
+            cache_dir = data_dir() / "cache" / "ssh"
+        self.cache_dir = cache_dir
+        self.index_url = index_url
+        self.bind_host = bind_host
+        self.systemd = systemd
+        # Test seam: called with (connection, remote .part paths) after the upload, before the checksum check.
+        self.before_verify: Callable[[SshConnection, list[str]], None] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        root: Path | None = None,  # the local deployments dir the CLI passes to every target; unused here
+        identity: Path | str | None = None,
+        accept_host_key: str | None = None,
+        runtime_source: str = "index",
+        **kwargs: Any,
+    ) -> SshTarget:
+        user, host, port, deploy_root, query = parse_ssh_url(url)
+        endpoint = SshEndpoint(host, port, user, identity_files=(Path(identity).expanduser(),) if identity else ())
+        if "bind" in query:
+            kwargs.setdefault("bind_host", query["bind"])
+        return cls(endpoint, deploy_root, accept_fingerprint=accept_host_key, runtime_source=runtime_source, **kwargs)
+
+    @property
+    def url(self) -> str:
+        user = f"{self.endpoint.user}@" if self.endpoint.user else ""
+        port = f":{self.endpoint.port}" if self.endpoint.port != 22 else ""
+        root = self.deploy_root if self.deploy_root.startswith("/") else "/" + self.deploy_root
+        return f"ssh://{user}{self.endpoint.host}{port}{root}"
+
+    @property
+    def label(self) -> str:
+        return self.endpoint.label
+
+    # -- connection and facts ----------------------------------------------------------------------
+    def connect(self) -> SshConnection:
+        """A verified, authenticated connection (see :meth:`SshConnection.open` for the errors)."""
+        return SshConnection.open(
+            self.endpoint, self.known_hosts, accept_fingerprint=self.accept_fingerprint, passphrase=self.passphrase
+        )
+
+    def facts(self, conn: SshConnection | None = None) -> HostFacts:
+        """The host's facts (one round trip; opens a connection if none is given)."""
+        if conn is not None:
+            return detect_facts(conn, self.deploy_root, timeout=self.timeouts.command_s)
+        with self.connect() as c:
+            return detect_facts(c, self.deploy_root, timeout=self.timeouts.command_s)
+
+    def _emit(self, progress: Progress, step: str, message: str, fraction: float | None) -> None:
+        progress(ProgressEvent(step, message, fraction, host=self.label))
+
+    # -- planning ------------------------------------------------------------------------------------
+    def plan(self, bundle_dir: Path, options: DeployOptions) -> Plan:
+        """What :meth:`deploy` would do; connects and inspects the host but changes nothing on it."""
+        manifest = self._checked_bundle(bundle_dir)
+        files = bundle_files(Path(bundle_dir), manifest)
+        with self.connect() as conn:
+            facts = self.facts(conn)
+            check_compatible(facts, self.label)
+            root = facts.deploy_root
+            steps = [PlannedStep("facts", f"{self.label}: {facts.machine}, Python {facts.python_version}")]
+            runtime = self._runtime_version()
+            if runtime not in facts.runtime_versions:
+                steps.append(
+                    PlannedStep("runtime", f"install runtime {runtime} into {root}/runtime ({self.runtime_source})")
+                )
+            missing = self._missing(conn, facts, files) if runtime in facts.runtime_versions else None
+            if missing is None:
+                size = sum(f.size for f in files)
+                steps.append(PlannedStep("transfer", f"upload up to {len(files)} file(s), {size} bytes"))
+            elif missing:
+                size = sum(f.size for f in files if f.sha256 in missing)
+                steps.append(PlannedStep("transfer", f"upload {len(missing)} file(s), {size} bytes"))
+            else:
+                steps.append(PlannedStep("transfer", "nothing to upload: the host holds every file"))
+            steps += [
+                PlannedStep("start", "start the runtime beside the current one on the host"),
+                PlannedStep("health", "wait until ready, check /health and answer the bundle's input example"),
+                PlannedStep("switch", "make it current and drain the old release"),
+            ]
+        from modeldeck.core.targets.releases import name_from_model
+
+        return Plan(self.url, options.name or name_from_model(manifest.model_name), tuple(steps))
+
+    # -- deploy --------------------------------------------------------------------------------------
+    def deploy(
+        self,
+        bundle_dir: Path,
+        options: DeployOptions,
+        progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
+    ) -> DeployResult:
+        """Deploy ``bundle_dir`` to the host, health-gated and start-first (see the module doc).
+
+        Raises :class:`HostKeyError`/:class:`SshAuthError`/:class:`HostUnreachable` before anything
+        runs on the host, :class:`TargetError` for an incompatible host before any transfer,
+        :class:`DeployError` for a failed upload or checksum, :class:`Cancelled` when cancelled;
+        returns ``failed (rolled back)`` when the new release fails its health gate.
+        """
+        _check_cancel(cancel)
+        self._emit(progress, "verify", "verifying the bundle", 0.01)
+        manifest = self._checked_bundle(bundle_dir)
+        files = bundle_files(Path(bundle_dir), manifest)
+        if options.host in ("127.0.0.1", "") and self.bind_host:
+            options = replace(options, host=self.bind_host)
+        self._emit(progress, "connect", f"connecting to {self.label}", 0.02)
+        with self.connect() as conn:
+            facts = self.facts(conn)
+            check_compatible(facts, self.label)
+            _check_cancel(cancel)
+            self._ensure_runtime(conn, facts, progress, cancel)
+            missing = self._missing(conn, facts, files)
+            needed = sum(f.size for f in files if f.sha256 in missing)
+            # The release copies the staged files: room for the upload and one copy of the whole bundle.
+            wanted = needed + sum(f.size for f in files) + (1 << 20)
+            if facts.free_bytes is not None and facts.free_bytes < wanted:
+                raise DeployError(
+                    f"{self.label}: not enough disk under {facts.deploy_root}: {facts.free_bytes} bytes free, "
+                    f"the deploy needs about {wanted}",
+                    hint="free some space on the host (or undeploy old deployments) and deploy again",
+                )
+            if missing:
+                self._upload(conn, facts, [f for f in files if f.sha256 in missing], progress, cancel)
+            else:
+                self._emit(progress, "transfer", "the host already holds every file; nothing to send", 0.5)
+            _check_cancel(cancel)
+            request = {
+                "files": {f.rel: f.sha256 for f in files},
+                "options": agent_protocol.options_to_dict(options),
+            }
+            gate = options.health
+            timeout = (
+                gate.start_period_s
+                + max(gate.retries, 1) * (gate.interval_s + gate.timeout_s) * 2
+                + self.timeouts.switch_margin_s
+            )
+            raw = self._agent(
+                conn, facts, "deploy", request=request, progress=progress, cancel=cancel, timeout=timeout, lifeline=True
+            )
+            result = self._result(raw)
+            if result.ok and result.outcome != "already-installed" and facts.systemd and self.systemd:
+                self._install_unit(conn, facts, result.name)
+            return result
+
+    def _checked_bundle(self, bundle_dir: Path) -> Manifest:
+        path = Path(bundle_dir)
+        if not path.is_dir():
+            raise DeployError(f"bundle {path} does not exist", hint="build one with `modeldeck bundle MODEL_URI`")
+        return verify_bundle(path)
+
+    # -- runtime ---------------------------------------------------------------------------------------
+    def _runtime_version(self) -> str:
+        from modeldeck.core.targets.runtime_dist import runtime_version
+
+        return runtime_version()
+
+    def _python(self, facts: HostFacts, version: str | None = None) -> str:
+        return f"{facts.deploy_root}/{RUNTIME_DIR}/{version or self._runtime_version()}/venv/bin/python"
+
+    def _ensure_runtime(
+        self, conn: SshConnection, facts: HostFacts, progress: Progress, cancel: threading.Event | None
+    ) -> None:
+        """Install this version's runtime venv unless the host has it (an ``installed.json`` marks it complete)."""
+        from modeldeck.core.targets.runtime_dist import runtime_wheel, wheelhouse
+
+        version = self._runtime_version()
+        if version in facts.runtime_versions:
+            return
+        rdir = f"{facts.deploy_root}/{RUNTIME_DIR}/{version}"
+        self._emit(progress, "runtime", f"installing runtime {version} into {rdir} ({self.runtime_source})", 0.05)
+        wheel = runtime_wheel(self.cache_dir / "dist")
+        uploads = [LocalFile(wheel.name, wheel, _sha256_file(wheel), wheel.stat().st_size)]
+        conn.run(
+            f"rm -rf {quote(rdir)} && mkdir -p {quote(rdir + '/dist')}", timeout=self.timeouts.command_s, check=True
+        )
+        if self.runtime_source == "wheelhouse":
+            platform = facts.platform()
+            tag = f"cp{platform.python_version.replace('.', '')}-{platform.machine}-{platform.libc}"
+            local_wh = self.wheelhouse_dir or self.cache_dir / "wheelhouse" / tag
+            wheels = wheelhouse(
+                local_wh, platform, progress=lambda m, f: self._emit(progress, "runtime", m, None), cancel=cancel
+            )
+            remote_wh = f"{facts.deploy_root}/wheelhouse/{tag}"
+            conn.run(f"mkdir -p {quote(remote_wh)}", timeout=self.timeouts.command_s, check=True)
+            have = self._remote_sizes(conn, remote_wh)
+            todo = [LocalFile(w.name, w, "", w.stat().st_size) for w in wheels if have.get(w.name) != w.stat().st_size]
+            self._put_files(conn, [(f, f"{remote_wh}/{f.rel}") for f in todo], progress, cancel, "runtime")
+            source = f"--no-index --find-links {quote(remote_wh)}"
+        else:
+            source = f"--index-url {quote(self.index_url)}" if self.index_url else ""
+        self._put_files(conn, [(f, f"{rdir}/dist/{f.rel}") for f in uploads], progress, cancel, "runtime")
+        _check_cancel(cancel)
+        self._emit(progress, "runtime", "creating the runtime venv and installing its dependencies", 0.15)
+        marker = json.dumps({"version": version, "source": self.runtime_source, "installed_at": time.time()})
+        cmd = (
+            f"{quote(facts.python or 'python3')} -m venv {quote(rdir + '/venv')}"
+            f" && {quote(rdir + '/venv/bin/python')} -m pip install --quiet --disable-pip-version-check --no-input"
+            f" {source} {quote(rdir + '/dist/' + wheel.name)}"
+            f" && printf '%s\\n' {quote(marker)} > {quote(rdir + '/' + INSTALLED_MARKER)}"
+        )
+        result = conn.run(cmd, timeout=self.timeouts.install_s)
+        if not result.ok:
+            conn.run(f"rm -rf {quote(rdir)}", timeout=self.timeouts.command_s)
+            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            raise DeployError(
+                f"{self.label}: installing the runtime failed (exit {result.exit_status})",
+                hint=tail
+                or (
+                    "the host could not reach its package index; try --runtime-source wheelhouse"
+                    if self.runtime_source == "index"
+                    else None
+                ),
+            )
+        log.info("installed runtime %s on %s", version, self.label)
+
+    def _remote_sizes(self, conn: SshConnection, remote_dir: str) -> dict[str, int]:
+        try:
+            return {a.filename: int(a.st_size or 0) for a in conn.sftp().listdir_attr(remote_dir)}
+        except OSError:
+            return {}
+
+    # -- transfer ----------------------------------------------------------------------------------------
+    def _missing(self, conn: SshConnection, facts: HostFacts, files: list[LocalFile]) -> set[str]:
+        raw = self._agent(
+            conn, facts, "have", request={"objects": [f.sha256 for f in files]}, timeout=self.timeouts.command_s
+        )
+        return set(raw.get("missing", []))
+
+    def _upload(
+        self,
+        conn: SshConnection,
+        facts: HostFacts,
+        files: list[LocalFile],
+        progress: Progress,
+        cancel: threading.Event | None,
+    ) -> None:
+        """Upload objects to ``objects/<sha>.part``, check their sha256 on the host, then rename them into place.
+
+        A ``.part`` left by an interrupted upload is resumed from its length; if the resumed file then
+        fails the check it is uploaded once more from scratch. A fresh upload that fails the check is
+        refused (deleted, :class:`DeployError`): the bytes changed on the way or on the host's disk.
+        """
+        store = f"{facts.deploy_root}/{agent_protocol.OBJECTS}"
+        conn.run(f"mkdir -p {quote(store)}", timeout=self.timeouts.command_s, check=True)
+        pending = [(f, f"{store}/{f.sha256}.part") for f in files]
+        resumed = self._put_files(conn, pending, progress, cancel, "transfer", resume=True)
+        bad = self._verify(conn, pending)
+        retry = [(f, p) for f, p in pending if p in bad and p in resumed]
+        if retry:
+            log.info("%s: %d resumed upload(s) failed the checksum; sending them again", self.label, len(retry))
+            for _, p in retry:
+                with contextlib.suppress(OSError):
+                    conn.sftp().remove(p)
+            self._put_files(conn, retry, progress, cancel, "transfer", resume=False)
+            bad = self._verify(conn, retry)
+        if bad:
+            for p in bad:
+                with contextlib.suppress(OSError):
+                    conn.sftp().remove(p)
+            raise DeployError(
+                f"{self.label}: checksum mismatch after upload for {len(bad)} file(s); nothing was activated",
+                hint="the data changed in transit or on the host's disk; deploy again, and check the host's disk",
+            )
+        sftp = conn.sftp()
+        for _f, part in pending:
+            try:
+                sftp.posix_rename(part, part.removesuffix(".part"))
+            except OSError as exc:
+                raise DeployError(f"{self.label}: cannot move {part} into place: {exc}") from exc
+
+    def _verify(self, conn: SshConnection, pending: list[tuple[LocalFile, str]]) -> set[str]:
+        """Remote paths whose sha256 on the host is not the expected one (one ``sha256sum`` for all)."""
+        if self.before_verify is not None:
+            self.before_verify(conn, [p for _, p in pending])
+        paths = " ".join(quote(p) for _, p in pending)
+        script = (
+            f"if command -v sha256sum >/dev/null 2>&1; then sha256sum -- {paths}; "
+            f"else python3 -c 'import hashlib,sys\nfor p in sys.argv[1:]: "
+            f'print(hashlib.sha256(open(p,"rb").read()).hexdigest()+"  "+p)\' {paths}; fi'
+        )
+        timeout = self.timeouts.command_s + sum(f.size for f, _ in pending) / 50e6
+        result = conn.run(script, timeout=timeout)
+        got: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            digest, _, path = line.partition("  ")
+            got[path.strip()] = digest.strip()
+        return {p for f, p in pending if got.get(p) != f.sha256}
+
+    def _put_files(
+        self,
+        conn: SshConnection,
+        items: list[tuple[LocalFile, str]],
+        progress: Progress,
+        cancel: threading.Event | None,
+        step: str,
+        *,
+        resume: bool = False,
+    ) -> set[str]:
+        """Pipelined SFTP uploads with progress; returns the remote paths that were resumed, not restarted."""
+        if not items:
+            return set()
+        sftp = conn.sftp()
+        channel = sftp.get_channel()
+        if channel is not None:
+            channel.settimeout(self.timeouts.transfer_stall_s)
+        total = sum(f.size for f, _ in items) or 1
+        sent = 0
+        resumed: set[str] = set()
+        started = time.monotonic()
+        last_report = 0.0
+        for f, remote in items:
+            offset = 0
+            if resume:
+                with contextlib.suppress(OSError):
+                    st = sftp.stat(remote)
+                    if st.st_mode is not None and stat.S_ISREG(st.st_mode) and 0 < (st.st_size or 0) <= f.size:
+                        offset = int(st.st_size or 0)
+            if offset:
+                resumed.add(remote)
+                log.info("%s: resuming %s at %d of %d bytes", self.label, f.rel, offset, f.size)
+            try:
+                with f.path.open("rb") as src, sftp.open(remote, "ab" if offset else "wb") as dst:
+                    dst.set_pipelined(True)
+                    src.seek(offset)
+                    sent += offset
+                    while True:
+                        _check_cancel(cancel)
+                        chunk = src.read(CHUNK)
+                        if not chunk:
+                            break
+                        dst.write(chunk)
+                        sent += len(chunk)
+                        now = time.monotonic()
+                        if now - last_report > 0.2:
+                            last_report = now
+                            rate = sent / max(now - started, 1e-6) / 1e6
+                            self._emit(
+                                progress,
+                                step,
+                                f"{f.rel}: {sent // 1024} of {total // 1024} KiB ({rate:.0f} MB/s)",
+                                0.2 + 0.25 * sent / total,
+                            )
+            except Cancelled:
+                raise
+            except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+                transport = conn.client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise HostUnreachable(
+                        f"{self.label}: the connection dropped while uploading {f.rel}",
+                        hint="deploy again: the upload resumes where it stopped; the previous release still serves",
+                    ) from exc
+                raise DeployError(
+                    f"{self.label}: uploading {f.rel} failed: {exc}",
+                    hint="check free disk on the host; the previous release still serves",
+                ) from exc
+        elapsed = time.monotonic() - started
+        self._emit(progress, step, f"sent {sent // 1024} KiB in {elapsed:.1f} s", 0.45)
+        return resumed
+
+    # -- the agent ---------------------------------------------------------------------------------------
+    def _agent(
+        self,
+        conn: SshConnection,
+        facts: HostFacts,
+        command: str,
+        *,
+        name: str | None = None,
+        request: dict[str, Any] | None = None,
+        progress: Progress = no_progress,
+        cancel: threading.Event | None = None,
+        timeout: float | None = None,
+        version: str | None = None,
+        lifeline: bool = False,
+        extra: str = "",
+    ) -> Any:
+        """Run one agent command, streaming its progress events; return its result or raise its error.
+
+        Commands that switch releases keep stdin open as the agent's lifeline: cancelling sends
+        ``cancel`` and waits for the agent to clean up; losing the connection closes it.
+        """
+        timeout = timeout or self.timeouts.command_s
+        cmd = (
+            f"{quote(self._python(facts, version))} -m {AGENT_MODULE} {command}"
+            + (f" {quote(name)}" if name else "")
+            + f" --deploy-root {quote(facts.deploy_root)}{extra}"
+        )
+        transport = conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostUnreachable(f"{self.label}: the connection was closed")
+        try:
+            chan = transport.open_session(timeout=self.timeouts.connect_s)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostUnreachable(f"{self.label}: cannot open a session: {exc}") from exc
+        buffer = b""
+        err: list[bytes] = []
+        outcome: dict[str, Any] | None = None
+        deadline = time.monotonic() + timeout
+        cancel_sent_at: float | None = None
+        try:
+            chan.settimeout(0.1)
+            chan.exec_command(cmd)
+            if request is not None:
+                chan.sendall(json.dumps(request).encode() + b"\n")
+            if not lifeline:
+                chan.shutdown_write()
+            while True:
+                if cancel is not None and cancel.is_set() and cancel_sent_at is None:
+                    cancel_sent_at = time.monotonic()
+                    with contextlib.suppress(OSError, paramiko.SSHException):
+                        chan.sendall(b"cancel\n")
+                    deadline = min(deadline, cancel_sent_at + 60.0)
+                while chan.recv_stderr_ready():
+                    err.append(chan.recv_stderr(65536))
+                try:
+                    data = chan.recv(65536)
+                except TimeoutError:
+                    data = None
+                if data:
+                    buffer += data
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        outcome = self._agent_line(line, progress) or outcome
+                elif data == b"":  # EOF on stdout: the agent finished (or died)
+                    break
+                if not transport.is_active():
+                    raise HostUnreachable(
+                        f"{self.label}: the connection dropped during `{command}`",
+                        hint="the host keeps (or returns to) the previous release; run the command again",
+                    )
+                if time.monotonic() > deadline:
+                    raise TargetError(f"{self.label}: the host's agent did not finish `{command}` in {timeout:.0f} s")
+            if buffer.strip():
+                outcome = self._agent_line(buffer, progress) or outcome
+            status_deadline = time.monotonic() + 10
+            while not chan.exit_status_ready() and time.monotonic() < status_deadline:
+                time.sleep(0.01)
+            exit_status = chan.exit_status if chan.exit_status_ready() else -1
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostUnreachable(f"{self.label}: connection lost during `{command}`: {exc}") from exc
+        finally:
+            chan.close()
+        if outcome is None:
+            tail = "\n".join(b"".join(err).decode("utf-8", "replace").strip().splitlines()[-5:])
+            if exit_status == 127 or "No such file" in tail:
+                raise TargetError(
+                    f"{self.label}: the ModelDeck runtime is not installed under {facts.deploy_root}",
+                    hint="deploy once to install it",
+                )
+            raise TargetError(
+                f"{self.label}: the host's agent exited {exit_status} without an answer to `{command}`",
+                hint=tail or None,
+            )
+        if "error" in outcome:
+            raise _agent_error(outcome["error"], self.label)
+        return outcome.get("result")
+
+    def _agent_line(self, line: bytes, progress: Progress) -> dict[str, Any] | None:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            log.debug("%s agent: %s", self.label, line[:200])
+            return None
+        if not isinstance(obj, dict):
+            return None
+        if "event" in obj:
+            ev = obj["event"]
+            progress(ProgressEvent(str(ev.get("step")), str(ev.get("message")), ev.get("fraction"), host=self.label))
+            return None
+        if "result" in obj or "error" in obj:
+            return obj
+        return None
+
+    def _result(self, raw: dict[str, Any]) -> DeployResult:
+        status = self._status(raw["status"]) if raw.get("status") else None
+        return DeployResult(raw["name"], raw["outcome"], status, raw.get("message", ""))
+
+    def _status(self, raw: dict[str, Any]) -> DeploymentStatus:
+        known = {k: v for k, v in raw.items() if k in DeploymentStatus.__dataclass_fields__}
+        endpoint = known.get("endpoint")
+        if endpoint:
+            scheme, _, rest = endpoint.partition("://")
+            host, _, port = rest.rpartition(":")
+            if host in _LOCAL_NAMES and self.bind_host in _WILDCARD:
+                host = self.endpoint.host if ":" not in self.endpoint.host else f"[{self.endpoint.host}]"
+            known["endpoint"] = f"{scheme}://{host}:{port}"
+        known["target_url"] = self.url
+        return DeploymentStatus(**known)
+
+    def _with_agent(self, fn: Callable[[SshConnection, HostFacts, str | None], Any]) -> Any:
+        """Connect, detect facts and pick the installed runtime (this version if present, else the newest)."""
+        with self.connect() as conn:
+            facts = self.facts(conn)
+            mine = self._runtime_version()
+            if mine in facts.runtime_versions:
+                version: str | None = mine
+            else:
+                version = facts.runtime_versions[-1] if facts.runtime_versions else None
+            return fn(conn, facts, version)
+
+    # -- the rest of the protocol ----------------------------------------------------------------------
+    def status(self, name: str | None = None) -> list[DeploymentStatus]:
+        """Deployments on the host (state file + supervisor liveness + ``/health``, all read on the host)."""
+
+        def run(conn: SshConnection, facts: HostFacts, version: str | None) -> list[DeploymentStatus]:
+            if version is None:
+                if name:
+                    raise DeployError(f"no deployment named {name!r} on {self.label}", hint="see `modeldeck status`")
+                return []
+            raw = self._agent(conn, facts, "status", name=name, version=version)
+            return [self._status(s) for s in raw]
+
+        return list(self._with_agent(run))
+
+    def _switching(self, command: str, name: str, progress: Progress, cancel: threading.Event | None) -> DeployResult:
+        def run(conn: SshConnection, facts: HostFacts, version: str | None) -> DeployResult:
+            if version is None:
+                raise DeployError(f"no deployment named {name!r} on {self.label}")
+            raw = self._agent(
+                conn,
+                facts,
+                command,
+                name=name,
+                version=version,
+                progress=progress,
+                cancel=cancel,
+                lifeline=True,
+                timeout=300.0,
+            )
+            return self._result(raw)
+
+        return self._with_agent(run)  # type: ignore[no-any-return]
+
+    def rollback(
+        self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None
+    ) -> DeployResult:
+        """Switch back to the host's recorded previous release (health-gated, start-first)."""
+        return self._switching("rollback", name, progress, cancel)
+
+    def start(self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None) -> DeployResult:
+        """Start a stopped deployment's active release again (health-gated)."""
+        return self._switching("start", name, progress, cancel)
+
+    def stop(self, name: str) -> DeploymentStatus:
+        """Drain and stop the deployment's runtime on the host; it stays installed."""
+
+        def run(conn: SshConnection, facts: HostFacts, version: str | None) -> DeploymentStatus:
+            if version is None:
+                raise DeployError(f"no deployment named {name!r} on {self.label}")
+            return self._status(self._agent(conn, facts, "stop", name=name, version=version, timeout=120.0))
+
+        return self._with_agent(run)  # type: ignore[no-any-return]
+
+    def logs(self, name: str, lines: int = 200) -> str:
+        """The last ``lines`` lines of the deployment's runtime log on the host."""
+
+        def run(conn: SshConnection, facts: HostFacts, version: str | None) -> str:
+            if version is None:
+                raise DeployError(f"no deployment named {name!r} on {self.label}")
+            raw = self._agent(conn, facts, "logs", name=name, version=version, extra=f" --lines {int(lines)}")
+            return str(raw.get("text", ""))
+
+        return self._with_agent(run)  # type: ignore[no-any-return]
+
+    def input_example(self, name: str) -> dict[str, Any] | None:
+        """The active release's input example as an ``/invocations`` body (None if it has none)."""
+
+        def run(conn: SshConnection, facts: HostFacts, version: str | None) -> Any:
+            if version is None:
+                raise DeployError(f"no deployment named {name!r} on {self.label}")
+            return self._agent(conn, facts, "input-example", name=name, version=version).get("example")
+
+        return self._with_agent(run)  # type: ignore[no-any-return]
+
+    def undeploy(self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None) -> None:
+        """Stop every process of the deployment on the host and remove it (releases, logs, state, unit)."""
+
+        def run(conn: SshConnection, facts: HostFacts, version: str | None) -> None:
+            if version is None:
+                raise DeployError(f"no deployment named {name!r} on {self.label}")
+            self._agent(conn, facts, "undeploy", name=name, version=version, progress=progress, timeout=120.0)
+            if facts.systemd and self.systemd:
+                self._remove_unit(conn, facts, name)
+
+        self._with_agent(run)
+
+    # -- systemd (generated and installed when the host runs systemd; not exercised by the test suite) ---
+    def _unit_path(self, facts: HostFacts, name: str) -> tuple[str, str]:
+        unit = f"modeldeck-{name}.service"
+        if facts.systemd == "system" and self.endpoint.user == "root":
+            return f"/etc/systemd/system/{unit}", "systemctl"
+        return f"{facts.home}/.config/systemd/user/{unit}", "systemctl --user"
+
+    def _install_unit(self, conn: SshConnection, facts: HostFacts, name: str) -> None:
+        path, ctl = self._unit_path(facts, name)
+        text = systemd_unit(name, self._python(facts), facts.deploy_root, user_mode=ctl != "systemctl")
+        unit = posixpath.basename(path)
+        cmd = (
+            f"mkdir -p {quote(posixpath.dirname(path))} && printf '%s' {quote(text)} > {quote(path)}"
+            f" && {ctl} daemon-reload && {ctl} enable {quote(unit)}"
+        )
+        result = conn.run(cmd, timeout=self.timeouts.command_s)
+        if not result.ok:  # the deployment serves anyway; only reboot persistence is missing
+            log.warning("%s: could not enable %s: %s", self.label, unit, result.stderr.strip()[-300:])
+
+    def _remove_unit(self, conn: SshConnection, facts: HostFacts, name: str) -> None:
+        path, ctl = self._unit_path(facts, name)
+        unit = posixpath.basename(path)
+        conn.run(
+            f"if [ -f {quote(path)} ]; then {ctl} disable {quote(unit)}; rm -f {quote(path)}; {ctl} daemon-reload; fi",
+            timeout=self.timeouts.command_s,
+        )
+
+
+def _agent_error(data: dict[str, Any], label: str) -> ModelDeckError:
+    kind: Any = getattr(errors, str(data.get("type")), None)
+    message = f"{label}: {data.get('message')}"
+    hint = data.get("hint")
+    if kind is Cancelled:
+        return Cancelled(message)
+    if isinstance(kind, type) and issubclass(kind, ModelDeckError):
+        with contextlib.suppress(TypeError):  # classes with their own constructor (host-key errors) fall through
+            return kind(message, hint=hint)
+    return DeployError(message, hint=hint)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
