@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from modeldeck.core.cli import fleet
 from modeldeck.core.errors import DeployError
 
 DEFAULT_TARGET = "local://"
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "only takes over once healthy; on failure the old one keeps serving.",
     )
     p.add_argument("source", metavar="MODEL_URI|BUNDLE_DIR", help="e.g. models:/iris/3, models:/iris@prod or ./bundle")
-    p.add_argument("--target", "-t", required=True, metavar="URL", help="where to deploy: local://PORT")
+    p.add_argument("--target", "-t", metavar="URL", help="where to deploy: local://PORT (or --hosts)")
     p.add_argument("--name", help="deployment name (default: the model name)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; change nothing")
     p.add_argument("--max-batch-size", type=int, default=32, metavar="N", help="requests batched per inference")
@@ -43,12 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _docker_deploy_args(p)
+    fleet.add_hosts_args(p)
     p.set_defaults(handler=cmd_deploy)
 
     p = sub.add_parser("status", help="list deployments and their state")
     p.add_argument("name", nargs="?", help="only this deployment")
     _target_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    fleet.add_hosts_args(p, timeouts=False)
     p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("logs", help="print the tail of a deployment's runtime log")
@@ -68,6 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         _target_arg(p)
         if verb in ("start", "rollback"):
             p.add_argument("--json", action="store_true", help="print the result as JSON")
+        if verb == "rollback":
+            fleet.add_hosts_args(p, timeouts=False)
         p.set_defaults(handler=handler)
 
 
@@ -192,6 +197,8 @@ def resolve_source(source: str, args: argparse.Namespace, cancel: threading.Even
 def cmd_deploy(args: argparse.Namespace) -> int:
     from modeldeck.core.targets.base import DeployOptions, HealthGate
 
+    if args.hosts or not args.target:
+        return fleet.cmd_deploy_hosts(args)
     target = _target(args)
     extra = _docker_extra(args)
     if extra and getattr(target, "kind", "") != "docker":
@@ -258,6 +265,8 @@ def _report(result: Any, as_json: bool) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.hosts:
+        return fleet.cmd_status_hosts(args)
     statuses = _target(args).status(args.name)
     if args.json:
         _print_json(statuses)
@@ -309,6 +318,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    if args.hosts:
+        return fleet.cmd_rollback_hosts(args)
     target = _target(args)
     result = _with_cancel_on_sigint(lambda c: target.rollback(args.name, progress=_progress_printer(), cancel=c))
     return _report(result, args.json)

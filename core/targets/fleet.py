@@ -325,8 +325,10 @@ def _locked(progress: Progress) -> Progress:
 
 
 def _for_host(progress: Progress, host: str) -> Progress:
+    """Events tagged with the member's name (a target's own ``host=`` may be an address, not the fleet name)."""
+
     def emit(event: ProgressEvent) -> None:
-        progress(event if event.host else replace(event, host=host))
+        progress(event if event.host == host else replace(event, host=host))
 
     return emit
 
