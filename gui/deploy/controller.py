@@ -1,4 +1,5 @@
-"""Wires the deploy UI into the main window: the Deployments page and the Bundle…/Deploy locally… actions.
+"""Wires the deploy UI into the main window: the Deployments page and the Bundle…/Deploy locally…/
+Build image…/Deploy to Docker… actions.
 
 The actions act on the version selected in the Registry page (toolbar, a "Deploy" menu and
 the versions table's context menu); they are enabled only while a version is selected.
@@ -12,7 +13,9 @@ from modeldeck.core.registry.types import ModelVersion
 from modeldeck.core.targets.base import DeployResult
 from modeldeck.core.targets.local import LocalTarget
 from modeldeck.gui.deploy.dialogs import BundleDialog, DeployDialog
+from modeldeck.gui.deploy.docker_dialogs import BuildImageDialog, DockerDeployDialog
 from modeldeck.gui.deploy.page import DeploymentsPage
+from modeldeck.gui.deploy.tasks import catalog_urls
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction
 
@@ -28,11 +31,15 @@ class DeployUI(QObject):
         self.window = window
         self.target = LocalTarget(window.settings.deployments_dir)
         kwargs = {} if refresh_ms is None else {"refresh_ms": refresh_ms}
-        self.page = DeploymentsPage(self.target, **kwargs)
+        self.page = DeploymentsPage(
+            self.target, extra_targets=catalog_urls, deployments_dir=window.settings.deployments_dir, **kwargs
+        )
         self.page_index = window.add_page("Deployments", self.page)
         self.page.statusMessage.connect(window.show_status)
         self.bundle_dialog: BundleDialog | None = None
         self.deploy_dialog: DeployDialog | None = None
+        self.build_image_dialog: BuildImageDialog | None = None
+        self.docker_dialog: DockerDeployDialog | None = None
 
         self.bundle_action = QAction("Bundle…", window)
         self.bundle_action.setToolTip("Build a verified ONNX bundle of the selected version")
@@ -40,12 +47,22 @@ class DeployUI(QObject):
         self.deploy_action = QAction("Deploy locally…", window)
         self.deploy_action.setToolTip("Bundle the selected version and serve it on this machine")
         self.deploy_action.triggered.connect(self.open_deploy_dialog)
+        self.build_image_action = QAction("Build image…", window)
+        self.build_image_action.setToolTip("Bundle the selected version and build a container image of it")
+        self.build_image_action.triggered.connect(self.open_build_image_dialog)
+        self.docker_action = QAction("Deploy to Docker…", window)
+        self.docker_action.setToolTip("Bundle the selected version and run it on a Docker engine")
+        self.docker_action.triggered.connect(self.open_docker_dialog)
         window.toolbar.addSeparator()
         window.toolbar.addAction(self.bundle_action)
         window.toolbar.addAction(self.deploy_action)
+        window.toolbar.addAction(self.docker_action)
         menu = window.menuBar().addMenu("&Deploy")
         menu.addAction(self.bundle_action)
         menu.addAction(self.deploy_action)
+        menu.addSeparator()
+        menu.addAction(self.build_image_action)
+        menu.addAction(self.docker_action)
 
         selection = window.registry_page.version_view.selectionModel()
         selection.currentRowChanged.connect(self._update_actions)
@@ -60,8 +77,8 @@ class DeployUI(QObject):
 
     def _update_actions(self, *_: object) -> None:
         enabled = self.selected_version() is not None
-        self.bundle_action.setEnabled(enabled)
-        self.deploy_action.setEnabled(enabled)
+        for action in (self.bundle_action, self.deploy_action, self.build_image_action, self.docker_action):
+            action.setEnabled(enabled)
 
     def open_bundle_dialog(self) -> BundleDialog | None:
         version = self.selected_version()
@@ -82,8 +99,27 @@ class DeployUI(QObject):
         dialog.open()
         return dialog
 
-    def _deployed(self, result: DeployResult) -> None:
-        self.page.refresh(select=result.name if result.ok else None)
+    def open_build_image_dialog(self) -> BuildImageDialog | None:
+        version = self.selected_version()
+        if version is None:
+            return None
+        dialog = BuildImageDialog(self.window.settings, version, self.window)
+        self.build_image_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def open_docker_dialog(self) -> DockerDeployDialog | None:
+        version = self.selected_version()
+        if version is None:
+            return None
+        dialog = DockerDeployDialog(self.window.settings, version, self.window)
+        dialog.deployed.connect(self._deployed)
+        self.docker_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _deployed(self, result: DeployResult, target_url: str | None = None) -> None:
+        self.page.refresh(select=result.name if result.ok else None, target=target_url)
 
 
 def install_deploy_ui(window: MainWindow, **kwargs: int) -> DeployUI:

@@ -1,7 +1,10 @@
-"""The Deployments page: a table of deployments refreshed off the UI thread, their actions, and Try it.
+"""The Deployments page: the deployments of every known target, their actions, and Try it.
 
-The table refreshes every few seconds through a worker (a refresh never overlaps the previous
-one); Start/Stop/Rollback/Undeploy run in workers too and report inline, never modally.
+The table lists the local target and every target in the catalog (remembered deploys, inventory
+hosts), refreshed every few seconds through a worker that asks all targets concurrently under
+one deadline -- a target that cannot be asked is one "unreachable" row with its reason. A
+refresh never overlaps the previous one, and a superseded one is dropped. Start/Stop/Rollback/
+Undeploy/Logs/Try it go to the selected row's own target, in workers, and report inline.
 """
 
 from __future__ import annotations
@@ -9,14 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from modeldeck.core.targets.base import DeploymentStatus, Target
+from modeldeck.core.targets.catalog import TargetListing
 from modeldeck.core.targets.health import HttpAnswer
 from modeldeck.gui import style
 from modeldeck.gui.deploy import tasks
-from modeldeck.gui.deploy.models import DeploymentTableModel
-from modeldeck.gui.deploy.tasks import pretty_json
+from modeldeck.gui.deploy.models import DeploymentRow, DeploymentTableModel, TargetRole, target_label
+from modeldeck.gui.deploy.tasks import TargetPool, pretty_json
 from modeldeck.gui.registry.models import ObjectRole, RawRole
 from modeldeck.gui.widgets import MessageBanner
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
@@ -45,6 +51,7 @@ from PySide6.QtWidgets import (
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 3000
+LIST_TIMEOUT_S = 8.0  # a target silent this long is shown as unreachable
 
 
 def _mono_editor(read_only: bool) -> QPlainTextEdit:
@@ -62,9 +69,10 @@ class TryItPanel(QWidget):
     answered = Signal(object)  # HttpAnswer
     requestFailed = Signal(str)
 
-    def __init__(self, target: Target, parent: QWidget | None = None) -> None:
+    def __init__(self, pool: TargetPool, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.target = target
+        self.pool = pool
+        self.target_url = pool.primary.url
         self.status: DeploymentStatus | None = None
         self._example_channel = Channel("input example")
         self._send_channel = Channel("try it")
@@ -125,22 +133,27 @@ class TryItPanel(QWidget):
         shortcut.activated.connect(self.send)
         self._update_enabled()
 
-    def set_deployment(self, status: DeploymentStatus | None) -> None:
-        """Show ``status`` (None: nothing selected); a new deployment reloads its example."""
-        previous = self.status
+    def set_deployment(self, status: DeploymentStatus | None, target_url: str | None = None) -> None:
+        """Show ``status`` on the target listed as ``target_url`` (None: nothing selected).
+
+        A different deployment reloads its input example.
+        """
+        previous, previous_url = self.status, self.target_url
         self.status = status
+        self.target_url = target_url or self.pool.primary.url
         if status is None:
             self.endpoint_label.setText("Select a deployment.")
         else:
             where = status.endpoint or "no endpoint"
             self.endpoint_label.setText(f"POST {where}/invocations  ·  {status.name} ({status.state})")
-        if status is not None and (previous is None or previous.name != status.name):
+        if status is not None and (previous is None or previous.name != status.name or previous_url != self.target_url):
             self.request_edit.clear()
             self.response_view.clear()
             self.response_status.clear()
             run_task(
-                tasks.input_example_text,
-                self.target,
+                tasks.example_of,
+                self.pool,
+                self.target_url,
                 status.name,
                 on_result=self._example_loaded,
                 on_error=lambda e: self._show_request_error(f"Could not read the input example: {describe_error(e)}"),
@@ -220,10 +233,12 @@ class TryItPanel(QWidget):
 class LogViewer(QDialog):
     """The tail of a deployment's runtime log, loaded in a worker (Refresh reloads it)."""
 
-    def __init__(self, target: Target, name: str, parent: QWidget | None = None, lines: int = 500) -> None:
+    def __init__(
+        self, pool: TargetPool, target_url: str, name: str, parent: QWidget | None = None, lines: int = 500
+    ) -> None:
         super().__init__(parent)
-        self.target, self.name, self.lines = target, name, lines
-        self.setWindowTitle(f"Logs — {name}")
+        self.pool, self.target_url, self.name, self.lines = pool, target_url, name, lines
+        self.setWindowTitle(f"Logs — {name} on {target_label(target_url)}")
         self.resize(900, 520)
         layout = QVBoxLayout(self)
         self.info = QLabel(f"Last {lines} lines of the runtime log of {name}")
@@ -242,7 +257,9 @@ class LogViewer(QDialog):
 
     def reload(self) -> None:
         run_task(
-            self.target.logs,
+            tasks.logs_of,
+            self.pool,
+            self.target_url,
             self.name,
             self.lines,
             on_result=self._loaded,
@@ -294,17 +311,33 @@ class StateDelegate(QStyledItemDelegate):
 class DeploymentsPage(QWidget):
     """Table of deployments (left), Try it (right), actions above the table."""
 
-    refreshed = Signal(list)  # list[DeploymentStatus]
+    refreshed = Signal(list)  # list[DeploymentStatus] of the primary (local) target
+    listed = Signal(list)  # list[TargetListing] of every target
     operationFinished = Signal(str, object)  # verb, result
     operationFailed = Signal(str, str)  # verb, message
     statusMessage = Signal(str)
 
-    def __init__(self, target: Target, parent: QWidget | None = None, *, refresh_ms: int = REFRESH_MS) -> None:
+    def __init__(
+        self,
+        target: Target,
+        parent: QWidget | None = None,
+        *,
+        refresh_ms: int = REFRESH_MS,
+        extra_targets: Callable[[], list[str]] | None = None,
+        deployments_dir: Path | None = None,
+        list_timeout_s: float = LIST_TIMEOUT_S,
+    ) -> None:
+        """``target`` is the primary (local) target; ``extra_targets`` returns the URLs of the others
+        (called in the refresh worker, e.g. :func:`tasks.catalog_urls`)."""
         super().__init__(parent)
         self.target = target
+        self.pool = TargetPool(target, deployments_dir=deployments_dir, extra_urls=extra_targets)
+        self.list_timeout_s = list_timeout_s
         self._refreshing: TaskHandle | None = None
-        self._busy: set[str] = set()  # deployments with an operation in flight
-        self._select_after_refresh: str | None = None
+        self._refresh_channel = Channel("deployments")
+        self._scrapes: dict[str, Any] = {}
+        self._busy: set[tuple[str, str]] = set()  # (target URL, deployment) with an operation in flight
+        self._select_after_refresh: tuple[str, str | None] | None = None
         self._refresh_again = False
         self.log_viewers: list[LogViewer] = []
         self._build()
@@ -335,6 +368,8 @@ class DeploymentsPage(QWidget):
         self.rollback_button = QPushButton("Rollback")
         self.undeploy_button = QPushButton("Undeploy…")
         self.logs_button = QPushButton("Logs…")
+        self.forget_button = QPushButton("Forget target")
+        self.forget_button.setToolTip("Stop listing this target here (its deployments are not touched)")
         self.start_button.setToolTip("Start the stopped deployment again (health-checked)")
         self.stop_button.setToolTip("Drain and stop the runtime; it stays installed")
         self.rollback_button.setToolTip("Switch back to the previous release (health-checked, start-first)")
@@ -346,6 +381,7 @@ class DeploymentsPage(QWidget):
             self.rollback_button,
             self.undeploy_button,
             self.logs_button,
+            self.forget_button,
         ):
             head.addWidget(b)
         left_layout.addLayout(head)
@@ -364,7 +400,7 @@ class DeploymentsPage(QWidget):
         self.view.setShowGrid(False)
         self.view.setWordWrap(False)
         self.view.setSortingEnabled(True)
-        self.view.sortByColumn(DeploymentTableModel.NAME, Qt.SortOrder.AscendingOrder)
+        self.view.sortByColumn(DeploymentTableModel.TARGET, Qt.SortOrder.AscendingOrder)  # grouped by target
         self.view.verticalHeader().hide()
         self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
         header = self.view.horizontalHeader()
@@ -372,9 +408,11 @@ class DeploymentsPage(QWidget):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((0, 150), (1, 150), (2, 70), (3, 90), (4, 200)):
+        for col, width in ((0, 130), (1, 130), (2, 60), (3, 100), (4, 180), (5, 170), (6, 60), (7, 80)):
             self.view.setColumnWidth(col, width)
-        self.empty_label = QLabel("No deployments yet. Select a version in the Registry and choose “Deploy locally…”.")
+        self.empty_label = QLabel(
+            "No deployments yet. Select a version in the Registry and choose “Deploy locally…” or “Deploy to Docker…”."
+        )
         self.empty_label.setProperty("role", "empty")
         self.empty_label.setWordWrap(True)
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
@@ -392,7 +430,7 @@ class DeploymentsPage(QWidget):
         left_layout.addWidget(self.details)
         splitter.addWidget(left)
 
-        self.try_it = TryItPanel(self.target)
+        self.try_it = TryItPanel(self.pool)
         splitter.addWidget(self.try_it)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
@@ -404,6 +442,7 @@ class DeploymentsPage(QWidget):
         self.rollback_button.clicked.connect(lambda: self._operate("rollback"))
         self.undeploy_button.clicked.connect(self._confirm_undeploy)
         self.logs_button.clicked.connect(self.show_logs)
+        self.forget_button.clicked.connect(self._confirm_forget)
         self.view.selectionModel().currentRowChanged.connect(self._selection_changed)
         self.table_model.dataChanged.connect(self._selection_changed)
         self.table_model.rowsInserted.connect(self._rows_changed)
@@ -425,41 +464,54 @@ class DeploymentsPage(QWidget):
         if self._refreshing is None or self._refreshing.done:
             self.refresh()
 
-    def refresh(self, *, select: str | None = None) -> None:
-        """Reload the listing in a worker, unless a refresh is still in flight (then just wait for it).
+    def refresh(self, *, select: str | None = None, target: str | None = None, restart: bool = False) -> None:
+        """Reload every target's listing in a worker, unless a refresh is in flight (then wait for it).
 
-        ``select`` names a deployment to select once the listing arrives (e.g. one just deployed).
+        ``select`` names a deployment (on ``target``, if given) to select once the listing arrives
+        (e.g. one just deployed). ``restart`` drops the refresh in flight (its result would be
+        stale, e.g. a target was forgotten) and starts a new one.
         """
         if select is not None:
-            self._select_after_refresh = select
-        if self._refreshing is not None and not self._refreshing.done:
+            self._select_after_refresh = (select, target)
+        if self._refreshing is not None and not self._refreshing.done and not restart:
             self._refresh_again = True  # an explicit request wants data newer than the one in flight
             return
         self._refreshing = run_task(
-            tasks.statuses,
-            self.target,
+            tasks.list_all,
+            self.pool,
+            dict(self._scrapes),
+            timeout=self.list_timeout_s,
             on_result=self._refreshed,
             on_error=self._refresh_failed,
+            channel=self._refresh_channel,
             name="refresh deployments",
             owner=self,
         )
 
-    def _refreshed(self, statuses: list[DeploymentStatus]) -> None:
-        self.table_model.set_statuses(statuses)
-        if self._select_after_refresh is not None and self.select(self._select_after_refresh):
+    def _refreshed(self, result: tasks.AllListings) -> None:
+        listings: list[TargetListing] = result.listings
+        self._scrapes = result.scrapes
+        self.table_model.set_listings(listings)
+        if self._select_after_refresh is not None and self.select(*self._select_after_refresh):
             self._select_after_refresh = None
         if self._refresh_again:  # something changed while this refresh was in flight
             self._refresh_again = False
             QTimer.singleShot(0, self.refresh)
+        statuses = [s for listing in listings for s in listing.statuses]
         running = sum(s.state == "running" for s in statuses)
+        unreachable = sum(not listing.reachable for listing in listings)
+        where = f" on {len(listings)} target{'s' * (len(listings) != 1)}" if len(listings) > 1 else ""
+        problems = f", {unreachable} unreachable" if unreachable else ""
         self.footer.setText(
-            f"{len(statuses)} deployment{'s' * (len(statuses) != 1)}, {running} running  ·  "
+            f"{len(statuses)} deployment{'s' * (len(statuses) != 1)}{where}, {running} running{problems}  ·  "
             f"refreshed {time.strftime('%H:%M:%S')}"
         )
-        if self.view.currentIndex().row() < 0 and statuses:
+        if self.view.currentIndex().row() < 0 and self.table_model.rowCount():
             self.view.selectRow(0)
         self._selection_changed()
-        self.refreshed.emit(statuses)
+        primary = next((listing for listing in listings if listing.url == self.pool.primary.url), None)
+        self.refreshed.emit(list(primary.statuses) if primary is not None else [])
+        self.listed.emit(listings)
 
     def _refresh_failed(self, error: BaseException) -> None:
         self.banner.show_message(f"Could not list deployments: {describe_error(error)}", action=self.refresh)
@@ -469,8 +521,17 @@ class DeploymentsPage(QWidget):
         index = self.view.currentIndex()
         return index.data(ObjectRole) if index.isValid() else None
 
-    def select(self, name: str) -> bool:
-        row = self.table_model.row_of(name)
+    def current_row(self) -> DeploymentRow | None:
+        index = self.view.currentIndex()
+        return self.table_model.row_at(self.proxy.mapToSource(index).row()) if index.isValid() else None
+
+    def current_target_url(self) -> str:
+        index = self.view.currentIndex()
+        return str(index.data(TargetRole)) if index.isValid() else self.pool.primary.url
+
+    def select(self, name: str, target: str | None = None) -> bool:
+        """Select deployment ``name`` (on the target listed as ``target``, else on any); False if not listed."""
+        row = self.table_model.row_of(name, target)
         if row < 0:
             return False
         self.view.selectRow(self.proxy.mapFromSource(self.table_model.index(row, 0)).row())
@@ -483,42 +544,46 @@ class DeploymentsPage(QWidget):
 
     def _selection_changed(self, *_: Any) -> None:
         s = self.current_status()
-        busy = s is not None and s.name in self._busy
+        url = self.current_target_url()
+        row = self.current_row()
+        busy = s is not None and (url, s.name) in self._busy
         running = s is not None and s.state in ("running", "starting", "unknown")
         self.start_button.setEnabled(s is not None and not busy and not running)
         self.stop_button.setEnabled(s is not None and not busy and running)
         self.rollback_button.setEnabled(s is not None and not busy and bool(s.previous_release_id))
         self.undeploy_button.setEnabled(s is not None and not busy)
         self.logs_button.setEnabled(s is not None)
+        self.forget_button.setVisible(row is not None and row.target != self.pool.primary.url)
         if s is None:
-            self.details.setText("")
+            self.details.setText(
+                f"{target_label(row.target)} is unreachable: {row.error}" if row is not None and row.error else ""
+            )
         else:
             extra = f" — {s.message}" if s.message else ""
             self.details.setText(
                 f"{s.name}: release {s.release_id or '-'}, previous {s.previous_release_id or '-'}, "
                 f"bundle {(s.bundle_sha256 or '-')[:12]}, pid {s.pid or '-'}{extra}"
             )
-        self.try_it.set_deployment(s)
+        self.try_it.set_deployment(s, url)
 
-    def _operate(self, verb: str, name: str | None = None) -> TaskHandle | None:
-        status = (
-            self.current_status()
-            if name is None
-            else next((s for s in self.table_model.statuses() if s.name == name), None)
-        )
+    def _operate(self, verb: str, name: str | None = None, target: str | None = None) -> TaskHandle | None:
+        """Run ``verb`` on deployment ``name`` of the target listed as ``target`` (default: the selected row)."""
+        if name is None:
+            status, url = self.current_status(), self.current_target_url()
+        else:
+            at = self.table_model.row_of(name, target)
+            row = self.table_model.row_at(at)
+            status, url = (row.status, row.target) if row is not None else (None, "")
         if status is None:
             return None
         name = status.name
-        fn = getattr(self.target, verb, None)
-        if fn is None:
-            self.banner.show_message(f"This target cannot {verb} a deployment.")
-            return None
-        self._busy.add(name)
+        key = (url, name)
+        self._busy.add(key)
         self._selection_changed()
         self.statusMessage.emit(f"{verb.capitalize()} {name}…")
 
         def done(result: Any) -> None:
-            self._busy.discard(name)
+            self._busy.discard(key)
             ok = getattr(result, "ok", True)
             message = getattr(result, "message", "") or ""
             if not ok:
@@ -531,7 +596,7 @@ class DeploymentsPage(QWidget):
             self.refresh()
 
         def failed(error: BaseException) -> None:
-            self._busy.discard(name)
+            self._busy.discard(key)
             text = describe_error(error)
             self.banner.show_message(f"{verb.capitalize()} {name} failed: {text}")
             self.operationFailed.emit(verb, text)
@@ -539,25 +604,64 @@ class DeploymentsPage(QWidget):
             self.refresh()
 
         return run_task(
-            tasks.operate, self.target, verb, name, on_result=done, on_error=failed, name=f"{verb} {name}", owner=self
+            tasks.operate_on,
+            self.pool,
+            url,
+            verb,
+            name,
+            on_result=done,
+            on_error=failed,
+            name=f"{verb} {name} on {url}",
+            owner=self,
         )
 
     def _confirm_undeploy(self) -> None:
         s = self.current_status()
         if s is None:
             return
+        url = self.current_target_url()
+        where = "" if url == self.pool.primary.url else f" on {url}"
         self.banner.show_message(
-            f"Undeploy {s.name}? This stops it and removes all its releases and logs.",
+            f"Undeploy {s.name}{where}? This stops it and removes all its releases and logs.",
             kind="warning",
             action_text="Undeploy",
-            action=lambda: self._operate("undeploy", s.name),
+            action=lambda: self._operate("undeploy", s.name, url),
+        )
+
+    def _confirm_forget(self) -> None:
+        row = self.current_row()
+        if row is None or row.target == self.pool.primary.url:
+            return
+        self.banner.show_message(
+            f"Stop listing {row.target} here? Its deployments keep running; deploying to it lists it again.",
+            kind="warning",
+            action_text="Forget",
+            action=lambda: self.forget_target(row.target),
+        )
+
+    def forget_target(self, url: str) -> TaskHandle:
+        """Remove ``url`` from the catalog (in a worker), then list again without it."""
+        from modeldeck.core.targets import catalog
+
+        def forgotten(_was_known: bool) -> None:
+            self.pool.drop(url)
+            self.statusMessage.emit(f"Forgot target {url}")
+            self.refresh(restart=True)
+
+        return run_task(
+            catalog.forget,
+            url,
+            on_result=forgotten,
+            on_error=lambda e: self.banner.show_message(f"Could not forget {url}: {describe_error(e)}"),
+            name=f"forget {url}",
+            owner=self,
         )
 
     def show_logs(self) -> LogViewer | None:
         s = self.current_status()
         if s is None:
             return None
-        viewer = LogViewer(self.target, s.name, self)
+        viewer = LogViewer(self.pool, self.current_target_url(), s.name, self)
         self.log_viewers.append(viewer)
         viewer.finished.connect(lambda _r: self.log_viewers.remove(viewer) if viewer in self.log_viewers else None)
         viewer.open()
