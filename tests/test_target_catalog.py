@@ -143,3 +143,21 @@ def test_status_all_opens_urls_inside_the_pool_and_reports_open_errors_per_targe
     )
     assert listings[0].reachable and listings[0].statuses == ()
     assert not listings[1].reachable and listings[1].kind == "ssh"
+
+
+def test_inventory_hosts_are_listed_and_an_unreachable_one_is_a_row_with_its_reason() -> None:
+    from modeldeck.core.inventory.hosts import Host, Inventory
+
+    port = closed_port()
+    Inventory.for_config_dir(config_dir()).add(Host(name="edge-1", hostname="127.0.0.1", port=port, user="deploy"))
+    url = catalog.known_targets()[1].url
+    assert url.startswith(f"ssh://deploy@127.0.0.1:{port}/")
+    catalog.remember(url)  # the same host, deployed to by URL: still listed once, as the inventory host
+    known = catalog.known_targets()
+    assert [(t.source, t.host) for t in known] == [("local", None), ("inventory", "edge-1")]
+
+    t0 = time.monotonic()
+    [listing] = catalog.status_all([url], timeout=20, opener=lambda u: catalog.open_known(u, host="edge-1"))
+    assert time.monotonic() - t0 < 20
+    assert not listing.reachable and listing.kind == "ssh"
+    assert "127.0.0.1" in listing.error

@@ -48,6 +48,7 @@ class KnownTarget:
     url: str
     source: str
     last_deployed: str | None = None  # ISO-8601 UTC of the last successful deploy recorded
+    host: str | None = None  # inventory host name: opened from the inventory (jump hosts, keys), not the URL
 
     @property
     def kind(self) -> str:
@@ -185,40 +186,63 @@ def forget(url: str, *, config_dir: Path | None = None) -> bool:
     return True
 
 
-def _inventory_urls(config_dir: Path | None) -> list[str]:
-    """Target URLs of the inventory's hosts, if the inventory module exists (it is optional here)."""
+def _inventory_targets() -> list[KnownTarget]:
+    """One entry per inventory host (URL as its SSH target names itself); [] without an inventory.
+
+    Resolving a host never connects. A host the inventory cannot resolve is skipped (logged):
+    the inventory page is where that is reported.
+    """
     try:
-        from modeldeck.core.inventory import hosts as inventory  # type: ignore[attr-defined]
+        from modeldeck.core.inventory.hosts import Inventory
+        from modeldeck.core.targets.ssh_hosts import default_inventory, targets_for_hosts
     except ImportError:
         return []
-    for name in ("target_urls", "list_target_urls"):
-        fn = getattr(inventory, name, None)
-        if callable(fn):
-            try:
-                return [str(u) for u in fn()]
-            except ModelDeckError as exc:
-                log.warning("cannot read the host inventory: %s", exc.one_line())
-                return []
-    return []
-
-
-def known_targets(*, config_dir: Path | None = None) -> list[KnownTarget]:
-    """The local target first, then remembered targets (in the order first deployed), then inventory hosts."""
-    found = [KnownTarget(LOCAL_URL, "local")]
-    seen = {LOCAL_URL}
-    for t in _read(catalog_path(config_dir)):
-        if t.url not in seen and not is_local(t.url):
-            found.append(t)
-            seen.add(t.url)
-    for url in _inventory_urls(config_dir):
-        if url not in seen:
-            found.append(KnownTarget(url, "inventory"))
-            seen.add(url)
+    try:
+        inventory: Inventory = default_inventory()
+        hosts = inventory.hosts
+    except ModelDeckError as exc:
+        log.warning("cannot read the host inventory: %s", exc.one_line())
+        return []
+    found: list[KnownTarget] = []
+    for host in hosts:
+        try:
+            target = targets_for_hosts(inventory, [host])[host.name]
+        except ModelDeckError as exc:
+            log.warning("inventory host %s is not listed: %s", host.name, exc.one_line())
+            continue
+        found.append(KnownTarget(target.url, "inventory", host=host.name))
     return found
 
 
-def open_known(url: str, *, deployments_dir: Path | None = None) -> Target:
-    """Open a catalog URL; the local target gets the app's deployments dir. Raises :class:`TargetError`."""
+def known_targets(*, config_dir: Path | None = None) -> list[KnownTarget]:
+    """The local target first, then remembered targets (most recent deploy last), then inventory hosts.
+
+    A remembered URL that is also an inventory host is listed once, as the inventory host (which
+    knows its jump hosts and keys).
+    """
+    inventory = _inventory_targets()
+    hosts = {t.url for t in inventory}
+    found = [KnownTarget(LOCAL_URL, "local")]
+    seen = {LOCAL_URL}
+    for t in _read(catalog_path(config_dir)):
+        if t.url not in seen and t.url not in hosts and not is_local(t.url):
+            found.append(t)
+            seen.add(t.url)
+    for t in inventory:
+        if t.url not in seen:
+            found.append(t)
+            seen.add(t.url)
+    return found
+
+
+def open_known(url: str, *, deployments_dir: Path | None = None, host: str | None = None) -> Target:
+    """Open a catalog entry: ``host`` names an inventory host (opened with its inventory settings),
+    the local target gets the app's deployments dir. Raises :class:`TargetError`/:class:`ConfigError`."""
+    if host is not None:
+        from modeldeck.core.targets.ssh_hosts import default_inventory, targets_for_hosts
+
+        inventory = default_inventory()
+        return targets_for_hosts(inventory, [inventory.get(host)])[host]
     if is_local(url):
         return open_target(url, root=deployments_dir) if deployments_dir is not None else open_target(url)
     return open_target(url)

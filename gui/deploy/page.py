@@ -553,7 +553,9 @@ class DeploymentsPage(QWidget):
         self.rollback_button.setEnabled(s is not None and not busy and bool(s.previous_release_id))
         self.undeploy_button.setEnabled(s is not None and not busy)
         self.logs_button.setEnabled(s is not None)
-        self.forget_button.setVisible(row is not None and row.target != self.pool.primary.url)
+        self.forget_button.setVisible(
+            row is not None and row.target != self.pool.primary.url and not self.pool.is_inventory_host(row.target)
+        )
         if s is None:
             self.details.setText(
                 f"{target_label(row.target)} is unreachable: {row.error}" if row is not None and row.error else ""

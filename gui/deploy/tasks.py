@@ -162,21 +162,32 @@ class TargetPool:
         primary: Target,
         *,
         deployments_dir: Path | None = None,
-        extra_urls: Callable[[], list[str]] | None = None,
+        extra_urls: Callable[[], list[Any]] | None = None,
     ) -> None:
+        """``extra_urls`` returns URLs or catalog ``KnownTarget`` entries (whose ``host`` opens an inventory host)."""
         self.primary = primary
         self.deployments_dir = deployments_dir
         self.extra_urls = extra_urls
         self._opened: dict[str, Target] = {primary.url: primary}
+        self._hosts: dict[str, str] = {}  # URL -> inventory host name
         self._lock = threading.Lock()
 
     def urls(self) -> list[str]:
         """The primary target's URL, then the others (``extra_urls`` runs here: call it from a worker)."""
         urls = [self.primary.url]
-        for url in self.extra_urls() if self.extra_urls is not None else []:
+        for entry in self.extra_urls() if self.extra_urls is not None else []:
+            url = entry if isinstance(entry, str) else entry.url
+            host = None if isinstance(entry, str) else getattr(entry, "host", None)
+            if host is not None:
+                with self._lock:
+                    self._hosts[url] = host
             if url not in urls:
                 urls.append(url)
         return urls
+
+    def is_inventory_host(self, url: str) -> bool:
+        with self._lock:
+            return url in self._hosts
 
     def get(self, url: str) -> Target:
         """The target listed under ``url``, opened on first use; raises :class:`TargetError`."""
@@ -186,7 +197,9 @@ class TargetPool:
             target = self._opened.get(url)
         if target is not None:
             return target
-        target = open_known(url, deployments_dir=self.deployments_dir)
+        with self._lock:
+            host = self._hosts.get(url)
+        target = open_known(url, deployments_dir=self.deployments_dir, host=host)
         with self._lock:
             return self._opened.setdefault(url, target)
 
@@ -199,11 +212,11 @@ class TargetPool:
             close()
 
 
-def catalog_urls() -> list[str]:
-    """The non-local targets of the catalog (remembered deploys and inventory hosts)."""
+def catalog_urls() -> list[Any]:
+    """The non-local targets of the catalog (remembered deploys and inventory hosts), as ``KnownTarget`` s."""
     from modeldeck.core.targets.catalog import is_local, known_targets
 
-    return [t.url for t in known_targets() if not is_local(t.url)]
+    return [t for t in known_targets() if not is_local(t.url)]
 
 
 @dataclass(frozen=True)
