@@ -463,6 +463,8 @@ class Setting:
     source: str
 
     def text(self) -> str:
+        if isinstance(self.value, bool):
+            return "stored" if self.value else "-"
         if self.value is None or self.value == ():
             return "-"
         if isinstance(self.value, tuple):

@@ -3,7 +3,8 @@
 The host key is checked before any credential or command is sent (that is
 :meth:`SshConnection.open`'s contract); a refused key surfaces as UnknownHostKey /
 HostKeyChanged with nothing executed. The facts come from the SSH target's one-round-trip
-probe when that is available; until then from a single ``uname``/``python3`` command here.
+probe (:func:`modeldeck.core.targets.ssh.facts.detect_facts`), so ``hosts test`` says exactly
+what a deploy would find; without it, from a single ``uname``/``python3`` command.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnectio
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, "float | None"], None]
+DEFAULT_DEPLOY_ROOT = "~/modeldeck"
 
 _FACTS_COMMAND = (
     "printf 'arch=%s\\n' \"$(uname -m)\"; printf 'os=%s\\n' \"$(uname -sr)\"; "
-    "printf 'python=%s\\n' \"$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null)\"; "
-    "printf 'systemd=%s\\n' \"$(test -d /run/systemd/system && echo yes || echo no)\""
+    "printf 'python=%s\\n' \"$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null)\""
 )
 
 
@@ -37,29 +38,31 @@ class HostCheck:
     key_type: str
     fingerprint: str
     facts: dict[str, str] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()  # why the runtime could not run there (empty: deployable)
     elapsed_s: float = 0.0
 
     def summary(self) -> str:
         f = self.facts
         python = f"Python {f['python']}" if f.get("python") else "no python3"
-        parts = [f.get("arch") or "?", python, f.get("os") or ""]
-        return ", ".join(p for p in parts if p)
+        text = ", ".join(p for p in (f.get("arch") or "?", python, f.get("os") or "") if p)
+        return f"{text} -- NOT DEPLOYABLE: {'; '.join(self.problems)}" if self.problems else text
 
 
 def check_host(
     endpoint: SshEndpoint,
     known_hosts: KnownHosts,
     *,
+    deploy_root: str | None = None,
     passphrase: PassphrasePrompt | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> HostCheck:
-    """Connect, verify the key, authenticate, collect facts in one command. ModelDeck errors only."""
+    """Connect, verify the key, authenticate, collect facts in one command. Raises ModelDeck errors only."""
     started = time.monotonic()
-    if progress:
-        progress(f"connecting to {endpoint.label}", None)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
+    if progress:
+        progress(f"connecting to {endpoint.label}", None)
     with SshConnection.open(endpoint, known_hosts, passphrase=passphrase) as conn:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
@@ -68,11 +71,35 @@ def check_host(
         transport = conn.client.get_transport()
         assert transport is not None
         key = transport.get_remote_server_key()
-        facts = _facts(conn)
-    return HostCheck(endpoint.label, key.get_name(), fingerprint(key), facts, time.monotonic() - started)
+        facts, problems = _facts(conn, deploy_root or DEFAULT_DEPLOY_ROOT)
+    return HostCheck(endpoint.label, key.get_name(), fingerprint(key), facts, problems, time.monotonic() - started)
 
 
-def _facts(conn: SshConnection) -> dict[str, str]:
+def _facts(conn: SshConnection, deploy_root: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(facts to show, reasons the runtime cannot run there)."""
+    try:
+        from modeldeck.core.targets.ssh.facts import detect_facts
+    except ImportError:  # the SSH target is not installed: a minimal probe
+        return _minimal_facts(conn), ()
+    found = detect_facts(conn, deploy_root)
+    free = f"{found.free_bytes / 2**30:.1f} GiB" if found.free_bytes is not None else ""
+    shown = {
+        "arch": found.machine,
+        "python": found.python_version or "",
+        "python_path": found.python or "",
+        "venv": "yes" if found.has_venv else "no",
+        "os": found.kernel,
+        "libc": found.libc,
+        "systemd": found.systemd or "no",
+        "deploy_root": found.deploy_root,
+        "writable": "yes" if found.deploy_root_writable else "no",
+        "free": free,
+        "runtimes": ", ".join(found.runtime_versions),
+    }
+    return {k: v for k, v in shown.items() if v}, tuple(found.problems())
+
+
+def _minimal_facts(conn: SshConnection) -> dict[str, str]:
     result = conn.run(_FACTS_COMMAND, timeout=30, check=True)
     out: dict[str, str] = {}
     for line in result.stdout.splitlines():

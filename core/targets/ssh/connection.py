@@ -263,6 +263,11 @@ def _translate(endpoint: SshEndpoint, exc: BaseException) -> BaseException:
         return HostUnreachable(f"{label}: no answer within {endpoint.connect_timeout_s:.0f} s")
     if isinstance(exc, (ConnectionRefusedError, socket.gaierror, OSError)):
         return HostUnreachable(f"{label}: cannot connect: {exc}")
+    if isinstance(exc, paramiko.SSHException) and "No authentication methods available" in str(exc):
+        return SshAuthError(
+            f"{label}: no key, ssh-agent identity or password to offer",
+            hint="give an identity file, load a key into ssh-agent, or store a password: modeldeck hosts set-password",
+        )
     if isinstance(exc, (paramiko.SSHException, EOFError)):
         return HostUnreachable(f"{label}: SSH handshake failed: {exc}")
     return exc
