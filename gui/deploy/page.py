@@ -143,6 +143,9 @@ class TryItPanel(QWidget):
         self.target_url = target_url or self.pool.primary.url
         if status is None:
             self.endpoint_label.setText("Select a deployment.")
+            self.request_edit.clear()
+            self.response_view.clear()
+            self.response_status.clear()
         else:
             where = status.endpoint or "no endpoint"
             self.endpoint_label.setText(f"POST {where}/invocations  ·  {status.name} ({status.state})")
@@ -408,7 +411,7 @@ class DeploymentsPage(QWidget):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((0, 130), (1, 130), (2, 60), (3, 100), (4, 180), (5, 170), (6, 60), (7, 80)):
+        for col, width in ((0, 120), (1, 110), (2, 56), (3, 108), (4, 165), (5, 150), (6, 60), (7, 90)):
             self.view.setColumnWidth(col, width)
         self.empty_label = QLabel(
             "No deployments yet. Select a version in the Registry and choose “Deploy locally…” or “Deploy to Docker…”."

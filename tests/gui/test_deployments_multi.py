@@ -1,0 +1,148 @@
+"""The Deployments page over several targets: real local deployments beside targets that cannot be
+asked (an engine port that never answers, an SSH port that refuses), each one row with its reason;
+actions on the row's own target; Forget target; superseded refreshes dropped."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from modeldeck.core.targets import catalog
+from modeldeck.core.targets.base import DeployOptions
+from modeldeck.core.targets.local import LocalTarget, free_port
+from modeldeck.gui.deploy import tasks
+from modeldeck.gui.deploy.models import DeploymentTableModel, TargetRole
+from modeldeck.gui.deploy.page import DeploymentsPage
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from tests.gui.conftest import settle
+
+pytestmark = [pytest.mark.gui]
+
+assert len(DeploymentTableModel.HEADERS) == 9
+COLUMNS = ("name", "model", "version", "state", "url", "target", "cpu", "memory", "since")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung engine)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def make_page(qtbot: QtBot, target: LocalTarget, extra: list[str], **kw: object) -> DeploymentsPage:
+    page = DeploymentsPage(target, extra_targets=lambda: list(extra), refresh_ms=300, list_timeout_s=2.0, **kw)
+    qtbot.addWidget(page)
+    page.resize(1400, 520)
+    return page
+
+
+def cells(page: DeploymentsPage, row: int) -> list[str]:
+    m = page.table_model
+    return [m.index(row, c).data() or "" for c in range(m.columnCount())]
+
+
+def row_where(page: DeploymentsPage, **want: str) -> int:
+    for r in range(page.table_model.rowCount()):
+        c = dict(zip(COLUMNS, cells(page, r), strict=True))
+        if all(c[k] == v for k, v in want.items()):
+            return r
+    return -1
+
+
+def select_source_row(page: DeploymentsPage, row: int) -> None:
+    page.view.setCurrentIndex(page.proxy.mapFromSource(page.table_model.index(row, 0)))
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_local_deployments_and_unreachable_targets_share_one_table(
+    qtbot: QtBot, local_target: LocalTarget, deploy_bundles: dict[str, Path], silent_port: int, qtmodeltester
+) -> None:
+    port = free_port()
+    local_target.deploy(deploy_bundles["v1"], DeployOptions(name="flowers", port=port))
+    hung = f"docker+tcp://127.0.0.1:{silent_port}"
+    refused = f"ssh://deploy@127.0.0.1:{closed_port()}/srv/modeldeck"
+    page = make_page(qtbot, local_target, [hung, refused])
+    page.show()
+
+    qtbot.waitUntil(lambda: page.table_model.rowCount() == 3, timeout=20_000)
+    qtmodeltester.check(page.table_model)
+    local = row_where(page, name="flowers")
+    endpoint = f"http://127.0.0.1:{port}"
+    assert cells(page, local)[:6] == ["flowers", "iris", "1", "running", endpoint, "local (this machine)"]
+    hung_row = row_where(page, target=hung)
+    assert cells(page, hung_row)[3:5] == ["unreachable", "no answer within 2 s"]
+    refused_row = row_where(page, target=refused)
+    assert cells(page, refused_row)[3] == "unreachable"
+    assert "127.0.0.1" in cells(page, refused_row)[4]  # the SSH target's own reason (connection refused)
+    assert "1 deployment on 3 targets, 1 running, 2 unreachable" in page.footer.text()
+
+    # the runtime's own CPU and memory (from its /metrics) fill in once two refreshes have scraped it
+    qtbot.waitUntil(lambda: cells(page, row_where(page, name="flowers"))[6].endswith(" %"), timeout=20_000)
+    assert cells(page, row_where(page, name="flowers"))[7].endswith("MiB")
+
+    # rows are grouped by target: local first, then the others
+    by_view = [page.proxy.index(r, 0).data(TargetRole) for r in range(page.proxy.rowCount())]
+    assert by_view[0] == "local://" and set(by_view[1:]) == {hung, refused}
+
+    select_source_row(page, row_where(page, target=hung))
+    for button in (page.start_button, page.stop_button, page.rollback_button, page.undeploy_button, page.logs_button):
+        assert not button.isEnabled()
+    assert page.forget_button.isVisible()
+    assert page.details.text() == f"{hung} is unreachable: no answer within 2 s"
+    QApplication.processEvents()
+    page.grab().save("/tmp/deploys.png")
+
+    # an action goes to the row's own target
+    page.select("flowers", "local://")
+    assert not page.forget_button.isVisible()
+    with qtbot.waitSignal(page.operationFinished, timeout=60_000) as done:
+        qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    assert done.args[0] == "stop" and done.args[1].state == "stopped"
+    qtbot.waitUntil(lambda: cells(page, row_where(page, name="flowers"))[3] == "stopped", timeout=20_000)
+    assert cells(page, row_where(page, name="flowers"))[6:8] == ["", ""]  # nothing measured while stopped
+    page.timer.stop()
+    settle(qtbot)
+
+
+def test_forget_target_drops_its_row_and_the_catalog_entry(qtbot: QtBot, tmp_path: Path) -> None:
+    gone = f"docker+tcp://127.0.0.1:{closed_port()}"
+    catalog.remember(gone)
+    page = make_page(qtbot, LocalTarget(tmp_path / "deployments"), [])
+    page.pool.extra_urls = tasks.catalog_urls
+    page.show()
+    qtbot.waitUntil(lambda: row_where(page, target=gone) >= 0, timeout=20_000)
+    assert "cannot reach the Docker engine" in cells(page, row_where(page, target=gone))[4]
+    select_source_row(page, row_where(page, target=gone))
+    qtbot.mouseClick(page.forget_button, Qt.MouseButton.LeftButton)
+    assert f"Stop listing {gone} here?" in page.banner.text()
+    qtbot.mouseClick(page.banner.action_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.table_model.rowCount() == 0, timeout=20_000)
+    assert [t.url for t in catalog.known_targets()] == ["local://"]
+    assert page.empty_label.isVisible()
+    page.timer.stop()
+    settle(qtbot)
+
+
+def test_a_superseded_refresh_is_dropped(qtbot: QtBot, tmp_path: Path, silent_port: int) -> None:
+    page = make_page(qtbot, LocalTarget(tmp_path / "deployments"), [f"docker+tcp://127.0.0.1:{silent_port}"])
+    listed: list[object] = []
+    page.listed.connect(listed.append)
+    page.refresh()
+    page.refresh(restart=True)  # e.g. a target was forgotten: the first answer is stale
+    qtbot.waitUntil(lambda: len(listed) == 1, timeout=20_000)
+    settle(qtbot)
+    assert len(listed) == 1
