@@ -1,0 +1,537 @@
+"""The Monitor page: the fleet table (health, key figures, sparklines) above the detail plots of the selection.
+
+Everything it shows arrives in batches from :class:`MonitorSource` (a timer
+drains the collector); rows and curves get whole arrays. Plots redraw only when
+visible and not paused — pausing freezes the picture, collection goes on. In
+Prometheus mode the detail plots query the server (``query_range``) in a
+worker every few seconds; the "Saved history" range reads the SQLite history
+in a worker. Neither ever blocks the UI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from modeldeck.core.monitor.config import MonitorConfig
+from modeldeck.core.monitor.history import HistoryStore
+from modeldeck.core.monitor.prometheus import PrometheusClient
+from modeldeck.gui import style
+from modeldeck.gui.dashboard.dialogs import AddEndpointDialog, LoadDialog, MonitorSettingsDialog
+from modeldeck.gui.dashboard.models import FleetModel, FleetRow
+from modeldeck.gui.dashboard.plots import PLOTTED_SERIES, DetailPlots
+from modeldeck.gui.dashboard.source import Monitored, MonitorSource
+from modeldeck.gui.dashboard.sparkline import SparklineDelegate
+from modeldeck.gui.deploy.page import StateDelegate
+from modeldeck.gui.registry.models import ObjectRole, RawRole
+from modeldeck.gui.widgets import MessageBanner
+from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+RANGES: tuple[tuple[str, float | None], ...] = (
+    ("1 min", 60.0),
+    ("5 min", 300.0),
+    ("15 min", 900.0),
+    ("1 h", 3600.0),
+    ("All retained", None),
+)
+HISTORY_RANGE = "Saved history"
+SPARK_SECONDS = 300.0
+PROMETHEUS_REFRESH_MS = 5000
+
+ExampleLoader = Callable[[Monitored], Any]  # runs in a worker: the /invocations body for a deployment, or None
+
+
+class MonitorPage(QWidget):
+    """Fleet overview + detail dashboard. ``configChanged(MonitorConfig)`` when the user changes settings."""
+
+    configChanged = Signal(object)
+    endpointAdded = Signal(str, str)  # name, url (the controller persists it)
+    endpointRemoved = Signal(str)
+    statusMessage = Signal(str)
+
+    def __init__(
+        self,
+        source: MonitorSource,
+        config: MonitorConfig,
+        parent: QWidget | None = None,
+        *,
+        example_loader: ExampleLoader | None = None,
+        history_path: Any = None,
+    ) -> None:
+        super().__init__(parent)
+        self.source = source
+        self.config = config
+        self.example_loader = example_loader
+        self.history_path = history_path
+        self.paused = False
+        self.load_dialog: LoadDialog | None = None
+        self.dialog: Any = None
+        self._prometheus_channel = Channel("prometheus range")
+        self._history_channel = Channel("history")
+        self._example_channel = Channel("load example")
+        self._prometheus_task: TaskHandle | None = None
+        self._prometheus_data: dict[str, Any] = {}
+        self.update_times: list[float] = []  # seconds per drain-tick update (bounded; the benchmark reads it)
+        self._build()
+        source.samplesArrived.connect(self._samples)
+        source.eventArrived.connect(self._event)
+        source.endpointsChanged.connect(self._endpoints_changed)
+        self.prometheus_timer = QTimer(self)
+        self.prometheus_timer.setInterval(PROMETHEUS_REFRESH_MS)
+        self.prometheus_timer.timeout.connect(self._query_prometheus)
+        self._apply_config()
+
+    # -- construction -------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(8, 8, 8, 8)
+        outer.setSpacing(6)
+        self.banner = MessageBanner()
+        outer.addWidget(self.banner)
+
+        head = QHBoxLayout()
+        title = QLabel("Fleet")
+        title.setProperty("role", "pane-title")
+        self.source_label = QLabel()
+        self.source_label.setProperty("role", "muted")
+        head.addWidget(title)
+        head.addWidget(self.source_label, 1)
+        self.add_button = QPushButton("Add endpoint…")
+        self.add_button.setToolTip("Monitor any Prometheus-format /metrics URL")
+        self.remove_button = QPushButton("Remove")
+        self.remove_button.setToolTip("Stop monitoring the selected endpoint you added by hand")
+        self.load_button = QPushButton("Generate load…")
+        self.load_button.setToolTip("Send the deployment's input example at a bounded rate (makes the plots move)")
+        self.settings_button = QPushButton("Settings…")
+        self.settings_button.setToolTip("Prometheus server mode and saved history")
+        for b in (self.add_button, self.remove_button, self.load_button, self.settings_button):
+            head.addWidget(b)
+        outer.addLayout(head)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setChildrenCollapsible(False)
+        outer.addWidget(splitter, 1)
+
+        self.model = FleetModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(RawRole)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setItemDelegateForColumn(FleetModel.HEALTH, StateDelegate(self.view))
+        self.view.setItemDelegateForColumn(FleetModel.TREND, SparklineDelegate(self.view))
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.setAlternatingRowColors(True)
+        self.view.setShowGrid(False)
+        self.view.setWordWrap(False)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(FleetModel.NAME, Qt.SortOrder.AscendingOrder)
+        self.view.verticalHeader().hide()
+        self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+        header = self.view.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        header.setStretchLastSection(True)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for col, width in enumerate((170, 110, 70, 70, 80, 60, 90, 70)):
+            self.view.setColumnWidth(col, width)
+        self.empty_label = QLabel(
+            "Nothing to monitor yet. Deploy a model (Deployments page) or add any /metrics URL with “Add endpoint…”."
+        )
+        self.empty_label.setProperty("role", "empty")
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        fleet = QWidget()
+        fleet_layout = QVBoxLayout(fleet)
+        fleet_layout.setContentsMargins(0, 0, 0, 0)
+        fleet_layout.addWidget(self.view, 1)
+        fleet_layout.addWidget(self.empty_label, 1)
+        splitter.addWidget(fleet)
+
+        detail = QWidget()
+        detail_layout = QVBoxLayout(detail)
+        detail_layout.setContentsMargins(0, 4, 0, 0)
+        bar = QHBoxLayout()
+        self.detail_title = QLabel("Select deployments above to plot them")
+        self.detail_title.setProperty("role", "pane-title")
+        bar.addWidget(self.detail_title, 1)
+        bar.addWidget(QLabel("Range"))
+        self.range_combo = QComboBox()
+        for label, seconds in RANGES:
+            self.range_combo.addItem(label, seconds)
+        self.range_combo.addItem(HISTORY_RANGE, None)
+        self.range_combo.setCurrentIndex(1)
+        self.range_combo.setToolTip("Time span of the plots; “Saved history” reads the history file (if enabled)")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.pause_button.setToolTip("Freeze the plots (collection goes on); click again to resume")
+        bar.addWidget(self.range_combo)
+        bar.addWidget(self.pause_button)
+        detail_layout.addLayout(bar)
+        self.plots = DetailPlots()
+        detail_layout.addWidget(self.plots, 1)
+        splitter.addWidget(detail)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 5)
+        splitter.setSizes([230, 560])
+
+        self.add_button.clicked.connect(self.open_add_endpoint)
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.load_button.clicked.connect(self.open_load_dialog)
+        self.settings_button.clicked.connect(self.open_settings)
+        self.range_combo.currentIndexChanged.connect(self._range_changed)
+        self.pause_button.toggled.connect(self.set_paused)
+        self.view.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.view.doubleClicked.connect(self._focus_row)
+        self.model.rowsInserted.connect(self._rows_changed)
+        self.model.rowsRemoved.connect(self._rows_changed)
+        self._rows_changed()
+
+    # -- public API ---------------------------------------------------------------------------------------------------
+    def selected_names(self) -> list[str]:
+        rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
+        names = [self.proxy.index(r, 0).data(ObjectRole).name for r in rows]
+        return names
+
+    def select(self, *names: str) -> None:
+        """Select these deployments (as a click and ctrl-clicks would)."""
+        selection = self.view.selectionModel()
+        selection.clearSelection()
+        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+        for name in names:
+            row = self.model.row_of(name)
+            if row >= 0:
+                selection.select(self.proxy.mapFromSource(self.model.index(row, 0)), flags)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if self.pause_button.isChecked() != paused:
+            self.pause_button.setChecked(paused)
+        self.pause_button.setText("Resume" if paused else "Pause")
+        if not paused:
+            self.refresh_plots()
+
+    def set_range(self, label: str) -> None:
+        self.range_combo.setCurrentIndex(self.range_combo.findText(label))
+
+    @property
+    def history_mode(self) -> bool:
+        return self.range_combo.currentText() == HISTORY_RANGE
+
+    def set_config(self, config: MonitorConfig) -> None:
+        self.config = config
+        self._apply_config()
+
+    def refresh_plots(self) -> None:
+        """Redraw the detail plots from the current source (ring buffers or the last Prometheus answer)."""
+        if self.paused or self.history_mode or not self.plots.isVisible():
+            return
+        names = self.plots.names
+        if self.config.prometheus_url:
+            data = {n: self._prometheus_data.get(n, {}) for n in names}
+        else:
+            data = {n: self.source.snapshot(n, PLOTTED_SERIES) for n in names}
+        self.plots.show_data(data)
+        self.plots.show_markers(e for n in names for e in self.source.markers.get(n, ()))
+
+    def refresh_fleet(self, names: set[str] | None = None) -> None:
+        """Rebuild the rows of ``names`` (default: all) from the latest samples and the ring buffers."""
+        rows = []
+        current = {r.name: r for r in self.model.rows()}
+        for name, monitored in self.source.monitored.items():
+            if names is not None and name not in names and name in current:
+                rows.append(current[name])
+                continue
+            rows.append(self._row(name, monitored))
+        self.model.set_rows(rows)
+
+    # -- data in ------------------------------------------------------------------------------------------------------
+    def _row(self, name: str, monitored: Monitored) -> FleetRow:
+        sample = self.source.latest.get(name)
+        d = sample.derived if sample is not None else None
+        spark = np.empty(0)
+        stamp = 0.0
+        if sample is not None:
+            t, v = self.source.snapshot(name, ("request_rate",)).get("request_rate", (np.empty(0), np.empty(0)))
+            keep = t >= t[-1] - SPARK_SECONDS if len(t) else slice(0)
+            spark, stamp = v[keep], float(t[-1]) if len(t) else 0.0
+        version = self.source.versions.get(name, "")
+        if not version and monitored.status is not None:
+            version = monitored.status.model_version or ""
+        return FleetRow(
+            name=name,
+            health=self.source.health_of(name),
+            request_rate=d.request_rate if d else math.nan,
+            error_rate=d.error_rate if d else math.nan,
+            latency_p99=d.latency_p99 if d else math.nan,
+            cpu_percent=d.cpu_percent if d else math.nan,
+            resident_memory=d.resident_memory if d else math.nan,
+            version=version,
+            url=monitored.metrics_url,
+            spark=spark,
+            spark_stamp=stamp,
+        )
+
+    def _samples(self, batch: list[Any]) -> None:
+        started = time.perf_counter()
+        touched = {s.endpoint for s in batch}
+        self.refresh_fleet(touched)
+        if touched & set(self.plots.names) and not self.config.prometheus_url:
+            self.refresh_plots()
+        self.update_times.append(time.perf_counter() - started)
+        del self.update_times[:-10_000]
+
+    def _event(self, event: Any) -> None:
+        if event.kind == "health":
+            monitored = self.source.monitored.get(event.endpoint)
+            if monitored is not None:
+                self.model.update_row(self._row(event.endpoint, monitored))
+            if event.detail.startswith("down"):
+                self.statusMessage.emit(f"{event.endpoint} is down: {event.detail.split(': ', 1)[-1]}")
+        elif event.endpoint in self.plots.names:
+            self.refresh_plots()
+
+    def _endpoints_changed(self) -> None:
+        self.refresh_fleet()
+        self._update_source_label()
+
+    def _rows_changed(self, *_: Any) -> None:
+        empty = self.model.rowCount() == 0
+        self.view.setVisible(not empty)
+        self.empty_label.setVisible(empty)
+        if not empty and not self.view.selectionModel().hasSelection():
+            self.view.selectRow(0)
+        self._selection_changed()
+
+    def _selection_changed(self, *_: Any) -> None:
+        names = self.selected_names()
+        self.plots.set_deployments(names)
+        self.detail_title.setText(self.plots.legend_html() if names else "Select deployments above to plot them")
+        monitored = self.source.monitored.get(names[0]) if len(names) == 1 else None
+        self.load_button.setEnabled(monitored is not None and monitored.base_url is not None)
+        self.remove_button.setEnabled(
+            any(self.source.monitored.get(n, None) and self.source.monitored[n].origin == "manual" for n in names)
+        )
+        if self.history_mode:
+            self._load_history()
+        elif self.config.prometheus_url:
+            self._query_prometheus()
+        else:
+            self.refresh_plots()
+
+    def _focus_row(self, index: QModelIndex) -> None:
+        """Double-click: plot just that deployment."""
+        row = self.proxy.index(index.row(), 0).data(ObjectRole)
+        if row is not None:
+            self.select(row.name)
+            self.plots.setFocus()
+
+    def _range_changed(self, _index: int) -> None:
+        if self.history_mode:
+            self.plots.set_range(None)
+            self._load_history()
+            return
+        self.plots.set_range(self.range_combo.currentData())
+        if self.config.prometheus_url:
+            self._query_prometheus()
+        else:
+            self.refresh_plots()
+
+    # -- Prometheus mode and saved history (workers) -------------------------------------------------------------------
+    def _apply_config(self) -> None:
+        if self.config.prometheus_url:
+            self.prometheus_timer.start()
+            self._query_prometheus()
+        else:
+            self.prometheus_timer.stop()
+            self._prometheus_data = {}
+        history_index = self.range_combo.findText(HISTORY_RANGE)
+        item = self.range_combo.model().item(history_index)  # type: ignore[attr-defined]
+        item.setEnabled(self.config.history and self.history_path is not None)
+        self._update_source_label()
+
+    def _update_source_label(self) -> None:
+        n = len(self.source.monitored)
+        where = f"plots from Prometheus at {self.config.prometheus_url}" if self.config.prometheus_url else "scraped"
+        every = f"every {self.source.collector.interval:g} s"
+        history = " · history saved" if self.config.history else ""
+        self.source_label.setText(f"{n} endpoint{'s' * (n != 1)}, {where} {every}{history}")
+
+    def _query_prometheus(self) -> None:
+        url, names = self.config.prometheus_url, list(self.plots.names)
+        if not url or not names or self.paused or self.history_mode:
+            return
+        if self._prometheus_task is not None and not self._prometheus_task.done:
+            return
+        end = time.time()
+        span = self.range_combo.currentData() or float(self.config.retention) * self.config.interval
+        step = max(1.0, span / 600)
+        self._prometheus_task = run_task(
+            _prometheus_series,
+            url,
+            names,
+            end - span,
+            end,
+            step,
+            on_result=self._prometheus_answered,
+            on_error=self._prometheus_failed,
+            channel=self._prometheus_channel,
+            name="query Prometheus",
+            owner=self,
+        )
+
+    def _prometheus_answered(self, data: dict[str, Any]) -> None:
+        self._prometheus_data = data
+        if self.banner.isVisible() and "Prometheus" in self.banner.label.text():
+            self.banner.hide()
+        self.refresh_plots()
+
+    def _prometheus_failed(self, error: BaseException) -> None:
+        self.banner.show_message(f"Prometheus: {describe_error(error)}", kind="warning", action=self._query_prometheus)
+
+    def _load_history(self) -> None:
+        names = list(self.plots.names)
+        if not names or self.history_path is None:
+            return
+        run_task(
+            _history_series,
+            self.history_path,
+            names,
+            on_result=self._history_loaded,
+            on_error=lambda e: self.banner.show_message(f"Could not read the history: {describe_error(e)}"),
+            channel=self._history_channel,
+            name="read history",
+            owner=self,
+        )
+
+    def _history_loaded(self, result: tuple[dict[str, Any], list[Any]]) -> None:
+        if not self.history_mode:
+            return
+        data, events = result
+        self.plots.show_data(data)
+        self.plots.show_markers(events)
+
+    # -- actions ------------------------------------------------------------------------------------------------------
+    def open_add_endpoint(self) -> AddEndpointDialog:
+        dialog = AddEndpointDialog(set(self.source.monitored), self)
+        self.dialog = dialog
+
+        def accepted() -> None:
+            chosen = dialog.chosen()
+            if chosen is not None:
+                name, url = chosen
+                self.source.add(Monitored(name, url, None, "manual"))
+                self.endpointAdded.emit(name, url)
+                self.select(name)
+
+        dialog.accepted.connect(accepted)
+        dialog.open()
+        return dialog
+
+    def remove_selected(self) -> None:
+        for name in self.selected_names():
+            monitored = self.source.monitored.get(name)
+            if monitored is not None and monitored.origin == "manual":
+                self.source.remove(name)
+                self.endpointRemoved.emit(name)
+
+    def open_settings(self) -> MonitorSettingsDialog:
+        dialog = MonitorSettingsDialog(self.config, self)
+        self.dialog = dialog
+
+        def accepted() -> None:
+            chosen = dialog.chosen()
+            if chosen is not None:
+                self.set_config(chosen)
+                self.configChanged.emit(chosen)
+
+        dialog.accepted.connect(accepted)
+        dialog.open()
+        return dialog
+
+    def open_load_dialog(self) -> None:
+        """Load the selected deployment's input example in a worker, then open the load dialog on it."""
+        names = self.selected_names()
+        monitored = self.source.monitored.get(names[0]) if len(names) == 1 else None
+        if monitored is None or monitored.base_url is None:
+            return
+        if self.example_loader is None:
+            self.banner.show_message("This endpoint has no input example to send.", kind="warning")
+            return
+        run_task(
+            self.example_loader,
+            monitored,
+            on_result=lambda body: self._open_load(monitored, body),
+            on_error=lambda e: self.banner.show_message(f"Could not read the input example: {describe_error(e)}"),
+            channel=self._example_channel,
+            name="load input example",
+            owner=self,
+        )
+
+    def _open_load(self, monitored: Monitored, body: Any) -> None:
+        if body is None:
+            self.banner.show_message(f"{monitored.name} has no input example to send.", kind="warning")
+            return
+        if self.load_dialog is not None:
+            self.load_dialog.close()
+        assert monitored.base_url is not None
+        self.load_dialog = LoadDialog(monitored.name, monitored.base_url, body, self)
+        self.load_dialog.finishedRun.connect(lambda r: self.statusMessage.emit(f"{monitored.name}: {r.summary()}"))
+        self.load_dialog.open()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self.refresh_plots()
+
+    def status_colour(self, name: str) -> str:
+        """The health chip's foreground colour of ``name`` (what a user sees; tests read it)."""
+        row = self.model.row_of(name)
+        colour = self.model.index(row, FleetModel.HEALTH).data(Qt.ItemDataRole.ForegroundRole)
+        return colour.name() if colour is not None else style.MUTED
+
+
+def _prometheus_series(
+    url: str, names: list[str], start: float, end: float, step: float, cancel: Any = None
+) -> dict[str, Any]:
+    """Worker: the plotted series of each deployment from a Prometheus server (same names as the ring buffers)."""
+    client = PrometheusClient(url, timeout=5.0)
+    out = {}
+    for name in names:
+        if cancel is not None and cancel.is_set():
+            break
+        out[name] = client.series(name, start, end, step)
+    return out
+
+
+def _history_series(path: Any, names: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    """Worker: every saved point and marker of ``names`` from the history file."""
+    from modeldeck.core.monitor.collector import MonitorEvent
+
+    store = HistoryStore(path)
+    try:
+        data = {n: store.load(n, names=PLOTTED_SERIES) for n in names}
+        events = [MonitorEvent(e.kind, e.endpoint, e.at, e.detail) for n in names for e in store.events(n)]
+    finally:
+        store.close()
+    return data, events

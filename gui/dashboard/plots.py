@@ -1,0 +1,306 @@
+"""The detail plots: throughput, errors, latency percentiles, CPU and memory of the selected deployments.
+
+A pure view: :meth:`DetailPlots.show_data` takes whole arrays per deployment
+(from the ring buffers, the history file or a Prometheus server — the page
+decides) and hands each curve to ``setData`` once; nothing here fetches. The x
+axes are linked and show wall-clock time; version changes and restarts are
+vertical lines with a label; a crosshair follows the mouse and a readout line
+above the plots says every curve's value at that time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from modeldeck.core.monitor.collector import MonitorEvent
+from modeldeck.gui import style
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+Series = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+# one colour per deployment, in selection order (colour-blind-friendly, readable on white)
+PALETTE = ("#2563eb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d", "#dc2626")
+MARKER_COLOURS = {"version": "#7c3aed", "restart": "#9b1c1c"}
+
+
+@dataclass(frozen=True)
+class Line:
+    series: str
+    scale: float
+    label: str  # '' when the panel has one line per deployment
+    style: Qt.PenStyle = Qt.PenStyle.SolidLine
+    width: float = 1.8
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str
+    title: str
+    unit: str
+    lines: tuple[Line, ...]
+    fmt: str = "{:.1f}"
+
+
+PANELS = (
+    Panel("throughput", "Throughput", "req/s", (Line("request_rate", 1.0, ""),)),
+    Panel(
+        "errors",
+        "Errors",
+        "%",
+        (Line("error_rate", 100.0, "5xx"), Line("client_error_rate", 100.0, "4xx", Qt.PenStyle.DashLine, 1.3)),
+        "{:.2f}",
+    ),
+    Panel(
+        "latency",
+        "Latency",
+        "ms",
+        (
+            Line("latency_p50", 1000.0, "p50", Qt.PenStyle.DotLine, 1.3),
+            Line("latency_p95", 1000.0, "p95", Qt.PenStyle.DashLine, 1.5),
+            Line("latency_p99", 1000.0, "p99"),
+        ),
+        "{:.2f}",
+    ),
+    Panel("cpu", "CPU", "%", (Line("cpu_percent", 1.0, ""),), "{:.0f}"),
+    Panel("memory", "Resident memory", "MiB", (Line("resident_memory", 1.0 / 2**20, ""),)),
+)
+PLOTTED_SERIES = tuple(line.series for p in PANELS for line in p.lines)
+_PANEL_OF = {line.series: p.key for p in PANELS for line in p.lines}
+_SCALE_OF = {line.series: line.scale for p in PANELS for line in p.lines}
+# where each panel sits in the grid: (row, column, column span)
+_GRID = {"throughput": (0, 0, 1), "errors": (0, 1, 1), "latency": (1, 0, 2), "cpu": (2, 0, 1), "memory": (2, 1, 1)}
+
+
+def value_at(t: np.ndarray, v: np.ndarray, at: float) -> float:
+    """The value of the sample nearest to ``at`` (NaN when there is none or it is a gap)."""
+    if len(t) == 0:
+        return math.nan
+    i = int(np.searchsorted(t, at))
+    if i >= len(t) or (i > 0 and abs(t[i - 1] - at) <= abs(t[i] - at)):
+        i -= 1
+    return float(v[i])
+
+
+_STYLE_KEY = {Qt.PenStyle.SolidLine: "───", Qt.PenStyle.DashLine: "╌╌╌", Qt.PenStyle.DotLine: "┈┈┈"}
+
+
+def _title(panel: Panel) -> str:
+    """Title, unit, and a key of the line styles when a panel has several lines per deployment."""
+    title = f"{panel.title} ({panel.unit})"
+    if len(panel.lines) > 1:
+        key = "&nbsp;&nbsp;".join(f"{_STYLE_KEY[line.style]} {line.label}" for line in panel.lines)
+        title += f'&nbsp;&nbsp;&nbsp;<span style="color:{style.MUTED}; font-size:8pt">{key}</span>'
+    return title
+
+
+def _label_opts(colour: str) -> dict[str, object]:
+    return {"position": 0.9, "color": colour, "fill": pg.mkBrush(255, 255, 255, 220), "anchors": [(1, 0), (1, 0)]}
+
+
+class DetailPlots(QWidget):
+    """Five linked time plots; ``show_data({deployment: {series: (t, v)}})`` redraws them."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.readout = QLabel("Move the mouse over a plot to read values.")
+        self.readout.setProperty("role", "muted")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.readout.setWordWrap(True)
+        layout.addWidget(self.readout)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground(style.BASE)
+        self.graphics.ci.layout.setSpacing(6)
+        layout.addWidget(self.graphics, 1)
+        self.range_s: float | None = 300.0  # None: everything retained
+        self.names: list[str] = []
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[tuple[str, str], pg.PlotDataItem] = {}  # (deployment, series)
+        self.crosshairs: dict[str, pg.InfiniteLine] = {}
+        self.markers: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []
+        self._marker_key: tuple[tuple[str, float, str], ...] = ()
+        self.crosshair_t: float | None = None
+        self.last_update_s = 0.0  # seconds the last show_data took (benchmarks read it)
+        tick_font = QFont(self.font())
+        tick_font.setPointSizeF(max(8.0, self.font().pointSizeF() - 1))
+        for panel in PANELS:
+            row, col, span = _GRID[panel.key]
+            plot = self.graphics.addPlot(row=row, col=col, colspan=span, axisItems={"bottom": pg.DateAxisItem()})
+            plot.setTitle(_title(panel), color=style.TEXT, size="10pt")
+            plot.showGrid(x=True, y=True, alpha=0.15)
+            plot.setMenuEnabled(False)
+            plot.hideButtons()
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.getViewBox().setMouseEnabled(x=False, y=False)
+            plot.getViewBox().setAutoVisible(y=True)
+            plot.enableAutoRange(axis="y")
+            plot.setLimits(yMin=0)
+            for axis in ("left", "bottom"):
+                ax = plot.getAxis(axis)
+                ax.setTextPen(pg.mkPen(style.MUTED))
+                ax.setPen(pg.mkPen(style.BORDER))
+                ax.setStyle(tickFont=tick_font)
+            plot.getAxis("left").setWidth(48)
+            line = pg.InfiniteLine(
+                angle=90, movable=False, pen=pg.mkPen("#9aa5b1", width=1, style=Qt.PenStyle.DashLine)
+            )
+            line.setVisible(False)
+            line.setZValue(50)
+            plot.addItem(line, ignoreBounds=True)
+            self.crosshairs[panel.key] = line
+            self.plots[panel.key] = plot
+        self._mouse = pg.SignalProxy(self.graphics.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+
+    # -- what to show ---------------------------------------------------------------------------------------------
+    def set_range(self, seconds: float | None) -> None:
+        """Show the last ``seconds`` (None: everything the data covers)."""
+        self.range_s = seconds
+        self._apply_range()
+
+    def set_deployments(self, names: Sequence[str]) -> None:
+        """Which deployments to overlay (in this order: colours and legend follow it)."""
+        names = list(names)
+        if names == self.names:
+            return
+        self.names = names
+        for (_name, series), curve in self.curves.items():
+            self.plots[_PANEL_OF[series]].removeItem(curve)
+        self.curves.clear()
+        for panel in PANELS:
+            plot = self.plots[panel.key]
+            for i, name in enumerate(names):
+                colour = QColor(self.colour_of(i))
+                for line in panel.lines:
+                    pen = pg.mkPen(colour, width=line.width, style=line.style)
+                    curve = plot.plot([], [], pen=pen, connect="finite")
+                    self.curves[(name, line.series)] = curve
+        self._marker_key = ()
+        self._clear_markers()
+
+    @staticmethod
+    def colour_of(position: int) -> str:
+        return PALETTE[position % len(PALETTE)]
+
+    def legend_html(self) -> str:
+        """The deployments in their colours (one legend for all plots, instead of a box over each)."""
+        return "&nbsp;&nbsp;".join(
+            f'<span style="color:{self.colour_of(i)}">&#9632;</span>&nbsp;{name}' for i, name in enumerate(self.names)
+        )
+
+    def show_data(self, data: Mapping[str, Series]) -> None:
+        """Redraw from whole arrays ``{deployment: {series: (t, v)}}`` (one ``setData`` per curve)."""
+        started = time.perf_counter()
+        for (name, series), curve in self.curves.items():
+            t, v = data.get(name, {}).get(series, (None, None))
+            if t is None or len(t) == 0:
+                curve.setData([], [])
+                continue
+            curve.setData(t, v * _SCALE_OF[series], connect="finite")
+        self._apply_range()
+        if self.crosshair_t is not None:
+            self.readout.setText(self.describe_at(self.crosshair_t))
+        self.last_update_s = time.perf_counter() - started
+
+    def show_markers(self, events: Iterable[MonitorEvent]) -> None:
+        """Vertical lines for version changes and restarts (labelled on the top plots only); rebuilt on change."""
+        events = [e for e in events if e.kind in MARKER_COLOURS and e.endpoint in self.names]
+        key = tuple((e.endpoint, e.at, e.kind) for e in events)
+        if key == self._marker_key:
+            return
+        self._marker_key = key
+        self._clear_markers()
+        many = len(self.names) > 1
+        for e in events:
+            colour = MARKER_COLOURS[e.kind]
+            text = e.detail.replace(" version ", " v") if e.kind == "version" else "restart"
+            if many:
+                text = f"{e.endpoint}: {text}"
+            for key_, plot in self.plots.items():
+                labelled = key_ in ("throughput", "errors")
+                line = pg.InfiniteLine(
+                    pos=e.at,
+                    angle=90,
+                    movable=False,
+                    pen=pg.mkPen(colour, width=1.2, style=Qt.PenStyle.DashDotLine),
+                    label=text if labelled else None,
+                    labelOpts=_label_opts(colour) if labelled else None,
+                )
+                line.setZValue(40)
+                plot.addItem(line, ignoreBounds=True)
+                self.markers.append((plot, line))
+
+    def marker_labels(self) -> list[str]:
+        return [line.label.toPlainText() for _plot, line in self.markers if getattr(line, "label", None) is not None]
+
+    # -- crosshair ------------------------------------------------------------------------------------------------
+    def describe_at(self, at: float) -> str:
+        """The readout line: every curve's value at time ``at``."""
+        parts = [time.strftime("%H:%M:%S", time.localtime(at))]
+        for name in self.names:
+            values = []
+            for panel in PANELS:
+                for line in panel.lines:
+                    curve = self.curves.get((name, line.series))
+                    if curve is None or curve.xData is None:
+                        continue
+                    value = value_at(curve.xData, curve.yData, at)
+                    text = "–" if math.isnan(value) else panel.fmt.format(value)
+                    label = line.label or panel.title.lower().replace("resident ", "")
+                    unit = panel.unit if panel.unit in ("%", "MiB") else f" {panel.unit}"
+                    values.append(f"{label} {text}{unit}")
+            parts.append(f"<b>{name}</b>: " + ", ".join(values))
+        return "  ·  ".join(parts)
+
+    def crosshair_to(self, at: float) -> str:
+        """Put the crosshair at time ``at`` (what the mouse does); returns the readout text."""
+        self.crosshair_t = at
+        for line in self.crosshairs.values():
+            line.setPos(at)
+            line.setVisible(True)
+        text = self.describe_at(at)
+        self.readout.setText(text)
+        return text
+
+    def _mouse_moved(self, event: tuple[QPointF]) -> None:
+        pos = event[0]
+        for plot in self.plots.values():
+            if plot.sceneBoundingRect().contains(pos):
+                self.crosshair_to(plot.getViewBox().mapSceneToView(pos).x())
+                return
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def x_range(self) -> tuple[float, float]:
+        (x0, x1), _ = self.plots["throughput"].getViewBox().viewRange()
+        return x0, x1
+
+    def _apply_range(self) -> None:
+        # Every plot gets the same range explicitly: pyqtgraph's x-link keeps the pixel scale between views,
+        # which misaligns the time axes of plots of different widths (the latency plot spans two columns).
+        if self.range_s is None:
+            lo, hi = math.inf, -math.inf
+            for curve in self.curves.values():
+                if curve.xData is not None and len(curve.xData):
+                    lo, hi = min(lo, float(curve.xData[0])), max(hi, float(curve.xData[-1]))
+            if not lo < hi:
+                return
+            pad = 0.01
+        else:
+            hi = time.time()
+            lo, pad = hi - self.range_s, 0.0
+        for plot in self.plots.values():
+            plot.setXRange(lo, hi, padding=pad)
+
+    def _clear_markers(self) -> None:
+        for plot, line in self.markers:
+            plot.removeItem(line)
+        self.markers.clear()

@@ -1,0 +1,79 @@
+"""A sparkline painted by a delegate: one polyline per cell from the ring buffer's values.
+
+Fifty small ``PlotWidget`` s would each own a scene, a view box and axes; a
+delegate draws the same line with one ``drawPolyline`` per visible row and no
+widgets at all. NaN (failed scrapes) breaks the line, as in the detail plots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from modeldeck.gui import style
+from modeldeck.gui.dashboard.models import SparkRole
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QSize
+from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
+from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem
+
+MAX_POINTS = 300  # one point per pixel column is plenty; longer series are decimated by max per bucket
+
+
+def _segments(values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x index, value) runs between NaNs."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return []
+    idx = np.arange(len(values))
+    breaks = np.flatnonzero(np.diff(finite.astype(np.int8)) != 0) + 1
+    out = []
+    for part_idx, part_ok in zip(np.split(idx, breaks), np.split(finite, breaks), strict=True):
+        if part_ok[0]:
+            out.append((part_idx, values[part_idx]))
+    return out
+
+
+class SparklineDelegate(QStyledItemDelegate):
+    def __init__(self, parent: object = None, colour: str = style.ACCENT) -> None:
+        super().__init__(parent)
+        self.pen = QPen(QColor(colour), 1.3)
+        self.fill = QColor(colour)
+        self.fill.setAlpha(28)
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        return QSize(160, option.fontMetrics.height() + 8)
+
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        plain = QStyleOptionViewItem(option)
+        self.initStyleOption(plain, index)
+        plain.text = ""
+        widget_style = option.widget.style() if option.widget is not None else QApplication.style()
+        widget_style.drawControl(QStyle.ControlElement.CE_ItemViewItem, plain, painter, option.widget)
+        values = index.data(SparkRole)
+        if values is None or len(values) < 2:
+            return
+        values = np.asarray(values, dtype=float)
+        if len(values) > MAX_POINTS:
+            cut = len(values) - len(values) % MAX_POINTS
+            blocks = values[-cut:].reshape(MAX_POINTS, -1)
+            peaks = np.where(np.isfinite(blocks), blocks, -np.inf).max(axis=1)
+            values = np.where(np.isfinite(peaks), peaks, np.nan)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return
+        rect = option.rect.adjusted(4, 4, -4, -4)
+        top = max(float(finite.max()), 1e-9)
+        n = len(values)
+        x0, w, y0, h = rect.left(), rect.width(), rect.bottom(), rect.height()
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(self.pen)
+        for xs, ys in _segments(values):
+            px = x0 + xs * (w / max(n - 1, 1))
+            py = y0 - (np.clip(ys, 0, None) / top) * h
+            poly = QPolygonF([QPointF(float(a), float(b)) for a, b in zip(px, py, strict=True)])
+            if len(xs) > 1:
+                painter.drawPolyline(poly)
+            else:
+                painter.drawPoint(poly[0])
+        painter.restore()
