@@ -80,6 +80,9 @@ class MainWindow(QMainWindow):
         from modeldeck.gui.deploy.controller import install_deploy_ui
 
         self.deploy_ui = install_deploy_ui(self)
+        from modeldeck.gui.dashboard.controller import install_dashboard_ui
+
+        self.dashboard_ui = install_dashboard_ui(self)
 
     # -- construction -----------------------------------------------------------------------------
     def _build_actions(self) -> None:
