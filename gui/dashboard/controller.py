@@ -1,9 +1,10 @@
 """Wires the dashboards into the main window: the Monitor page, its collector, and which endpoints it watches.
 
 Endpoints come from :class:`DeploymentStatus` objects — the Deployments page's
-refreshes, plus a slow poll of every known target in a worker (so deployments
-show up even while that page is hidden) — and from endpoints the user added by
-hand (kept in ``monitor.toml``). Any target kind whose status carries an
+listings of every known target (local, SSH, Docker…), plus a slow poll of the
+local target on a thread of its own (so local deployments come and go even while
+that page is hidden) — and from endpoints the user added by hand (kept in
+``monitor.toml``). Any target kind whose status carries an
 ``endpoint`` is monitored without changes here.
 """
 
@@ -72,11 +73,17 @@ class DashboardUI(QObject):
         self.poller = StatusPoller(self._listed.emit, self._listing_failed.emit, interval=poll_ms / 1000)
         self._listed.connect(self._statuses)
         self._listing_failed.connect(self._list_failed)
+        self._pool: Any = None  # the Deployments page's pool of every known target (SSH, Docker, …)
         deploy_ui = getattr(window, "deploy_ui", None)
         if deploy_ui is not None:
             self.add_target(deploy_ui.target)
-            origin = self._origin(deploy_ui.target)
-            deploy_ui.page.refreshed.connect(lambda statuses: self._statuses(origin, statuses))
+            listed = getattr(deploy_ui.page, "listed", None)
+            self._pool = getattr(deploy_ui.page, "pool", None)
+            if listed is not None:
+                listed.connect(self._listings)
+            else:
+                origin = self._origin(deploy_ui.target)
+                deploy_ui.page.refreshed.connect(lambda statuses: self._statuses(origin, statuses))
         window.installEventFilter(self)
         self.source.start()
         self.poller.start()
@@ -97,6 +104,12 @@ class DashboardUI(QObject):
     def _list_failed(self, origin: str, message: str) -> None:
         log.info("listing %s for the monitor failed: %s", origin, message)
 
+    def _listings(self, listings: list[Any]) -> None:
+        """The Deployments page listed every target: remote ones are monitored from here (unreachable: kept)."""
+        for listing in listings:
+            if listing.reachable:
+                self._statuses(f"target:{listing.url}", list(listing.statuses))
+
     def _statuses(self, origin: str, statuses: list[DeploymentStatus]) -> None:
         for s in statuses:
             self._owners[s.name] = origin
@@ -104,7 +117,10 @@ class DashboardUI(QObject):
 
     def _example(self, monitored: Monitored) -> Any:
         """Worker: the input example of a monitored deployment, from the target that runs it."""
-        target = self.poller.target(self._owners.get(monitored.name, ""))
+        origin = self._owners.get(monitored.name, "")
+        target = self.poller.target(origin)
+        if target is None and self._pool is not None and origin.startswith("target:"):
+            target = self._pool.get(origin.removeprefix("target:"))
         getter = getattr(target, "input_example", None)
         if getter is None:
             raise ModelDeckError(f"{monitored.name} has no input example", hint="only deployments of a target have one")
