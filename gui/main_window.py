@@ -83,6 +83,9 @@ class MainWindow(QMainWindow):
         from modeldeck.gui.dashboard.controller import install_dashboard_ui
 
         self.dashboard_ui = install_dashboard_ui(self)
+        from modeldeck.gui.inventory.controller import install_inventory_ui
+
+        self.inventory_ui = install_inventory_ui(self)
 
     # -- construction -----------------------------------------------------------------------------
     def _build_actions(self) -> None:

@@ -1,0 +1,1 @@
+"""The Hosts page: the SSH inventory -- add, import, test and trust hosts."""

@@ -1,0 +1,471 @@
+"""The Hosts page: the SSH inventory as a filterable table, with a details pane and host actions.
+
+Everything that touches files, the keyring or the network runs in a worker
+(:mod:`modeldeck.gui.inventory.tasks`); results come back to the UI thread and go into the
+thin models. Details of the selected host are requested on a :class:`Channel` so a slow
+answer for a previous selection never overwrites the current one.
+
+"Test" connects to the selected hosts. A refused host key is never accepted silently: when one
+host is tested, an unknown key opens :class:`UnknownHostKeyDialog` (Reject is the default) and a
+changed key opens :class:`ChangedHostKeyDialog` (re-pin only with the new fingerprint typed);
+accepting pins through :func:`modeldeck.core.inventory.trust.trust`, which checks that the host
+still presents that very key, then the host is tested again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from modeldeck.core.errors import HostKeyChanged, UnknownHostKey
+from modeldeck.core.inventory.hosts import Host
+from modeldeck.core.inventory.probe import HostCheck
+from modeldeck.core.inventory.trust import TrustResult
+from modeldeck.gui import style
+from modeldeck.gui.inventory import tasks
+from modeldeck.gui.inventory.dialogs import (
+    ChangedHostKeyDialog,
+    HostDialog,
+    ImportDialog,
+    PasswordDialog,
+    UnknownHostKeyDialog,
+)
+from modeldeck.gui.inventory.models import HostFilterProxy, HostTableModel, TestOutcome
+from modeldeck.gui.registry.models import RowsModel
+from modeldeck.gui.widgets import MessageBanner, fit_columns, home_abbreviated, readonly_table
+from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+
+class InventoryPage(QWidget):
+    statusMessage = Signal(str)
+    hostsLoaded = Signal()
+    detailsShown = Signal(str)  # host name
+    testFinished = Signal(str, object)  # host name, TestOutcome
+
+    def __init__(self, config_dir: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.config_dir = config_dir
+        self._details_channel = Channel("host details")
+        self.key_dialog: UnknownHostKeyDialog | ChangedHostKeyDialog | None = None
+        self.host_dialog: HostDialog | None = None
+        self.import_dialog: ImportDialog | None = None
+        self.password_dialog: PasswordDialog | None = None
+        self.remove_box: QMessageBox | None = None
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        bar = QHBoxLayout()
+        self.add_button = QPushButton("Add…")
+        self.edit_button = QPushButton("Edit…")
+        self.remove_button = QPushButton("Remove")
+        self.import_ssh_button = QPushButton("Import SSH config…")
+        self.import_ansible_button = QPushButton("Import Ansible…")
+        self.test_button = QPushButton("Test")
+        self.test_button.setToolTip("Connect (host key verified first), log in and collect facts")
+        self.password_button = QPushButton("Set password…")
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter by name, address, group, label…")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.setMinimumWidth(240)
+        for button in (self.add_button, self.edit_button, self.remove_button):
+            bar.addWidget(button)
+        bar.addSpacing(12)
+        bar.addWidget(self.import_ssh_button)
+        bar.addWidget(self.import_ansible_button)
+        bar.addSpacing(12)
+        bar.addWidget(self.test_button)
+        bar.addWidget(self.password_button)
+        bar.addStretch(1)
+        bar.addWidget(self.filter_edit)
+        layout.addLayout(bar)
+        self.banner = MessageBanner()
+        layout.addWidget(self.banner)
+
+        self.model = HostTableModel(self)
+        self.proxy = HostFilterProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.view = readonly_table(self.proxy)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(HostTableModel.NAME, Qt.SortOrder.AscendingOrder)
+        self.empty_label = QLabel("No hosts yet. Add one, or import them from ~/.ssh/config or an Ansible inventory.")
+        self.empty_label.setProperty("role", "empty")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.view, 1)
+        left_layout.addWidget(self.empty_label)
+
+        self.details = self._build_details()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.details)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        splitter.setChildrenCollapsible(False)
+        layout.addWidget(splitter, 1)
+
+        self.add_button.clicked.connect(self.open_add_dialog)
+        self.edit_button.clicked.connect(self.open_edit_dialog)
+        self.remove_button.clicked.connect(self.confirm_remove)
+        self.import_ssh_button.clicked.connect(lambda: self.open_import_dialog("ssh_config"))
+        self.import_ansible_button.clicked.connect(lambda: self.open_import_dialog("ansible"))
+        self.test_button.clicked.connect(self.test_selected)
+        self.password_button.clicked.connect(self.open_password_dialog)
+        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.view.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.view.doubleClicked.connect(lambda _: self.open_edit_dialog())
+        self._update_actions()
+
+    def _build_details(self) -> QWidget:
+        pane = QWidget()
+        pane.setMinimumWidth(380)
+        layout = QVBoxLayout(pane)
+        layout.setContentsMargins(4, 0, 0, 0)
+        self.details_title = QLabel("Select a host.")
+        self.details_title.setProperty("role", "pane-title")
+        self.details_source = QLabel()
+        self.details_source.setProperty("role", "muted")
+        self.details_source.setWordWrap(True)
+        layout.addWidget(self.details_title)
+        layout.addWidget(self.details_source)
+        self.settings_model = RowsModel(["Setting", "Value", "From"], self)
+        self.settings_view = readonly_table(self.settings_model)
+        self.settings_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long paths keep both ends
+        layout.addWidget(self.settings_view)
+        self.keys_label = QLabel()
+        self.keys_label.setWordWrap(True)
+        self.keys_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.keys_label)
+        facts_title = QLabel("Last test")
+        facts_title.setProperty("role", "pane-title")
+        layout.addWidget(facts_title)
+        self.test_label = QLabel("Not tested in this session.")
+        self.test_label.setProperty("role", "muted")
+        self.test_label.setWordWrap(True)
+        self.test_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.test_label)
+        self.facts_model = RowsModel(["Fact", "Value"], self)
+        self.facts_view = readonly_table(self.facts_model)
+        self.facts_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        layout.addWidget(self.facts_view, 1)
+        self.warnings_title = QLabel("Import warnings")
+        self.warnings_title.setProperty("role", "pane-title")
+        self.warnings_label = QLabel()
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings_label.setProperty("role", "muted")
+        layout.addWidget(self.warnings_title)
+        layout.addWidget(self.warnings_label)
+        self.warnings_title.hide()
+        self.warnings_label.hide()
+        return pane
+
+    # -- loading ---------------------------------------------------------------------------------
+    def reload(self) -> TaskHandle:
+        return run_task(
+            tasks.load_hosts,
+            self.config_dir,
+            on_result=self.set_hosts,
+            on_error=lambda e: self.banner.show_message(describe_error(e), action_text="Retry", action=self.reload),
+            name="load inventory",
+            owner=self,
+        )
+
+    def set_hosts(self, hosts: list[Host]) -> None:
+        self.model.set_hosts(hosts)
+        fit_columns(self.view)
+        self.empty_label.setVisible(not hosts)
+        self.view.setVisible(bool(hosts))
+        if hosts and not self.selected_hosts():
+            self.select_host(self.proxy.index(0, 0).data() or hosts[0].name)
+        else:
+            self._selection_changed()
+        self.hostsLoaded.emit()
+
+    # -- selection -------------------------------------------------------------------------------
+    def selected_hosts(self) -> list[Host]:
+        rows = sorted({self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedRows()})
+        return [h for h in (self.model.host_at(r) for r in rows) if h is not None]
+
+    def current_host(self) -> Host | None:
+        selected = self.selected_hosts()
+        return selected[0] if len(selected) == 1 else None
+
+    def select_host(self, name: str) -> bool:
+        row = self.model.row_of(name)
+        if row < 0:
+            return False
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if not index.isValid():
+            return False
+        flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+        self.view.selectionModel().setCurrentIndex(index, flags)
+        return True
+
+    def _update_actions(self) -> None:
+        selected = self.selected_hosts()
+        one = len(selected) == 1
+        self.edit_button.setEnabled(one)
+        self.remove_button.setEnabled(one)
+        self.password_button.setEnabled(one)
+        self.test_button.setEnabled(bool(selected))
+
+    def _selection_changed(self, *_: object) -> None:
+        self._update_actions()
+        host = self.current_host()
+        if host is None:
+            self._details_channel.invalidate()
+            count = len(self.selected_hosts())
+            self.details_title.setText(f"{count} hosts selected." if count else "Select a host.")
+            self.details_source.clear()
+            self.keys_label.clear()
+            self.warnings_title.hide()
+            self.warnings_label.hide()
+            self.settings_model.set_rows([])
+            self.facts_model.set_rows([])
+            self.test_label.setText("")
+            return
+        self.details_title.setText(host.name)
+        self._show_outcome(host.name)
+        self._show_warnings(host)
+        run_task(
+            tasks.details,
+            self.config_dir,
+            host.name,
+            on_result=self._show_details,
+            on_error=lambda e: self.details_source.setText(describe_error(e)),
+            channel=self._details_channel,
+            name="host details",
+            owner=self,
+        )
+
+    def _show_details(self, details: tasks.HostDetails) -> None:
+        resolved = details.resolved
+        host = resolved.host
+        current = self.current_host()
+        if current is None or current.name != host.name:
+            return
+        self.details_source.setText(f"Source: {home_abbreviated(host.source)}")
+        rows = [(name, s.text(), home_abbreviated(s.source)) for name, s in resolved.settings()]
+        hops = []
+        ep = resolved.endpoint.proxy_jump
+        while ep is not None:
+            hops.append(ep.label)
+            ep = ep.proxy_jump
+        if hops:
+            rows.append(("Route", " → ".join([*reversed(hops), resolved.endpoint.label]), ""))
+        rows.append(("DeployRoot", host.deploy_root or "~/modeldeck", "inventory" if host.deploy_root else "default"))
+        self.settings_model.set_rows(rows)
+        fit_columns(self.settings_view, max_width=240)
+        self._fit_height(self.settings_view)
+        if details.keys:
+            keys = "<br>".join(
+                f"{k.key_type} <tt>{k.fingerprint}</tt><br>"
+                f"<span style='color:{style.MUTED}'>in {home_abbreviated(str(k.source))}</span>"
+                for k in details.keys
+            )
+            self.keys_label.setText(f"<b>Host keys on record</b><br>{keys}")
+        else:
+            self.keys_label.setText("<b>Host keys on record</b><br>None yet: Test shows the key for you to accept.")
+        self.detailsShown.emit(host.name)
+
+    @staticmethod
+    def _fit_height(view: QTableView) -> None:
+        """As tall as its rows (no empty band, no scroll bar for the handful of settings)."""
+        rows = view.model().rowCount()
+        height = view.horizontalHeader().height() + sum(view.rowHeight(r) for r in range(rows)) + 2 * view.frameWidth()
+        view.setFixedHeight(height + 2)
+
+    def _show_warnings(self, host: Host) -> None:
+        visible = bool(host.warnings)
+        self.warnings_title.setVisible(visible)
+        self.warnings_label.setVisible(visible)
+        self.warnings_title.setText(f"Import warnings ({len(host.warnings)})")
+        self.warnings_label.setText("\n".join(home_abbreviated(w) for w in host.warnings))
+
+    def _show_outcome(self, name: str) -> None:
+        outcome = self.model.outcome(name)
+        if outcome is None:
+            self.test_label.setText("Not tested in this session.")
+            self.facts_model.set_rows([])
+            return
+        self.test_label.setText(outcome.detail or outcome.text)
+        check = outcome.check
+        rows: list[tuple[str, str]] = []
+        if check is not None:
+            rows = [("address", check.label), ("host key", f"{check.key_type} {check.fingerprint}")]
+            rows += sorted(check.facts.items())
+            rows += [("problem", p) for p in check.problems]
+            rows.append(("time", f"{check.elapsed_s:.2f} s"))
+        self.facts_model.set_rows(rows)
+        fit_columns(self.facts_view, max_width=160)
+
+    # -- testing and host keys -------------------------------------------------------------------
+    def test_selected(self) -> list[TaskHandle]:
+        hosts = self.selected_hosts()
+        return [self.test_host(h.name, ask_about_keys=len(hosts) == 1) for h in hosts]
+
+    def test_host(self, name: str, *, ask_about_keys: bool = True) -> TaskHandle:
+        self._set_outcome(name, TestOutcome("testing", "testing…"))
+        return run_task(
+            tasks.run_host_test,
+            self.config_dir,
+            name,
+            on_result=lambda check: self._tested(name, check),
+            on_error=lambda error: self._test_failed(name, error, ask_about_keys),
+            name=f"test {name}",
+            owner=self,
+        )
+
+    def _set_outcome(self, name: str, outcome: TestOutcome) -> None:
+        self.model.set_outcome(name, outcome)
+        current = self.current_host()
+        if current is not None and current.name == name:
+            self._show_outcome(name)
+
+    def _tested(self, name: str, check: HostCheck) -> None:
+        state = "warning" if check.problems else "ok"
+        text = f"{'not deployable' if check.problems else 'ok'}: {check.summary()}"
+        outcome = TestOutcome(state, text, check.summary(), check)
+        self._set_outcome(name, outcome)
+        self.statusMessage.emit(f"{name}: {text}")
+        self.testFinished.emit(name, outcome)
+        if self.current_host() is not None and self.current_host().name == name:  # type: ignore[union-attr]
+            self._selection_changed()  # the keys on record may have changed
+
+    def _test_failed(self, name: str, error: BaseException, ask_about_keys: bool) -> None:
+        if isinstance(error, UnknownHostKey):
+            outcome = TestOutcome("failed", "unknown host key", f"{error.key_type} {error.fingerprint} — not trusted")
+        elif isinstance(error, HostKeyChanged):
+            outcome = TestOutcome("failed", "HOST KEY CHANGED", describe_error(error))
+        else:
+            outcome = TestOutcome("failed", "failed", describe_error(error))
+        self._set_outcome(name, outcome)
+        self.testFinished.emit(name, outcome)
+        if ask_about_keys and isinstance(error, UnknownHostKey):
+            self._ask_unknown_key(name, error)
+        elif ask_about_keys and isinstance(error, HostKeyChanged):
+            self._ask_changed_key(name, error)
+
+    def _ask_unknown_key(self, name: str, error: UnknownHostKey) -> None:
+        dialog = UnknownHostKeyDialog(name, error, self)
+        self.key_dialog = dialog
+        dialog.accepted.connect(lambda: self._pin(name, dialog.fingerprint, replace_key=False))
+        dialog.rejected.connect(lambda: self.statusMessage.emit(f"{name}: host key rejected; nothing was pinned"))
+        dialog.open()
+
+    def _ask_changed_key(self, name: str, error: HostKeyChanged) -> None:
+        dialog = ChangedHostKeyDialog(name, error, self)
+        self.key_dialog = dialog
+        dialog.accepted.connect(lambda: self._pin(name, dialog.fingerprint, replace_key=True))
+        dialog.open()
+
+    def _pin(self, name: str, fingerprint: str, *, replace_key: bool) -> TaskHandle:
+        return run_task(
+            tasks.trust_host,
+            self.config_dir,
+            name,
+            fingerprint,
+            replace_key,
+            on_result=lambda result: self._pinned(name, result),
+            on_error=lambda e: self._set_outcome(name, TestOutcome("failed", "key not pinned", describe_error(e))),
+            name=f"trust {name}",
+            owner=self,
+        )
+
+    def _pinned(self, name: str, result: TrustResult) -> None:
+        self.statusMessage.emit(f"{name}: pinned {result.key_type} {result.fingerprint}")
+        self.test_host(name)
+
+    # -- editing ---------------------------------------------------------------------------------
+    def open_add_dialog(self) -> HostDialog:
+        return self._open_host_dialog(None)
+
+    def open_edit_dialog(self) -> HostDialog | None:
+        host = self.current_host()
+        return self._open_host_dialog(host) if host is not None else None
+
+    def _open_host_dialog(self, host: Host | None) -> HostDialog:
+        names = [h.name for h in self.model.hosts()]
+        dialog = HostDialog(self.config_dir, names, host, self)
+        self.host_dialog = dialog
+        dialog.saved.connect(lambda hosts: self._changed(hosts, dialog.name_edit.text().strip()))
+        dialog.open()
+        return dialog
+
+    def _changed(self, hosts: list[Host], select: str | None = None) -> None:
+        self.set_hosts(hosts)
+        if select:
+            self.select_host(select)
+
+    def open_import_dialog(self, kind: str, path: Path | None = None) -> ImportDialog:
+        dialog = ImportDialog(self.config_dir, kind, path, self)
+        self.import_dialog = dialog
+        dialog.imported.connect(self._imported)
+        dialog.open()
+        return dialog
+
+    def _imported(self, hosts: list[Host]) -> None:
+        self.set_hosts(hosts)
+        self.statusMessage.emit(f"inventory: {len(hosts)} hosts")
+
+    def open_password_dialog(self) -> PasswordDialog | None:
+        host = self.current_host()
+        if host is None:
+            return None
+        dialog = PasswordDialog(host.name, self)
+        self.password_dialog = dialog
+        dialog.accepted.connect(lambda: self._password_stored(host.name))
+        dialog.open()
+        return dialog
+
+    def _password_stored(self, name: str) -> None:
+        self.statusMessage.emit(f"{name}: password stored in the OS keyring")
+        self._selection_changed()
+
+    def confirm_remove(self) -> QMessageBox | None:
+        host = self.current_host()
+        if host is None:
+            return None
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Remove host",
+            f"Remove {host.name} ({host.address}) from the inventory? Deployments on it are not touched.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        self.remove_box = box
+        yes = box.button(QMessageBox.StandardButton.Yes)
+        box.buttonClicked.connect(lambda button: self._remove(host.name) if button is yes else None)
+        box.open()
+        return box
+
+    def _remove(self, name: str) -> TaskHandle:
+        return run_task(
+            tasks.remove_host,
+            self.config_dir,
+            name,
+            on_result=self._changed,
+            on_error=lambda e: self.banner.show_message(describe_error(e)),
+            name=f"remove {name}",
+            owner=self,
+        )
