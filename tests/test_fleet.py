@@ -7,13 +7,20 @@ check what only a network target can do: an unreachable host, an unknown host ke
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from modeldeck.core.errors import DeployError
+from modeldeck.core.errors import DeployError, HostUnreachable, UnknownHostKey
+from modeldeck.core.inventory.known_hosts import KnownHosts
 from modeldeck.core.targets.base import DeployOptions, ProgressEvent
 from modeldeck.core.targets.fleet import (
     NOT_STARTED,
@@ -27,8 +34,12 @@ from modeldeck.core.targets.fleet import (
 )
 from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import LocalTarget, free_port
+from modeldeck.core.targets.ssh.connection import SshEndpoint
+from modeldeck.core.targets.ssh.target import SshTarget, SshTimeouts
 
 from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.ssh_target import seed_runtime, target_for, trusting
+from tests.fixtures.sshd import SshHost
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -183,3 +194,134 @@ def test_staged_rollout_splits_hosts_into_waves() -> None:
 def test_step_timeouts_bound_the_health_gate() -> None:
     options = StepTimeouts(health_s=7).apply(DeployOptions())
     assert options.health.start_period_s == 7
+
+
+# -- real SSH hosts --------------------------------------------------------------------------------
+@dataclass
+class SshFleet:
+    hosts: dict[str, SshHost]
+    targets: dict[str, SshTarget]
+    known: KnownHosts
+
+
+def _ssh_fleet(sshd_factory, seed: Path, tmp: Path, count: int, *, trusted: int | None = None, **kw) -> SshFleet:
+    hosts = {}
+    for i in range(1, count + 1):
+        host = sshd_factory()
+        seed_runtime(host, seed)
+        hosts[f"web{i}"] = host
+    known = trusting(tmp / "trust", *list(hosts.values())[: trusted if trusted is not None else count])
+    kw.setdefault("timeouts", SshTimeouts(connect_s=3, auth_s=5))
+    targets = {name: target_for(h, tmp / name, known_hosts=known, **kw) for name, h in hosts.items()}
+    return SshFleet(hosts, targets, known)
+
+
+@pytest.fixture
+def ssh_fleet_factory(sshd_factory, ssh_runtime_seed, tmp_path) -> Iterator[Any]:
+    made: list[SshFleet] = []
+
+    def make(count: int = 4, **kw: Any) -> SshFleet:
+        fleet = _ssh_fleet(sshd_factory, ssh_runtime_seed, tmp_path / f"fleet{len(made)}", count, **kw)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        for name, target in fleet.targets.items():
+            host = fleet.hosts[name]
+            if host.proc is None:
+                host.start()
+            with contextlib.suppress(Exception):
+                for status in target.status():
+                    target.undeploy(status.name)
+            left = runtime_pids(host.deploy_root)
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            assert not left, f"runtime processes left behind on {host.ip}: {sorted(left)}"
+
+
+def test_ssh_hosts_all_deploy_in_parallel_and_a_redeploy_sends_nothing(ssh_fleet_factory, deploy_bundles) -> None:
+    fleet = ssh_fleet_factory(4)
+    progress = Recorder()
+    result = deploy_many(fleet.targets, deploy_bundles["v1"], DeployOptions(), forks=4, progress=progress)
+
+    assert result.ok, [(h.host, h.outcome, h.message) for h in result.hosts]
+    assert progress.hosts() == {"web1", "web2", "web3", "web4"}  # fleet names, not addresses
+    for h in result.hosts:
+        assert h.outcome == "deployed"
+        status = h.result.status
+        assert status.endpoint.startswith(f"http://{fleet.hosts[h.host].ip}:")
+        assert served_version(status.endpoint) == "1"
+    again = deploy_many(fleet.targets, deploy_bundles["v1"], DeployOptions(), forks=4)
+    assert [h.outcome for h in again.hosts] == ["already-installed"] * 4
+    statuses = status_many(fleet.targets)
+    assert [len(s.statuses) for s in statuses] == [1, 1, 1, 1]
+
+
+def test_a_stopped_host_is_a_reported_failure_and_the_others_deploy(ssh_fleet_factory, deploy_bundles) -> None:
+    fleet = ssh_fleet_factory(3)
+    fleet.hosts["web2"].stop()
+    result = deploy_many(fleet.targets, deploy_bundles["v1"], DeployOptions(), forks=3)
+    by_host = result.by_host()
+    assert by_host["web1"].ok and by_host["web3"].ok
+    assert by_host["web2"].outcome == "failed"
+    assert by_host["web2"].error == HostUnreachable.__name__
+    assert fleet.hosts["web2"].ip in by_host["web2"].message
+    statuses = {s.host: s for s in status_many(fleet.targets)}
+    assert not statuses["web2"].ok and statuses["web1"].ok
+
+
+def test_a_host_that_never_answers_fails_within_its_connect_timeout(ssh_fleet_factory, deploy_bundles) -> None:
+    fleet = ssh_fleet_factory(2)
+    silent = socket.socket()  # accepts TCP connections, never sends an SSH banner
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        endpoint = SshEndpoint("127.0.0.1", silent.getsockname()[1], "nobody", allow_agent=False)
+        targets = {
+            **fleet.targets,
+            "mute": SshTarget(
+                endpoint, "/nonexistent", known_hosts=fleet.known, timeouts=SshTimeouts(connect_s=2, auth_s=2)
+            ),
+        }
+        result = deploy_many(targets, deploy_bundles["v1"], DeployOptions(), forks=3)
+    finally:
+        silent.close()
+    by_host = result.by_host()
+    assert by_host["web1"].ok and by_host["web2"].ok
+    assert by_host["mute"].outcome == "failed"
+    assert by_host["mute"].error == HostUnreachable.__name__
+    assert by_host["mute"].duration_s < 30  # bounded by its connect timeout, not by the others' deploys
+
+
+def test_a_host_with_an_unknown_key_is_refused_before_anything_runs(ssh_fleet_factory, deploy_bundles) -> None:
+    fleet = ssh_fleet_factory(3, trusted=2)  # web3's key is in no known_hosts file
+    result = deploy_many(fleet.targets, deploy_bundles["v1"], DeployOptions(), forks=3)
+    by_host = result.by_host()
+    assert by_host["web1"].ok and by_host["web2"].ok
+    refused = by_host["web3"]
+    assert refused.outcome == "failed" and refused.error == UnknownHostKey.__name__
+    assert fleet.hosts["web3"].fingerprint in refused.message
+    assert sorted(p.name for p in fleet.hosts["web3"].deploy_root.iterdir()) == ["runtime"]  # nothing was written
+
+
+def test_cancel_midway_over_ssh_leaves_previous_releases_serving(ssh_fleet_factory, deploy_bundles) -> None:
+    fleet = ssh_fleet_factory(4)
+    assert deploy_many(fleet.targets, deploy_bundles["v1"], DeployOptions(), forks=4).ok
+    cancel = threading.Event()
+
+    def progress(event: ProgressEvent) -> None:
+        if event.step == "health":
+            cancel.set()
+
+    result = deploy_many(
+        fleet.targets, deploy_bundles["v2"], DeployOptions(), forks=2, progress=progress, cancel=cancel
+    )
+    assert result.cancelled
+    outcomes = {h.host: h.outcome for h in result.hosts}
+    assert "cancelled" in outcomes.values() or NOT_STARTED in outcomes.values(), outcomes
+    for s in status_many(fleet.targets):
+        (status,) = s.statuses
+        expected = "2" if outcomes[s.host] == "deployed" else "1"
+        assert served_version(status.endpoint) == expected, (s.host, outcomes[s.host])
