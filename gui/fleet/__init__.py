@@ -1,0 +1,1 @@
+"""The "Deploy to hosts…" dialog: one model version to many SSH hosts."""
