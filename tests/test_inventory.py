@@ -157,3 +157,13 @@ def test_keyring_password_is_used_but_never_shown(inventory: Inventory) -> None:
     assert r.endpoint.password == "hunter2"
     assert (r.password.value, r.password.source) == (True, "OS keyring")
     assert "hunter2" not in repr(r.endpoint)
+
+
+def test_update_changes_fields_and_can_rename(inventory: Inventory) -> None:
+    inventory.update("db1", port=2201)
+    inventory.update("db1", name="db-primary", user="postgres")
+    again = Inventory(inventory.path)
+    assert "db1" not in again
+    assert (again.get("db-primary").port, again.get("db-primary").user) == (2201, "postgres")
+    with pytest.raises(ConfigError, match="already exists"):
+        inventory.update("db-primary", name="web1")

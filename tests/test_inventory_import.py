@@ -234,3 +234,27 @@ def test_imported_hosts_land_in_the_inventory_in_one_write(tmp_path: Path) -> No
     assert again.get("db1").warnings == by_name(result.hosts)["db1"].warnings
     with pytest.raises(ConfigError, match="already exists"):
         inv.add_many(result.hosts)
+
+
+def test_secrets_in_ansible_vars_never_become_labels(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "hosts.yml",
+        """
+all:
+  hosts:
+    web1:
+      db_password: hunter2
+      api_token: abc123
+      vault_thing: !vault |
+        $ANSIBLE_VAULT;1.1;AES256
+        6162636465
+      zone: eu
+""",
+    )
+    host = import_ansible(path).hosts[0]
+    assert host.labels == {"zone": "eu"}
+    text = "\n".join(host.warnings)
+    assert "db_password looks like a secret; not imported" in text
+    assert "api_token looks like a secret" in text
+    assert "vault_thing (!vault) not imported" in text
+    assert "hunter2" not in text and "abc123" not in text

@@ -18,6 +18,7 @@ import logging
 import re
 import shlex
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ _WHY = {
     "ansible_become": "privilege escalation is not used; the deploy root must be writable by the user",
     "ansible_connection": "ModelDeck connects over SSH only",
 }
+# Variables never copied into labels (the inventory file is plain text).
+_SECRET = re.compile(r"pass|secret|token|credential|private|api_?key", re.IGNORECASE)
 _RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
 
 
@@ -261,10 +264,32 @@ def _scalar(node: Any, path: Path) -> str:
     return str(node.value)
 
 
+@dataclass(frozen=True)
+class _Opaque:
+    """A value ModelDeck will not read (an ``!vault`` secret or another custom tag)."""
+
+    tag: str
+
+
 def _plain(node: Any) -> Any:
     import yaml
 
+    if any(n.tag.startswith("!") for n in _walk(node)):
+        return _Opaque(next(n.tag for n in _walk(node) if n.tag.startswith("!")))
     return yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+
+
+def _walk(node: Any) -> Iterator[Any]:
+    import yaml
+
+    yield node
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            yield from _walk(child)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _walk(key)
+            yield from _walk(value)
 
 
 def _yaml_group(parsed: _Parsed, name: str, node: Any, path: Path, trail: list[str]) -> None:
@@ -370,6 +395,12 @@ def _host(path: Path, name: str, variables: dict[str, _Value], groups: set[str])
             else:
                 fields[target] = str(item.value)
             origins[target] = item.where
+        elif isinstance(item.value, _Opaque):
+            warnings.append(
+                f"{item.where}: {key} ({item.value.tag}) not imported: encrypted or custom values are skipped"
+            )
+        elif _SECRET.search(key) and not key.startswith("ansible_"):
+            warnings.append(f"{item.where}: {key} looks like a secret; not imported (labels are stored in plain text)")
         elif key.startswith("ansible_"):
             if key in ANSIBLE_ONLY:
                 continue

@@ -269,8 +269,8 @@ class Inventory:
         self._write(merged)
         return new
 
-    def update(self, name: str, **changes: Any) -> Host:
-        """Change some fields of a host (``groups``/``labels`` are replaced as a whole)."""
+    def update(self, name: str, /, **changes: Any) -> Host:
+        """Change some fields of a host (``groups``/``labels`` are replaced as a whole; ``name=`` renames it)."""
         self.reload()
         host = replace(self.get(name), **changes)
         host.validate()

@@ -51,6 +51,9 @@ from PySide6.QtWidgets import (
 log = logging.getLogger(__name__)
 
 
+EMPTY_TEXT = "No hosts yet. Add one, or import them from ~/.ssh/config or an Ansible inventory."
+
+
 class InventoryPage(QWidget):
     statusMessage = Signal(str)
     hostsLoaded = Signal()
@@ -103,7 +106,7 @@ class InventoryPage(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(HostTableModel.NAME, Qt.SortOrder.AscendingOrder)
-        self.empty_label = QLabel("No hosts yet. Add one, or import them from ~/.ssh/config or an Ansible inventory.")
+        self.empty_label = QLabel(EMPTY_TEXT)
         self.empty_label.setProperty("role", "empty")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_label.setWordWrap(True)
@@ -145,6 +148,12 @@ class InventoryPage(QWidget):
         self.details_source.setProperty("role", "muted")
         self.details_source.setWordWrap(True)
         layout.addWidget(self.details_title)
+        self.details_body = QWidget()  # hidden unless exactly one host is selected
+        outer = layout
+        layout = QVBoxLayout(self.details_body)
+        layout.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.details_body, 1)
+        outer.addStretch(0)
         layout.addWidget(self.details_source)
         self.settings_model = RowsModel(["Setting", "Value", "From"], self)
         self.settings_view = readonly_table(self.settings_model)
@@ -184,12 +193,23 @@ class InventoryPage(QWidget):
             tasks.load_hosts,
             self.config_dir,
             on_result=self.set_hosts,
-            on_error=lambda e: self.banner.show_message(describe_error(e), action_text="Retry", action=self.reload),
+            on_error=self._load_failed,
             name="load inventory",
             owner=self,
         )
 
+    def _load_failed(self, error: BaseException) -> None:
+        self.banner.show_message(describe_error(error), action_text="Retry", action=self.reload)
+        self.model.set_hosts([])  # rows from before the file broke would be stale
+        self.view.hide()
+        self.empty_label.setText("The inventory file could not be read: nothing is shown or changed until it is fixed.")
+        self.empty_label.show()
+        self._selection_changed()
+        self.hostsLoaded.emit()
+
     def set_hosts(self, hosts: list[Host]) -> None:
+        self.banner.hide()
+        self.empty_label.setText(EMPTY_TEXT)
         self.model.set_hosts(hosts)
         fit_columns(self.view)
         self.empty_label.setVisible(not hosts)
@@ -235,6 +255,7 @@ class InventoryPage(QWidget):
             self._details_channel.invalidate()
             count = len(self.selected_hosts())
             self.details_title.setText(f"{count} hosts selected." if count else "Select a host.")
+            self.details_body.hide()
             self.details_source.clear()
             self.keys_label.clear()
             self.warnings_title.hide()
@@ -244,6 +265,7 @@ class InventoryPage(QWidget):
             self.test_label.setText("")
             return
         self.details_title.setText(host.name)
+        self.details_body.show()
         self._show_outcome(host.name)
         self._show_warnings(host)
         run_task(

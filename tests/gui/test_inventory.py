@@ -290,3 +290,48 @@ def test_the_main_window_has_a_hosts_page(qtbot: QtBot, page: InventoryPage) -> 
     qtbot.waitUntil(lambda: ui.page.settings_model.rowCount() > 0, timeout=30_000)
     shot(window, "main-window")
     window.close()
+
+
+def test_editing_an_imported_host_keeps_untouched_origins_and_remove_asks_first(
+    qtbot: QtBot, page: InventoryPage
+) -> None:
+    imported = Host(
+        "web1",
+        "10.0.0.11",
+        user="deploy",
+        port=2200,
+        source="ssh_config:~/.ssh/config",
+        origins={"hostname": "~/.ssh/config:2", "user": "~/.ssh/config:3", "port": "~/.ssh/config:4"},
+    )
+    load(qtbot, page, imported)
+    page.select_host("web1")
+    dialog = page.open_edit_dialog()
+    assert dialog is not None and dialog.port_edit.text() == "2200"
+    dialog.user_edit.setText("ops")
+    with qtbot.waitSignal(page.hostsLoaded, timeout=30_000):
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    saved = Inventory.for_config_dir(config_dir()).get("web1")
+    assert saved.user == "ops" and saved.source == "ssh_config:~/.ssh/config"
+    assert dict(saved.origins) == {"hostname": "~/.ssh/config:2", "port": "~/.ssh/config:4"}  # user is now ours
+
+    box = page.confirm_remove()
+    assert box is not None and box.defaultButton() is box.button(box.StandardButton.Cancel)
+    qtbot.mouseClick(box.button(box.StandardButton.Cancel), Qt.MouseButton.LeftButton)
+    idle(qtbot)
+    assert "web1" in Inventory.for_config_dir(config_dir())
+    box = page.confirm_remove()
+    with qtbot.waitSignal(page.hostsLoaded, timeout=30_000):
+        qtbot.mouseClick(box.button(box.StandardButton.Yes), Qt.MouseButton.LeftButton)  # type: ignore[union-attr]
+    assert page.model.rowCount() == 0 and page.empty_label.isVisible()
+    assert "web1" not in Inventory.for_config_dir(config_dir())
+
+
+def test_a_broken_inventory_file_is_shown_in_the_page_not_overwritten(qtbot: QtBot, page: InventoryPage) -> None:
+    path = config_dir() / "inventory.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('[hosts.web1]\nhostname = "10.0.0.11\n')
+    page.reload()
+    qtbot.waitUntil(lambda: page.banner.isVisible(), timeout=30_000)
+    assert "not valid TOML" in page.banner.text() and "line 2" in page.banner.text()
+    assert path.read_text() == '[hosts.web1]\nhostname = "10.0.0.11\n'
+    shot(page, "broken-file")
