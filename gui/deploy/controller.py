@@ -32,7 +32,11 @@ class DeployUI(QObject):
         self.target = LocalTarget(window.settings.deployments_dir)
         kwargs = {} if refresh_ms is None else {"refresh_ms": refresh_ms}
         self.page = DeploymentsPage(
-            self.target, extra_targets=catalog_urls, deployments_dir=window.settings.deployments_dir, **kwargs
+            self.target,
+            extra_targets=catalog_urls,
+            deployments_dir=window.settings.deployments_dir,
+            bundles_dir=window.settings.bundles_dir,
+            **kwargs,
         )
         self.page_index = window.add_page("Deployments", self.page)
         self.page.statusMessage.connect(window.show_status)

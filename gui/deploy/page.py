@@ -158,6 +158,7 @@ class TryItPanel(QWidget):
                 self.pool,
                 self.target_url,
                 status.name,
+                status.bundle_sha256,
                 on_result=self._example_loaded,
                 on_error=lambda e: self._show_request_error(f"Could not read the input example: {describe_error(e)}"),
                 channel=self._example_channel,
@@ -328,13 +329,16 @@ class DeploymentsPage(QWidget):
         refresh_ms: int = REFRESH_MS,
         extra_targets: Callable[[], list[str]] | None = None,
         deployments_dir: Path | None = None,
+        bundles_dir: Path | None = None,
         list_timeout_s: float = LIST_TIMEOUT_S,
     ) -> None:
         """``target`` is the primary (local) target; ``extra_targets`` returns the URLs of the others
         (called in the refresh worker, e.g. :func:`tasks.catalog_urls`)."""
         super().__init__(parent)
         self.target = target
-        self.pool = TargetPool(target, deployments_dir=deployments_dir, extra_urls=extra_targets)
+        self.pool = TargetPool(
+            target, deployments_dir=deployments_dir, bundles_dir=bundles_dir, extra_urls=extra_targets
+        )
         self.list_timeout_s = list_timeout_s
         self._refreshing: TaskHandle | None = None
         self._refresh_channel = Channel("deployments")

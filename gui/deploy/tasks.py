@@ -162,11 +162,13 @@ class TargetPool:
         primary: Target,
         *,
         deployments_dir: Path | None = None,
+        bundles_dir: Path | None = None,
         extra_urls: Callable[[], list[Any]] | None = None,
     ) -> None:
         """``extra_urls`` returns URLs or catalog ``KnownTarget`` entries (whose ``host`` opens an inventory host)."""
         self.primary = primary
         self.deployments_dir = deployments_dir
+        self.bundles_dir = bundles_dir  # where the app's own bundles are: input examples for remote deployments
         self.extra_urls = extra_urls
         self._opened: dict[str, Target] = {primary.url: primary}
         self._hosts: dict[str, str] = {}  # URL -> inventory host name
@@ -307,8 +309,27 @@ def logs_of(pool: TargetPool, url: str, name: str, lines: int = 200) -> str:
     return pool.get(url).logs(name, lines)
 
 
-def example_of(pool: TargetPool, url: str, name: str) -> str:
-    return input_example_text(pool.get(url), name)
+def example_of(pool: TargetPool, url: str, name: str, bundle_sha256: str | None = None) -> str:
+    """The input example for the Try-it editor: from the target if it can tell, else from the app's own
+    bundle with the deployed ``bundle_sha256`` (a remote target's bundle was built here); '' if neither."""
+    target = pool.get(url)
+    if getattr(target, "input_example", None) is not None:
+        return input_example_text(target, name)
+    if not bundle_sha256 or pool.bundles_dir is None:
+        return ""
+    from modeldeck.core.errors import BundleError
+    from modeldeck.core.runtime.manifest import read_manifest
+    from modeldeck.core.targets.health import load_example
+
+    for manifest_file in sorted(pool.bundles_dir.glob("*/manifest.json"))[:200]:
+        try:
+            manifest = read_manifest(manifest_file.parent)
+        except BundleError:
+            continue
+        if manifest.sha256 == bundle_sha256:
+            example = load_example(manifest_file.parent, manifest.input_example_file)
+            return pretty_json(example) if example is not None else ""
+    return ""
 
 
 # -- Docker ----------------------------------------------------------------------------------------
