@@ -4,8 +4,15 @@ from the host's own address, no-change redeploys, switches under load, rollback,
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
-from modeldeck.core.errors import TargetError
+from modeldeck.core.errors import DeployError, TargetError
 from modeldeck.core.targets.base import DeployOptions, ProgressEvent, Target, open_target
 from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import free_port
@@ -13,6 +20,8 @@ from modeldeck.core.targets.runtime_dist import runtime_version
 from modeldeck.core.targets.ssh.facts import parse_facts
 from modeldeck.core.targets.ssh.target import SshTarget, parse_ssh_url, systemd_unit
 
+from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.ssh_target import target_for
 from tests.fixtures.sshd import SshHost
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -117,3 +126,147 @@ def test_deploy_serves_predictions_on_the_hosts_address(
     ddir = ssh_deploy_host.deploy_root / "deployments" / "iris"
     assert (ddir / "current").is_symlink() and (ddir / "state.json").is_file()
     assert len(list((ssh_deploy_host.deploy_root / "objects").iterdir())) == 3  # model, example, manifest
+
+
+def test_redeploy_of_the_same_bundle_sends_nothing_and_keeps_the_process(
+    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles
+) -> None:
+    opts = options(ssh_deploy_host)
+    first = ssh_target.deploy(deploy_bundles["v1"], opts)
+    steps = Steps()
+    started = time.perf_counter()
+    again = ssh_target.deploy(deploy_bundles["v1"], opts, progress=steps)
+    elapsed = time.perf_counter() - started
+    print(f"no-change redeploy over SSH: {elapsed * 1000:.0f} ms")
+    assert again.outcome == "already-installed", again.message
+    assert (again.status.pid, again.status.release_id) == (first.status.pid, first.status.release_id)
+    assert "the host already holds every file; nothing to send" in [e.message for e in steps.events]
+
+
+def test_unchanged_weights_are_not_sent_again(
+    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, tmp_path: Path
+) -> None:
+    from tests.fixtures.deploy import make_iris_bundle
+
+    ssh_target.deploy(deploy_bundles["v1"], options(ssh_deploy_host))
+    relabelled = make_iris_bundle(tmp_path / "v1b", version="1b")  # same model and example, new manifest
+    steps = Steps()
+    result = ssh_target.deploy(relabelled, options(ssh_deploy_host), progress=steps)
+    assert result.outcome == "deployed", result.message
+    sent = [e.message for e in steps.events if e.step == "transfer" and e.message.startswith("sent ")]
+    assert sent and all("manifest.json" not in m for m in sent)
+    uploads = {e.message.split(":")[0] for e in steps.events if e.step == "transfer" and "KiB (" in e.message}
+    assert uploads <= {"manifest.json"}, uploads
+
+
+@dataclass
+class Load:
+    """A light, bounded load against one address: paced requests on fresh connections, ≤ N requests, ≤ T s."""
+
+    host: str
+    port: int
+    max_requests: int = 2000
+    max_seconds: float = 20.0
+    pause_s: float = 0.004
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        body = json.dumps(EXAMPLE).encode()
+        deadline = time.monotonic() + self.max_seconds
+        for i in range(self.max_requests):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                break
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+            try:
+                if i % 10 == 0:
+                    conn.request("GET", "/version")
+                    version = json.loads(conn.getresponse().read())["model_version"]
+                    if not self.versions or self.versions[-1] != version:
+                        self.versions.append(version)
+                else:
+                    conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    if resp.status != 200:
+                        self.failures.append(f"HTTP {resp.status}: {data[:100]!r}")
+                        continue
+                self.ok += 1
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                self.failures.append(f"{exc.__class__.__name__}: {exc}")
+            finally:
+                conn.close()
+            self.stop.wait(self.pause_s)
+
+
+def wait_until(condition, timeout: float = 20.0, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def test_new_version_takes_over_under_load_without_a_failed_request(
+    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles
+) -> None:
+    opts = options(ssh_deploy_host)
+    assert ssh_target.deploy(deploy_bundles["v1"], opts).ok
+    load = Load(ssh_deploy_host.ip, opts.port)
+    worker = threading.Thread(target=load.run)
+    worker.start()
+    try:
+        wait_until(lambda: load.ok >= 50, timeout=10)
+        result = ssh_target.deploy(deploy_bundles["v2"], opts)
+        assert result.outcome == "deployed", result.message
+        ok_at_switch = load.ok
+        wait_until(lambda: load.ok >= ok_at_switch + 50 or not worker.is_alive(), timeout=15)
+    finally:
+        load.stop.set()
+        worker.join(timeout=30)
+    assert load.failures == [], load.failures
+    assert load.versions == ["1", "2"]
+    (status,) = ssh_target.status()
+    assert (status.state, status.model_version) == ("running", "2")
+
+
+def test_rollback_stop_start_and_undeploy(ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles) -> None:
+    opts = options(ssh_deploy_host)
+    v1 = ssh_target.deploy(deploy_bundles["v1"], opts)
+    v2 = ssh_target.deploy(deploy_bundles["v2"], opts)
+    back = ssh_target.rollback("iris")
+    assert back.outcome == "rolled-back", back.message
+    assert (back.status.release_id, back.status.previous_release_id) == (v1.status.release_id, v2.status.release_id)
+    assert served_version(back.status.endpoint) == "1"
+
+    stopped = ssh_target.stop("iris")
+    assert stopped.state == "stopped"
+    started = ssh_target.start("iris")
+    assert started.ok, started.message
+    assert served_version(started.status.endpoint) == "1"
+
+    ssh_target.undeploy("iris")
+    assert ssh_target.status() == []
+    assert not (ssh_deploy_host.deploy_root / "deployments" / "iris").exists()
+    assert list((ssh_deploy_host.deploy_root / "objects").iterdir()) == []  # no file of it is left on the host
+    assert runtime_pids(ssh_deploy_host.deploy_root) == []
+    with pytest.raises(DeployError, match="no deployment named 'iris'"):
+        ssh_target.rollback("iris")
+
+
+def test_runtime_is_installed_from_an_uploaded_wheelhouse(sshd_factory, tmp_path: Path, deploy_bundles) -> None:
+    host = sshd_factory()  # an empty host: no runtime yet
+    target = target_for(host, tmp_path)
+    steps = Steps()
+    result = target.deploy(deploy_bundles["v1"], options(host), progress=steps)
+    try:
+        assert result.outcome == "deployed", result.message
+        assert "runtime" in steps.steps()
+        assert (host.deploy_root / "runtime" / runtime_version() / "installed.json").is_file()
+        assert any((host.deploy_root / "wheelhouse").rglob("onnxruntime-*.whl"))
+        assert target.facts().runtime_versions == (runtime_version(),)
+        assert len(predict(result.status.endpoint)) == 2
+    finally:
+        target.undeploy("iris")

@@ -166,8 +166,17 @@ def stage_bundle(deploy_root: Path, files: dict[str, str]) -> Path:
     return stage
 
 
-def collect_garbage(deploy_root: Path) -> int:
-    """Remove objects no installed release uses (older than the grace period); return how many."""
+def collect_garbage(deploy_root: Path, grace_s: float = OBJECT_GRACE_S) -> int:
+    """Remove objects no installed release uses and old staging folders (older than ``grace_s``); return how many.
+
+    The grace period protects files another deploy to this host has just uploaded but not yet installed.
+    """
+    now = time.time()
+    staging = deploy_root / STAGING
+    for stage in staging.iterdir() if staging.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if now - stage.stat().st_mtime > OBJECT_GRACE_S:
+                shutil.rmtree(stage, ignore_errors=True)
     store = deploy_root / OBJECTS
     if not store.is_dir():
         return 0
@@ -180,14 +189,13 @@ def collect_garbage(deploy_root: Path) -> int:
                 data = manifest.read_bytes()
                 used.add(hashlib.sha256(data).hexdigest())
                 used.update(str(v) for v in json.loads(data).get("files", {}).values())
-    now = time.time()
     removed = 0
     for path in store.iterdir():
         sha = path.name.removesuffix(".part")
         if sha in used:
             continue
         with contextlib.suppress(OSError):
-            if now - path.stat().st_mtime > OBJECT_GRACE_S:
+            if now - path.stat().st_mtime >= grace_s:
                 path.unlink()
                 removed += 1
     return removed
@@ -244,7 +252,7 @@ def cmd_undeploy(args: argparse.Namespace, out: _Output, cancel: threading.Event
     deploy_root = Path(args.deploy_root)
     _target(deploy_root).undeploy(args.name, progress=out.progress, cancel=cancel)
     with contextlib.suppress(OSError):
-        collect_garbage(deploy_root)
+        collect_garbage(deploy_root, grace_s=0.0)  # undeploy leaves none of its files behind
     return None
 
 

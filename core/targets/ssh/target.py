@@ -303,6 +303,11 @@ class SshTarget:
         """
         _check_cancel(cancel)
         self._emit(progress, "verify", "verifying the bundle", 0.01)
+        if options.extra:
+            raise DeployError(
+                f"the SSH target takes no setting(s) {', '.join(sorted(options.extra))}",
+                hint="those flags are for docker:// targets",
+            )
         manifest = self._checked_bundle(bundle_dir)
         files = bundle_files(Path(bundle_dir), manifest)
         if options.host in ("127.0.0.1", "") and self.bind_host:
@@ -547,8 +552,7 @@ class SshTarget:
             except Cancelled:
                 raise
             except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
-                transport = conn.client.get_transport()
-                if transport is None or not transport.is_active():
+                if not self._still_connected(conn):
                     raise HostUnreachable(
                         f"{self.label}: the connection dropped while uploading {f.rel}",
                         hint="deploy again: the upload resumes where it stopped; the previous release still serves",
@@ -560,6 +564,14 @@ class SshTarget:
         elapsed = time.monotonic() - started
         self._emit(progress, step, f"sent {sent // 1024} KiB in {elapsed:.1f} s", 0.45)
         return resumed
+
+    def _still_connected(self, conn: SshConnection) -> bool:
+        """One cheap round trip tells a dropped connection from an error the host reported (e.g. a full disk)."""
+        try:
+            conn.run("true", timeout=min(10.0, self.timeouts.command_s))
+        except (HostUnreachable, TargetError):
+            return False
+        return True
 
     # -- the agent ---------------------------------------------------------------------------------------
     def _agent(
@@ -643,6 +655,11 @@ class SshTarget:
             raise HostUnreachable(f"{self.label}: connection lost during `{command}`: {exc}") from exc
         finally:
             chan.close()
+        if outcome is None and (exit_status == -1 or not transport.is_active()) and not self._still_connected(conn):
+            raise HostUnreachable(
+                f"{self.label}: the connection dropped during `{command}`",
+                hint="the host keeps (or returns to) the previous release; run the command again",
+            )
         if outcome is None:
             tail = "\n".join(b"".join(err).decode("utf-8", "replace").strip().splitlines()[-5:])
             if exit_status == 127 or "No such file" in tail:
