@@ -22,7 +22,7 @@ from modeldeck.core.errors import Cancelled, ModelDeckError
 log = logging.getLogger(__name__)
 
 # Command-group modules under modeldeck.core.cli, registered in this order.
-COMMAND_MODULES = ("registry", "bundle", "serve", "deploy", "build", "hosts")
+COMMAND_MODULES = ("registry", "bundle", "serve", "deploy", "build", "hosts", "targets")
 
 Handler = Callable[[argparse.Namespace], int]
 
