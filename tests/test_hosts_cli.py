@@ -156,9 +156,12 @@ def test_imported_ssh_config_with_a_proxy_jump_connects_through_the_jump_host(
     assert f"{bastion.user}@{bastion.ip}:{bastion.port} -> {inner.user}@{inner.ip}:{inner.port}" in out
     assert f"{config}:11" in out  # where ProxyJump came from
 
-    assert run("hosts", "test", "inner")[0] == 1  # neither key is trusted yet
-    for name, host in (("bastion", bastion), ("inner", inner)):
-        assert run("hosts", "trust", name, "--fingerprint", host.fingerprint)[0] == 0
+    code, out, _ = run("hosts", "test", "inner")  # neither key is trusted yet: the jump host's is refused first
+    assert code == 1 and f"modeldeck hosts trust bastion --fingerprint {bastion.fingerprint}" in out
+    assert run("hosts", "trust", "bastion", "--fingerprint", bastion.fingerprint)[0] == 0
+    code, out, _ = run("hosts", "test", "inner")
+    assert code == 1 and f"modeldeck hosts trust inner --fingerprint {inner.fingerprint}" in out
+    assert run("hosts", "trust", "inner", "--fingerprint", inner.fingerprint)[0] == 0  # fetched through bastion
     code, out, _ = run("hosts", "test", "lab")
     assert code == 0, out
     assert "2/2 hosts ok" in out

@@ -304,22 +304,32 @@ def probe_one(inv: Inventory, host: Host, known: KnownHosts, passphrase: Any = N
     from modeldeck.core.inventory.hosts import resolve
     from modeldeck.core.inventory.probe import check_host
 
+    resolved = None
     try:
         resolved = resolve(inv, host.name)
         check = check_host(resolved.endpoint, known, deploy_root=host.deploy_root, passphrase=passphrase)
     except ModelDeckError as exc:
         out: dict[str, Any] = {"host": host.name, "ok": False, "error": exc.message, "hint": exc.hint}
+        via = ""
+        if isinstance(exc, (UnknownHostKey, HostKeyChanged)):
+            # The refused key may be a jump host's: name the host to trust.
+            owner = resolved.host_of(exc.host) if resolved is not None else None
+            via = "" if owner == host.name else f" (jump host {owner or exc.host})"
+            out["key_of"] = owner or exc.host
+            if owner is None:
+                out["hint"] = "add the jump host to the inventory, then trust it there"
+            elif isinstance(exc, UnknownHostKey):
+                out["hint"] = (
+                    f"check it out of band, then: modeldeck hosts trust {owner} --fingerprint {exc.fingerprint}"
+                )
+            else:
+                out["hint"] = f"if {owner} was re-installed: modeldeck hosts trust {owner} --replace " + (
+                    f"--fingerprint {exc.presented}"
+                )
         if isinstance(exc, UnknownHostKey):
-            out.update(status="unknown host key", fingerprint=exc.fingerprint, key_type=exc.key_type)
-            out["hint"] = (
-                f"check it out of band, then: modeldeck hosts trust {host.name} --fingerprint {exc.fingerprint}"
-            )
+            out.update(status=f"unknown host key{via}", fingerprint=exc.fingerprint, key_type=exc.key_type)
         elif isinstance(exc, HostKeyChanged):
-            out.update(status="HOST KEY CHANGED", fingerprint=exc.presented, expected=exc.expected)
-            out["hint"] = (
-                f"if {host.name} was re-installed: modeldeck hosts trust {host.name} --replace "
-                f"--fingerprint {exc.presented}"
-            )
+            out.update(status=f"HOST KEY CHANGED{via}", fingerprint=exc.presented, expected=exc.expected)
         else:
             out["status"] = type(exc).__name__
         return out

@@ -497,6 +497,25 @@ class ResolvedHost:
             ("Password", self.password),
         ]
 
+    def host_of(self, key_host: str) -> str | None:
+        """Which inventory host (this one or a jump host) a host-key error is about, or None.
+
+        ``key_host`` is what :class:`UnknownHostKey`/:class:`HostKeyChanged` carry: the known-hosts
+        name (``[host]:port``) or the endpoint label (``user@host:port``). A refused jump host must be
+        trusted under its own name, not the target's.
+        """
+        from modeldeck.core.inventory.known_hosts import host_key_name
+
+        ep = self.endpoint
+        if key_host in (host_key_name(ep.host, ep.port), ep.label):
+            return self.host.name
+        for hop in self.jumps:
+            if isinstance(hop, ResolvedHost):
+                found = hop.host_of(key_host)
+                if found is not None:
+                    return found
+        return None
+
 
 PasswordLookup = Callable[[str], "str | None"]
 

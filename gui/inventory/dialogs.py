@@ -387,6 +387,7 @@ class UnknownHostKeyDialog(QDialog):
     def __init__(self, host_name: str, error: UnknownHostKey, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.error = error
+        self.host_name = host_name
         self.setWindowTitle("Unknown host key")
         self.setMinimumWidth(560)
         layout = QVBoxLayout(self)
@@ -426,6 +427,7 @@ class ChangedHostKeyDialog(QDialog):
     def __init__(self, host_name: str, error: HostKeyChanged, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.error = error
+        self.host_name = host_name
         self.setWindowTitle("HOST KEY CHANGED")
         self.setMinimumWidth(620)
         layout = QVBoxLayout(self)

@@ -24,7 +24,7 @@ _ROOT = QModelIndex()
 
 
 @dataclass(frozen=True)
-class TestOutcome:
+class CheckOutcome:
     """The last test of one host, as the table shows it (``state``: testing / ok / warning / failed)."""
 
     state: str
@@ -52,7 +52,7 @@ class HostTableModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._hosts: list[Host] = []
-        self._outcomes: dict[str, TestOutcome] = {}
+        self._outcomes: dict[str, CheckOutcome] = {}
 
     # -- data in ---------------------------------------------------------------------------------
     def set_hosts(self, hosts: Sequence[Host]) -> None:
@@ -77,7 +77,7 @@ class HostTableModel(QAbstractTableModel):
             self._hosts.extend(new)
             self.endInsertRows()
 
-    def set_outcome(self, name: str, outcome: TestOutcome) -> None:
+    def set_outcome(self, name: str, outcome: CheckOutcome) -> None:
         row = self.row_of(name)
         if row < 0:
             return
@@ -85,7 +85,7 @@ class HostTableModel(QAbstractTableModel):
         cell = self.index(row, self.LAST_TEST)
         self.dataChanged.emit(cell, cell)
 
-    def outcome(self, name: str) -> TestOutcome | None:
+    def outcome(self, name: str) -> CheckOutcome | None:
         return self._outcomes.get(name)
 
     def host_at(self, row: int) -> Host | None:

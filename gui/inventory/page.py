@@ -30,7 +30,7 @@ from modeldeck.gui.inventory.dialogs import (
     PasswordDialog,
     UnknownHostKeyDialog,
 )
-from modeldeck.gui.inventory.models import HostFilterProxy, HostTableModel, TestOutcome
+from modeldeck.gui.inventory.models import CheckOutcome, HostFilterProxy, HostTableModel
 from modeldeck.gui.registry.models import RowsModel
 from modeldeck.gui.widgets import MessageBanner, fit_columns, home_abbreviated, readonly_table
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
@@ -58,7 +58,7 @@ class InventoryPage(QWidget):
     statusMessage = Signal(str)
     hostsLoaded = Signal()
     detailsShown = Signal(str)  # host name
-    testFinished = Signal(str, object)  # host name, TestOutcome
+    testFinished = Signal(str, object)  # host name, CheckOutcome
 
     def __init__(self, config_dir: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -346,7 +346,7 @@ class InventoryPage(QWidget):
         return [self.test_host(h.name, ask_about_keys=len(hosts) == 1) for h in hosts]
 
     def test_host(self, name: str, *, ask_about_keys: bool = True) -> TaskHandle:
-        self._set_outcome(name, TestOutcome("testing", "testing…"))
+        self._set_outcome(name, CheckOutcome("testing", "testing…"))
         return run_task(
             tasks.run_host_test,
             self.config_dir,
@@ -357,7 +357,7 @@ class InventoryPage(QWidget):
             owner=self,
         )
 
-    def _set_outcome(self, name: str, outcome: TestOutcome) -> None:
+    def _set_outcome(self, name: str, outcome: CheckOutcome) -> None:
         self.model.set_outcome(name, outcome)
         current = self.current_host()
         if current is not None and current.name == name:
@@ -366,7 +366,7 @@ class InventoryPage(QWidget):
     def _tested(self, name: str, check: HostCheck) -> None:
         state = "warning" if check.problems else "ok"
         text = f"{'not deployable' if check.problems else 'ok'}: {check.summary()}"
-        outcome = TestOutcome(state, text, check.summary(), check)
+        outcome = CheckOutcome(state, text, check.summary(), check)
         self._set_outcome(name, outcome)
         self.statusMessage.emit(f"{name}: {text}")
         self.testFinished.emit(name, outcome)
@@ -374,48 +374,57 @@ class InventoryPage(QWidget):
             self._selection_changed()  # the keys on record may have changed
 
     def _test_failed(self, name: str, error: BaseException, ask_about_keys: bool) -> None:
+        # A refused key may be a jump host's: the dialog and the pin are about that host.
+        owner = getattr(error, "inventory_host", None) or name
+        via = "" if owner == name else f" (jump host {owner})"
         if isinstance(error, UnknownHostKey):
-            outcome = TestOutcome("failed", "unknown host key", f"{error.key_type} {error.fingerprint} — not trusted")
+            outcome = CheckOutcome(
+                "failed", f"unknown host key{via}", f"{error.key_type} {error.fingerprint} — not trusted"
+            )
         elif isinstance(error, HostKeyChanged):
-            outcome = TestOutcome("failed", "HOST KEY CHANGED", describe_error(error))
+            outcome = CheckOutcome("failed", f"HOST KEY CHANGED{via}", describe_error(error))
         else:
-            outcome = TestOutcome("failed", "failed", describe_error(error))
+            outcome = CheckOutcome("failed", "failed", describe_error(error))
         self._set_outcome(name, outcome)
         self.testFinished.emit(name, outcome)
-        if ask_about_keys and isinstance(error, UnknownHostKey):
-            self._ask_unknown_key(name, error)
-        elif ask_about_keys and isinstance(error, HostKeyChanged):
-            self._ask_changed_key(name, error)
+        if not ask_about_keys or owner not in [h.name for h in self.model.hosts()]:
+            return
+        if isinstance(error, UnknownHostKey):
+            self._ask_unknown_key(owner, error, retest=name)
+        elif isinstance(error, HostKeyChanged):
+            self._ask_changed_key(owner, error, retest=name)
 
-    def _ask_unknown_key(self, name: str, error: UnknownHostKey) -> None:
-        dialog = UnknownHostKeyDialog(name, error, self)
+    def _ask_unknown_key(self, owner: str, error: UnknownHostKey, retest: str) -> None:
+        dialog = UnknownHostKeyDialog(owner, error, self)
         self.key_dialog = dialog
-        dialog.accepted.connect(lambda: self._pin(name, dialog.fingerprint, replace_key=False))
-        dialog.rejected.connect(lambda: self.statusMessage.emit(f"{name}: host key rejected; nothing was pinned"))
+        dialog.accepted.connect(lambda: self._pin(owner, dialog.fingerprint, replace_key=False, retest=retest))
+        dialog.rejected.connect(lambda: self.statusMessage.emit(f"{owner}: host key rejected; nothing was pinned"))
         dialog.open()
 
-    def _ask_changed_key(self, name: str, error: HostKeyChanged) -> None:
-        dialog = ChangedHostKeyDialog(name, error, self)
+    def _ask_changed_key(self, owner: str, error: HostKeyChanged, retest: str) -> None:
+        dialog = ChangedHostKeyDialog(owner, error, self)
         self.key_dialog = dialog
-        dialog.accepted.connect(lambda: self._pin(name, dialog.fingerprint, replace_key=True))
+        dialog.accepted.connect(lambda: self._pin(owner, dialog.fingerprint, replace_key=True, retest=retest))
         dialog.open()
 
-    def _pin(self, name: str, fingerprint: str, *, replace_key: bool) -> TaskHandle:
+    def _pin(self, owner: str, fingerprint: str, *, replace_key: bool, retest: str | None = None) -> TaskHandle:
+        """Pin ``owner``'s key (the core re-checks that the host presents it), then test ``retest`` again."""
+        again = retest or owner
         return run_task(
             tasks.trust_host,
             self.config_dir,
-            name,
+            owner,
             fingerprint,
             replace_key,
-            on_result=lambda result: self._pinned(name, result),
-            on_error=lambda e: self._set_outcome(name, TestOutcome("failed", "key not pinned", describe_error(e))),
-            name=f"trust {name}",
+            on_result=lambda result: self._pinned(owner, result, again),
+            on_error=lambda e: self._set_outcome(again, CheckOutcome("failed", "key not pinned", describe_error(e))),
+            name=f"trust {owner}",
             owner=self,
         )
 
-    def _pinned(self, name: str, result: TrustResult) -> None:
-        self.statusMessage.emit(f"{name}: pinned {result.key_type} {result.fingerprint}")
-        self.test_host(name)
+    def _pinned(self, owner: str, result: TrustResult, retest: str) -> None:
+        self.statusMessage.emit(f"{owner}: pinned {result.key_type} {result.fingerprint}")
+        self.test_host(retest)
 
     # -- editing ---------------------------------------------------------------------------------
     def open_add_dialog(self) -> HostDialog:

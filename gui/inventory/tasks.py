@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from modeldeck.core.errors import HostKeyChanged, UnknownHostKey
 from modeldeck.core.inventory.hosts import FIELDS, Host, Inventory, ResolvedHost, resolve
 from modeldeck.core.inventory.known_hosts import KnownHosts, KnownKey
 from modeldeck.core.inventory.probe import HostCheck, check_host
@@ -83,15 +84,20 @@ def run_host_test(
     progress: Any = None,
     cancel: threading.Event | None = None,
 ) -> HostCheck:
+    """Test one host. A refused host key carries ``inventory_host``: the host (maybe a jump host) to trust."""
     inv = Inventory.for_config_dir(config_dir)
     resolved = resolve(inv, name)
-    return check_host(
-        resolved.endpoint,
-        known_hosts(config_dir),
-        deploy_root=resolved.host.deploy_root,
-        progress=progress,
-        cancel=cancel,
-    )
+    try:
+        return check_host(
+            resolved.endpoint,
+            known_hosts(config_dir),
+            deploy_root=resolved.host.deploy_root,
+            progress=progress,
+            cancel=cancel,
+        )
+    except (UnknownHostKey, HostKeyChanged) as exc:
+        exc.inventory_host = resolved.host_of(exc.host)  # type: ignore[attr-defined]
+        raise
 
 
 def trust_host(config_dir: Path, name: str, fingerprint: str, replace_key: bool = False) -> TrustResult:

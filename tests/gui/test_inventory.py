@@ -11,7 +11,7 @@ import pytest
 from modeldeck.core.inventory.hosts import Host, Inventory
 from modeldeck.core.settings import config_dir
 from modeldeck.gui.inventory.dialogs import ChangedHostKeyDialog, UnknownHostKeyDialog
-from modeldeck.gui.inventory.models import HostTableModel
+from modeldeck.gui.inventory.models import CheckOutcome, HostTableModel
 from modeldeck.gui.inventory.page import InventoryPage
 from modeldeck.gui.workers import default_pool
 from PySide6.QtCore import Qt
@@ -193,6 +193,28 @@ def test_unknown_host_key_dialog_accept_pins_the_key_and_shows_facts(
     qtmodeltester.check(page.model)
     qtbot.waitUntil(lambda: ssh_host.fingerprint in page.keys_label.text(), timeout=10_000)
     shot(page, "tested")
+
+
+@pytest.mark.server
+def test_a_jump_hosts_unknown_key_is_asked_about_under_its_own_name(
+    qtbot: QtBot,
+    page: InventoryPage,
+    sshd_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    bastion, inner = sshd_factory(), sshd_factory()
+    load(qtbot, page, host_for(bastion, "bastion"), host_for(inner, "inner", proxy_jump="bastion"))
+    page.select_host("inner")
+    qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
+    for expected, host in (("bastion", bastion), ("inner", inner)):
+        qtbot.waitUntil(lambda: page.key_dialog is not None and page.key_dialog.isVisible(), timeout=30_000)
+        dialog = page.key_dialog
+        assert isinstance(dialog, UnknownHostKeyDialog)
+        assert (dialog.host_name, dialog.fingerprint) == (expected, host.fingerprint)
+        page.key_dialog = None
+        qtbot.mouseClick(dialog.accept_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: (page.model.outcome("inner") or CheckOutcome("", "")).state == "ok", timeout=30_000)
+    pins = (config_dir() / "known_hosts").read_text()
+    assert bastion.host_public_key.get_base64() in pins and inner.host_public_key.get_base64() in pins
 
 
 @pytest.mark.server
