@@ -11,11 +11,15 @@ from typing import TYPE_CHECKING
 
 from modeldeck.core.registry.types import ModelVersion
 from modeldeck.core.targets.base import DeployResult
+from modeldeck.core.targets.fleet import FleetResult
 from modeldeck.core.targets.local import LocalTarget
 from modeldeck.gui.deploy.dialogs import BundleDialog, DeployDialog
 from modeldeck.gui.deploy.docker_dialogs import BuildImageDialog, DockerDeployDialog
 from modeldeck.gui.deploy.page import DeploymentsPage
 from modeldeck.gui.deploy.tasks import catalog_urls
+from modeldeck.gui.fleet.dialog import HostsDeployDialog
+from modeldeck.gui.fleet.tasks import remember_targets
+from modeldeck.gui.workers import run_task
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction
 
@@ -51,6 +55,10 @@ class DeployUI(QObject):
         self.deploy_action = QAction("Deploy locally…", window)
         self.deploy_action.setToolTip("Bundle the selected version and serve it on this machine")
         self.deploy_action.triggered.connect(self.open_deploy_dialog)
+        self.hosts_action = QAction("Deploy to hosts…", window)
+        self.hosts_action.setToolTip("Bundle the selected version and push it to SSH hosts from the inventory")
+        self.hosts_action.triggered.connect(self.open_hosts_dialog)
+        self.hosts_dialog: HostsDeployDialog | None = None
         self.build_image_action = QAction("Build image…", window)
         self.build_image_action.setToolTip("Bundle the selected version and build a container image of it")
         self.build_image_action.triggered.connect(self.open_build_image_dialog)
@@ -60,10 +68,12 @@ class DeployUI(QObject):
         window.toolbar.addSeparator()
         window.toolbar.addAction(self.bundle_action)
         window.toolbar.addAction(self.deploy_action)
+        window.toolbar.addAction(self.hosts_action)
         window.toolbar.addAction(self.docker_action)
         menu = window.menuBar().addMenu("&Deploy")
         menu.addAction(self.bundle_action)
         menu.addAction(self.deploy_action)
+        menu.addAction(self.hosts_action)
         menu.addSeparator()
         menu.addAction(self.build_image_action)
         menu.addAction(self.docker_action)
@@ -81,7 +91,14 @@ class DeployUI(QObject):
 
     def _update_actions(self, *_: object) -> None:
         enabled = self.selected_version() is not None
-        for action in (self.bundle_action, self.deploy_action, self.build_image_action, self.docker_action):
+        actions = (
+            self.bundle_action,
+            self.deploy_action,
+            self.hosts_action,
+            self.build_image_action,
+            self.docker_action,
+        )
+        for action in actions:
             action.setEnabled(enabled)
 
     def open_bundle_dialog(self) -> BundleDialog | None:
@@ -102,6 +119,22 @@ class DeployUI(QObject):
         self.deploy_dialog = dialog
         dialog.open()
         return dialog
+
+    def open_hosts_dialog(self) -> HostsDeployDialog | None:
+        version = self.selected_version()
+        if version is None:
+            return None
+        dialog = HostsDeployDialog(self.window.settings, version, self.window)
+        dialog.finishedRun.connect(self._hosts_deployed)
+        self.hosts_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _hosts_deployed(self, result: FleetResult) -> None:
+        """List the hosts that now run a deployment on the Deployments page (recorded off the UI thread)."""
+        urls = [h.target_url for h in result.hosts if h.ok]
+        if urls:
+            run_task(remember_targets, urls, on_result=lambda _: self.page.refresh(), name="remember SSH targets")
 
     def open_build_image_dialog(self) -> BuildImageDialog | None:
         version = self.selected_version()

@@ -89,16 +89,17 @@ class ProgressLog:
     """Log lines from events: each step change, failures and results, fractions only per 25 %."""
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[str, int]] = {}
+        self._last: dict[str, tuple[str, int, str]] = {}
 
     def lines(self, events: Sequence[ProgressEvent]) -> list[str]:
         out = []
         for e in events:
             host = e.host or "bundle"
             bucket = int((e.fraction or 0.0) * 4)
-            if self._last.get(host) == (e.step, bucket) and e.step != "done":
+            last = self._last.get(host)
+            if last is not None and last[:2] == (e.step, bucket) and (e.step != "done" or last[2] == e.message):
                 continue
-            self._last[host] = (e.step, bucket)
+            self._last[host] = (e.step, bucket, e.message)
             out.append(f"[{host}] {e.step}: {e.message}")
         return out
 
@@ -152,6 +153,7 @@ class HostsDeployDialog(QDialog):
         self.filter_edit.setClearButtonEnabled(True)
         self.group_combo = QComboBox()
         self.group_combo.setToolTip("Check every host of a group")
+        self.group_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.check_button = QPushButton("Check shown")
         self.uncheck_button = QPushButton("Uncheck shown")
         pick.addWidget(self.filter_edit, 1)
@@ -269,6 +271,7 @@ class HostsDeployDialog(QDialog):
         self.group_combo.addItem(ALL_GROUPS)
         for group, names in inventory.groups().items():
             self.group_combo.addItem(f"{group} ({len(names)})", group)
+        self.host_view.resizeColumnsToContents()
         if not inventory.hosts:
             self.banner.show_message("The inventory has no hosts yet: add some on the Hosts page.", kind="warning")
         self._update_plan()
@@ -398,13 +401,21 @@ class HostsDeployDialog(QDialog):
     def rollback_candidates(self) -> list[Host]:
         if self.result is None or self.result.action != "deploy" or self.inventory is None:
             return []
-        changed = {h.host for h in self.result.hosts if h.changed}
+        changed = {
+            h.host
+            for h in self.result.hosts
+            if h.changed
+            and h.result is not None
+            and h.result.status is not None
+            and h.result.status.previous_release_id
+        }
         return [h for h in self.host_model.hosts() if h.name in changed]
 
     def rollback(self) -> TaskHandle | None:
         hosts = self.rollback_candidates()
         assert self.result is not None
-        names = {h.result.name for h in self.result.hosts if h.changed and h.result is not None}
+        chosen = {h.name for h in hosts}
+        names = {h.result.name for h in self.result.hosts if h.host in chosen and h.result is not None}
         if not hosts or len(names) != 1:
             return None
         self.log_view.appendPlainText(f"— roll back {next(iter(names))} on {len(hosts)} host(s)")
@@ -469,8 +480,7 @@ class HostsDeployDialog(QDialog):
         self.drain()
         self.result = result
         self.progress_model.apply_results(result.hosts)
-        for h in result.hosts:
-            self.log_view.appendPlainText(f"[{h.host}] {h.outcome}" + (f": {h.message}" if h.message else ""))
+        self.progress_view.resizeColumnToContents(4)
         self._finish_run()
         ok, total = len(result.succeeded), len(result.hosts)
         what = "Rolled back" if result.action == "rollback" else "Deployed"

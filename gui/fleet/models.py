@@ -232,6 +232,8 @@ class HostProgressModel(QAbstractTableModel):
             return -1 if row.fraction is None else int(row.fraction * 1000)
         if role == Qt.ItemDataRole.ToolTipRole and col in (3, 6):
             return row.message or None
+        if role == Qt.ItemDataRole.ToolTipRole and col == 4:
+            return row.release or None
         if role in (Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.BackgroundRole) and col == 3 and row.outcome:
             colours = OUTCOME_COLOURS.get(row.outcome)
             if colours is None:

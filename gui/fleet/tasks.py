@@ -134,3 +134,17 @@ def rollback_hosts(
 ) -> FleetResult:
     targets = factory(hosts, steps)
     return rollback_many(targets, name, forks=forks, step_timeouts=steps, progress=events.put, cancel=cancel)
+
+
+def remember_targets(urls: Sequence[str]) -> None:
+    """Record targets in the catalog the Deployments page lists (a failure to record is only logged)."""
+    import logging
+
+    from modeldeck.core.errors import ModelDeckError
+    from modeldeck.core.targets import catalog
+
+    for url in urls:
+        try:
+            catalog.remember(url)
+        except (ModelDeckError, OSError) as exc:
+            logging.getLogger(__name__).warning("could not record target %s: %s", url, exc)
