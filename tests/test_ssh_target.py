@@ -270,3 +270,36 @@ def test_runtime_is_installed_from_an_uploaded_wheelhouse(sshd_factory, tmp_path
         assert len(predict(result.status.endpoint)) == 2
     finally:
         target.undeploy("iris")
+
+
+def test_cli_deploys_to_an_ssh_target_after_the_user_accepts_its_host_key(
+    ssh_deploy_host: SshHost, deploy_bundles
+) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modeldeck.core.cli", *args], capture_output=True, text=True, timeout=180
+        )
+
+    url = f"{ssh_deploy_host.url}?bind={ssh_deploy_host.ip}"
+    key = ["--identity", str(ssh_deploy_host.client_key)]
+    refused = cli("deploy", str(deploy_bundles["v1"]), "--target", url, *key)
+    assert refused.returncode == 1
+    assert f"--accept-host-key {ssh_deploy_host.fingerprint}" in refused.stderr
+    assert sorted(p.name for p in ssh_deploy_host.deploy_root.iterdir()) == ["runtime"]
+
+    accept = ["--accept-host-key", ssh_deploy_host.fingerprint]
+    done = cli("deploy", str(deploy_bundles["v1"]), "--target", url, *key, *accept, "--runtime-source", "wheelhouse")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"iris: deployed at http://{ssh_deploy_host.ip}:")
+    try:
+        (entry,) = json.loads(cli("status", "--target", url, *key, "--json").stdout)  # pinned: no flag needed now
+        assert (entry["state"], entry["target_url"]) == ("running", ssh_deploy_host.url)
+        assert len(predict(entry["endpoint"])) == 2
+        assert cli("logs", "iris", "--target", url, *key).returncode == 0
+    finally:
+        gone = cli("undeploy", "iris", "--target", url, *key)
+    assert gone.returncode == 0, gone.stderr
+    assert runtime_pids(ssh_deploy_host.deploy_root) == []

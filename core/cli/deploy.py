@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _docker_deploy_args(p)
+    _ssh_args(p, deploy=True)
     fleet.add_hosts_args(p)
     p.set_defaults(handler=cmd_deploy)
 
@@ -79,6 +80,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _target_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", "-t", default=DEFAULT_TARGET, metavar="URL", help="target (default: local)")
     _tls_args(p)
+    _ssh_args(p)
+
+
+def _ssh_args(p: argparse.ArgumentParser, *, deploy: bool = False) -> None:
+    g = p.add_argument_group("ssh:// targets")
+    g.add_argument("--identity", metavar="FILE", help="private key (default: ssh-agent and ~/.ssh keys)")
+    g.add_argument("--accept-host-key", metavar="SHA256:…", help="trust an unknown host key with this fingerprint")
+    if deploy:
+        g.add_argument(
+            "--runtime-source",
+            choices=("index", "wheelhouse"),
+            help="install the runtime on the host from its package index (default) or from a wheelhouse uploaded "
+            "by ModelDeck (air-gapped hosts)",
+        )
 
 
 def _tls_args(p: argparse.ArgumentParser) -> None:
@@ -131,6 +146,11 @@ def _target(args: argparse.Namespace) -> Any:
         if not args.target.startswith("docker+tcp://"):
             raise DeployError("--tls-ca/--tls-cert/--tls-key only apply to docker+tcp:// targets")
         return open_target(args.target, root=settings.deployments_dir, **tls)
+    if (args.target or "").startswith("ssh://"):
+        ssh = {"identity": args.identity, "accept_host_key": args.accept_host_key}
+        if getattr(args, "runtime_source", None):
+            ssh["runtime_source"] = args.runtime_source
+        return open_target(args.target, root=settings.deployments_dir, **ssh)
     return open_target(args.target, root=settings.deployments_dir)
 
 
