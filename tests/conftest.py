@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.fixtures.bundles",
     "tests.fixtures.deploy",
     "tests.fixtures.monitor",
+    "tests.fixtures.docker",
     "tests.fixtures.sshd",
     "tests.fixtures.ssh_target",
 ]
