@@ -94,3 +94,33 @@ def test_every_package_directory_is_listed_in_pyproject() -> None:
 def test_imports_parse(top: str) -> None:
     for p in _py_files(top):
         _imports(p)
+
+
+def test_target_modules_shipped_in_the_runtime_wheel_import_only_what_the_wheel_has() -> None:
+    """The SSH agent runs LocalTarget's logic on hosts from the runtime wheel, so those modules stay pure."""
+    from modeldeck.core.targets.runtime_dist import _TARGET_FILES
+
+    stdlib = set(sys.stdlib_module_names)
+    shipped = {f"modeldeck.core.targets.{name[:-3]}" for name in _TARGET_FILES if name != "__init__.py"}
+    allowed_own = (*RUNTIME_ALLOWED_OWN, "modeldeck.core.targets")
+    # Lazy imports on paths the agent never takes: LocalTarget reads the app's settings only when given no
+    # root (the agent always passes one); open_target's branches for the other target kinds.
+    lazy_app_only = {
+        ("core/targets/local.py", "modeldeck.core.settings"),
+        ("core/targets/base.py", "modeldeck.core.targets.docker.target"),
+        ("core/targets/base.py", "modeldeck.core.targets.ssh.target"),
+    }
+    offenders = []
+    for name in _TARGET_FILES:
+        p = ROOT / "core" / "targets" / name
+        for imported in _imports(p):
+            top = imported.split(".")[0]
+            rel = str(p.relative_to(ROOT))
+            if top in stdlib or top in RUNTIME_ALLOWED_THIRD_PARTY or (rel, imported) in lazy_app_only:
+                continue
+            if imported.startswith(RUNTIME_ALLOWED_OWN) or imported in shipped or imported == "modeldeck.core.targets":
+                continue
+            if imported.startswith(allowed_own) and imported.rsplit(".", 1)[0] in shipped:
+                continue  # ``from modeldeck.core.targets.x import Name`` resolves to a shipped module
+            offenders.append(f"{rel}: {imported}")
+    assert offenders == []

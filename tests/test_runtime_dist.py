@@ -65,3 +65,39 @@ def test_platform_tags_prefer_manylinux_for_glibc_and_musllinux_for_musl() -> No
     assert TargetPlatform("3.11", "x86_64").pip_platforms()[0] == "manylinux_2_28_x86_64"
     assert TargetPlatform("3.12", "aarch64", "musl").pip_platforms()[0] == "musllinux_1_2_aarch64"
     assert "manylinux2014_armv7l" in TargetPlatform("3.11", "armv7l").pip_platforms()
+
+
+def test_wheel_carries_the_ssh_agent_and_it_imports_without_the_app(tmp_path: Path) -> None:
+    """The SSH target runs the agent from the runtime venv on hosts that have no MLflow, Qt, paramiko or docker."""
+    wheel = runtime_wheel(tmp_path / "dist")
+    names = zipfile.ZipFile(wheel).namelist()
+    for module in ("agent", "local", "base", "health", "releases"):
+        assert f"modeldeck/core/targets/{module}.py" in names
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=120,
+    )
+    code = (
+        "import sys\n"
+        "BLOCKED = ('mlflow', 'PySide6', 'shiboken6', 'pyqtgraph', 'paramiko', 'docker', 'sklearn', 'platformdirs')\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED: raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import modeldeck.core.targets.agent as a, modeldeck.core.targets.local\n"
+        "print(a.__file__)\n"
+        "sys.exit(a.main(['status', '--deploy-root', sys.argv[1]]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "empty-root")],
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    path, answer = out.stdout.splitlines()
+    assert path.startswith(str(target))
+    assert answer == '{"result":[]}'
