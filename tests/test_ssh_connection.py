@@ -109,3 +109,10 @@ def test_dropped_session_is_reported_as_unreachable(ssh_host: SshHost, tmp_path:
         ssh_host.kill_sessions()
         with pytest.raises(HostUnreachable):
             conn.run("true", timeout=10)
+
+
+def test_an_aes_gcm_cipher_is_negotiated_when_the_host_offers_one(ssh_host: SshHost, tmp_path: Path) -> None:
+    with SshConnection.open(endpoint(ssh_host), trust(tmp_path, ssh_host)) as conn:
+        transport = conn.client.get_transport()
+        assert transport is not None
+        assert transport.local_cipher == "aes128-gcm@openssh.com"

@@ -30,6 +30,20 @@ from modeldeck.core.inventory.known_hosts import KnownHosts, fingerprint
 
 log = logging.getLogger(__name__)
 
+# AEAD ciphers first when paramiko offers them: AES-GCM runs on AES-NI with no separate MAC pass (issue #5
+# measured one paramiko connection reaching scp speed with it and 255 KiB SFTP writes). Others stay as fallbacks.
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+
+
+def _fast_transport(*args: object, **kwargs: object) -> paramiko.Transport:
+    transport = paramiko.Transport(*args, **kwargs)  # type: ignore[arg-type]
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    fast = tuple(c for c in FAST_CIPHERS if c in offered)
+    options.ciphers = fast + tuple(c for c in offered if c not in fast)
+    return transport
+
+
 # Asks for an encrypted key's passphrase (GUI dialog, CLI getpass); None means "no passphrase, give up".
 PassphrasePrompt = Callable[[Path], "str | None"]
 
@@ -121,6 +135,7 @@ class SshConnection:
                     auth_timeout=endpoint.auth_timeout_s,
                     channel_timeout=endpoint.connect_timeout_s,
                     sock=sock,
+                    transport_factory=_fast_transport,
                 )
                 break
             except paramiko.PasswordRequiredException as exc:
