@@ -8,6 +8,7 @@ repaint), insert/remove for new and gone ones, so the selection survives updates
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,11 @@ class FleetRow:
     spark_stamp: float = 0.0  # last sparkline time: rows compare equal only if the sparkline did not move
 
 
+_CHIP_FG = {state: QColor(fg) for state, (fg, _bg) in HEALTH_COLOURS.items()}
+_CHIP_BG = {state: QColor(bg) for state, (_fg, bg) in HEALTH_COLOURS.items()}
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+
 def _num(value: float, fmt: str) -> str:
     return "–" if value is None or math.isnan(value) else fmt.format(value)
 
@@ -55,6 +61,7 @@ class FleetModel(QAbstractTableModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._rows: list[FleetRow] = []
+        self._texts: list[tuple[str | None, ...]] = []  # display text per row and column, kept with _rows
 
     # -- data in -----------------------------------------------------------------------------------
     def set_rows(self, rows: list[FleetRow]) -> None:
@@ -63,6 +70,7 @@ class FleetModel(QAbstractTableModel):
             if self._rows[i].name not in fresh:
                 self.beginRemoveRows(QModelIndex(), i, i)
                 del self._rows[i]
+                del self._texts[i]
                 self.endRemoveRows()
         known = {r.name: i for i, r in enumerate(self._rows)}
         changed: list[int] = []
@@ -70,12 +78,14 @@ class FleetModel(QAbstractTableModel):
             at = known.get(name)
             if at is not None and self._rows[at] != row:
                 self._rows[at] = row
+                self._texts[at] = self._texts_of(row)
                 changed.append(at)
         new = [r for n, r in fresh.items() if n not in known]
         if new:
             first = len(self._rows)
             self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
             self._rows.extend(new)
+            self._texts.extend(self._texts_of(r) for r in new)
             self.endInsertRows()
         for start, end in _blocks(sorted(changed)):
             self.dataChanged.emit(self.index(start, 0), self.index(end, len(self.HEADERS) - 1))
@@ -86,6 +96,7 @@ class FleetModel(QAbstractTableModel):
             if r.name == row.name:
                 if r != row:
                     self._rows[i] = row
+                    self._texts[i] = self._texts_of(row)
                     self.dataChanged.emit(self.index(i, 0), self.index(i, len(self.HEADERS) - 1))
                 return
 
@@ -114,30 +125,56 @@ class FleetModel(QAbstractTableModel):
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        # Called ~8 times per cell per paint (every role the delegate asks for): one dict lookup per call,
+        # display texts prepared once per update (they cost the UI thread's GIL share otherwise).
+        handler = self._roles.get(role)
+        if handler is None or not index.isValid():
             return None
-        r = self._rows[index.row()]
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(r, col)
-        if role == RawRole:
-            return self._raw(r, col)
-        if role == ObjectRole:
-            return r
-        if role == SparkRole and col == self.TREND:
-            return r.spark
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if col == self.HEALTH:
-                return f"{r.health.state}: {r.health.reason}" if r.health.reason else str(r.health.state)
-            if col == self.NAME:
-                return r.url
+        row = index.row()
+        if not 0 <= row < len(self._rows):
             return None
-        if col == self.HEALTH and role in (Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.BackgroundRole):
-            fg, bg = HEALTH_COLOURS[r.health.state]
-            return QColor(fg if role == Qt.ItemDataRole.ForegroundRole else bg)
-        if role == Qt.ItemDataRole.TextAlignmentRole and self.RATE <= col <= self.MEMORY:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
+        return handler(self, row, index.column())
+
+    def _role_display(self, row: int, col: int) -> Any:
+        return self._texts[row][col]
+
+    def _role_raw(self, row: int, col: int) -> Any:
+        return self._raw(self._rows[row], col)
+
+    def _role_object(self, row: int, col: int) -> Any:
+        return self._rows[row]
+
+    def _role_spark(self, row: int, col: int) -> Any:
+        return self._rows[row].spark if col == self.TREND else None
+
+    def _role_tooltip(self, row: int, col: int) -> Any:
+        r = self._rows[row]
+        if col == self.HEALTH:
+            return f"{r.health.state}: {r.health.reason}" if r.health.reason else str(r.health.state)
+        return r.url if col == self.NAME else None
+
+    def _role_foreground(self, row: int, col: int) -> Any:
+        return _CHIP_FG[self._rows[row].health.state] if col == self.HEALTH else None
+
+    def _role_background(self, row: int, col: int) -> Any:
+        return _CHIP_BG[self._rows[row].health.state] if col == self.HEALTH else None
+
+    def _role_alignment(self, row: int, col: int) -> Any:
+        return _RIGHT if self.RATE <= col <= self.MEMORY else None
+
+    _roles: dict[int, Callable[[FleetModel, int, int], Any]] = {  # noqa: RUF012
+        Qt.ItemDataRole.DisplayRole: _role_display,
+        RawRole: _role_raw,
+        ObjectRole: _role_object,
+        SparkRole: _role_spark,
+        Qt.ItemDataRole.ToolTipRole: _role_tooltip,
+        Qt.ItemDataRole.ForegroundRole: _role_foreground,
+        Qt.ItemDataRole.BackgroundRole: _role_background,
+        Qt.ItemDataRole.TextAlignmentRole: _role_alignment,
+    }
+
+    def _texts_of(self, r: FleetRow) -> tuple[str | None, ...]:
+        return tuple(self._display(r, col) for col in range(len(self.HEADERS)))
 
     def _display(self, r: FleetRow, col: int) -> str | None:
         if col == self.NAME:

@@ -21,7 +21,7 @@ from modeldeck.core.monitor.collector import MonitorEvent
 from modeldeck.gui import style
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QLabel, QVBoxLayout, QWidget
 
 Series = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
@@ -36,7 +36,7 @@ class Line:
     scale: float
     label: str  # '' when the panel has one line per deployment
     style: Qt.PenStyle = Qt.PenStyle.SolidLine
-    width: float = 1.8
+    width: float = 1.0  # wider lines go through Qt's stroker: ~20x slower to draw than the 1 px fast path
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ PANELS = (
         "errors",
         "Errors",
         "%",
-        (Line("error_rate", 100.0, "5xx"), Line("client_error_rate", 100.0, "4xx", Qt.PenStyle.DashLine, 1.3)),
+        (Line("error_rate", 100.0, "5xx"), Line("client_error_rate", 100.0, "4xx", Qt.PenStyle.DashLine)),
         "{:.2f}",
     ),
     Panel(
@@ -62,8 +62,8 @@ PANELS = (
         "Latency",
         "ms",
         (
-            Line("latency_p50", 1000.0, "p50", Qt.PenStyle.DotLine, 1.3),
-            Line("latency_p95", 1000.0, "p95", Qt.PenStyle.DashLine, 1.5),
+            Line("latency_p50", 1000.0, "p50", Qt.PenStyle.DotLine),
+            Line("latency_p95", 1000.0, "p95", Qt.PenStyle.DashLine),
             Line("latency_p99", 1000.0, "p99"),
         ),
         "{:.2f}",
@@ -147,6 +147,8 @@ class DetailPlots(QWidget):
             plot.setLimits(yMin=0)
             for axis in ("left", "bottom"):
                 ax = plot.getAxis(axis)
+                # tick labels are re-rendered only when the axis changes (text drawing dominated every paint)
+                ax.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
                 ax.setTextPen(pg.mkPen(style.MUTED))
                 ax.setPen(pg.mkPen(style.BORDER))
                 ax.setStyle(tickFont=tick_font)

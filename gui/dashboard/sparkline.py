@@ -8,13 +8,12 @@ widgets at all. NaN (failed scrapes) breaks the line, as in the detail plots.
 from __future__ import annotations
 
 import numpy as np
+import pyqtgraph as pg
 from modeldeck.gui import style
 from modeldeck.gui.dashboard.models import SparkRole
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QSize
-from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem
-
-MAX_POINTS = 300  # one point per pixel column is plenty; longer series are decimated by max per bucket
 
 
 def _segments(values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -34,7 +33,8 @@ def _segments(values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 class SparklineDelegate(QStyledItemDelegate):
     def __init__(self, parent: object = None, colour: str = style.ACCENT) -> None:
         super().__init__(parent)
-        self.pen = QPen(QColor(colour), 1.3)
+        self.pen = QPen(QColor(colour), 1)
+        self.pen.setCosmetic(True)
         self.fill = QColor(colour)
         self.fill.setAlpha(28)
 
@@ -53,27 +53,27 @@ class SparklineDelegate(QStyledItemDelegate):
         if values is None or len(values) < 2:
             return
         values = np.asarray(values, dtype=float)
-        if len(values) > MAX_POINTS:
-            cut = len(values) - len(values) % MAX_POINTS
-            blocks = values[-cut:].reshape(MAX_POINTS, -1)
+        rect = option.rect.adjusted(4, 4, -4, -4)
+        columns = max(2, rect.width())
+        if len(values) > columns:  # one point per pixel column: the peak of its bucket (spikes stay visible)
+            cut = len(values) - len(values) % columns
+            blocks = values[-cut:].reshape(columns, -1)
             peaks = np.where(np.isfinite(blocks), blocks, -np.inf).max(axis=1)
             values = np.where(np.isfinite(peaks), peaks, np.nan)
         finite = values[np.isfinite(values)]
         if finite.size == 0:
             return
-        rect = option.rect.adjusted(4, 4, -4, -4)
         top = max(float(finite.max()), 1e-9)
         n = len(values)
         x0, w, y0, h = rect.left(), rect.width(), rect.bottom(), rect.height()
         painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        # no antialiasing and a 1 px cosmetic pen: the raster engine's fast path (antialiased it was ~15 ms a row)
         painter.setPen(self.pen)
         for xs, ys in _segments(values):
             px = x0 + xs * (w / max(n - 1, 1))
             py = y0 - (np.clip(ys, 0, None) / top) * h
-            poly = QPolygonF([QPointF(float(a), float(b)) for a, b in zip(px, py, strict=True)])
             if len(xs) > 1:
-                painter.drawPolyline(poly)
+                painter.drawPath(pg.arrayToQPath(px, py))
             else:
-                painter.drawPoint(poly[0])
+                painter.drawPoint(QPointF(float(px[0]), float(py[0])))
         painter.restore()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,9 +192,8 @@ def test_crosshair_reads_the_values_under_the_mouse(
     qtbot.waitUntil(
         lambda: page.plots.crosshair_t is not None and abs(page.plots.crosshair_t - expected) < 1, timeout=3000
     )
-    assert page.plots.readout.text().startswith(
-        __import__("time").strftime("%H:%M:%S", __import__("time").localtime(expected))
-    )
+    at = page.plots.crosshair_t
+    assert page.plots.readout.text().startswith(time.strftime("%H:%M:%S", time.localtime(at)))
 
 
 def test_load_generator_is_bounded_and_the_runtime_counts_the_same(
