@@ -234,6 +234,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         out = _host_json(host)
         out["resolved"] = {name: {"value": s.value, "source": s.source} for name, s in resolved.settings()}
+        out["notes"] = list(resolved.notes)
         out["known_host_keys"] = [
             {"name": k.name, "type": k.key_type, "fingerprint": k.fingerprint, "file": str(k.source)} for k in known
         ]
@@ -254,6 +255,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     rows.append(["  Groups", ",".join(host.groups) or "-", ""])
     rows.append(["  Labels", _labels(host) or "-", ""])
     _table(rows)
+    for note in resolved.notes:
+        print(f"warning: {note}")
     print("host keys on record:")
     if known:
         for k in known:

@@ -485,6 +485,7 @@ class ResolvedHost:
     password: Setting  # value is True/False (is there one in the keyring), never the secret
     jumps: tuple[ResolvedHost | JumpSpec, ...]
     endpoint: SshEndpoint
+    notes: tuple[str, ...] = ()  # problems visible without connecting (a missing identity file)
 
     def settings(self) -> list[tuple[str, Setting]]:
         """(OpenSSH directive name, setting) rows as ``hosts show`` prints them."""
@@ -583,4 +584,5 @@ def _resolve(
         password=secret,
         connect_timeout_s=timeout,
     )
-    return ResolvedHost(host, hostname, port, user, identity, jump, password, tuple(hops), endpoint)
+    notes = tuple(f"identity file {p} does not exist" for p in identities if not Path(p).is_file())
+    return ResolvedHost(host, hostname, port, user, identity, jump, password, tuple(hops), endpoint, notes)

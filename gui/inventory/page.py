@@ -14,6 +14,7 @@ still presents that very key, then the host is tested again.
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 
@@ -264,6 +265,10 @@ class InventoryPage(QWidget):
             self.facts_model.set_rows([])
             self.test_label.setText("")
             return
+        if self.details_title.text() != host.name:  # never show another host's settings under this name
+            self.settings_model.set_rows([])
+            self.keys_label.clear()
+            self.details_source.clear()
         self.details_title.setText(host.name)
         self.details_body.show()
         self._show_outcome(host.name)
@@ -285,7 +290,11 @@ class InventoryPage(QWidget):
         current = self.current_host()
         if current is None or current.name != host.name:
             return
-        self.details_source.setText(f"Source: {home_abbreviated(host.source)}")
+        notes = "".join(
+            f"<br><span style='color:{style.ERROR_FG}'>⚠ {html.escape(home_abbreviated(n))}</span>"
+            for n in resolved.notes
+        )
+        self.details_source.setText(f"Source: {html.escape(home_abbreviated(host.source))}{notes}")
         rows = [(name, s.text(), home_abbreviated(s.source)) for name, s in resolved.settings()]
         hops = []
         ep = resolved.endpoint.proxy_jump
@@ -301,7 +310,7 @@ class InventoryPage(QWidget):
         if details.keys:
             keys = "<br>".join(
                 f"{k.key_type} <tt>{k.fingerprint}</tt><br>"
-                f"<span style='color:{style.MUTED}'>in {home_abbreviated(str(k.source))}</span>"
+                f"<span style='color:{style.MUTED}'>in {html.escape(home_abbreviated(str(k.source)))}</span>"
                 for k in details.keys
             )
             self.keys_label.setText(f"<b>Host keys on record</b><br>{keys}")

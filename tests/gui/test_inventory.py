@@ -93,7 +93,10 @@ def test_add_host_marks_bad_fields_inline_and_saves_a_good_one(
     dialog.jump_edit.setText("bastion")
     dialog.labels_edit.setText("gpu=a100")
     dialog.groups_edit.setText("web, prod")
-    with qtbot.waitSignal(page.hostsLoaded, timeout=30_000):
+    with (
+        qtbot.waitSignal(page.hostsLoaded, timeout=30_000),
+        qtbot.waitSignal(page.detailsShown, timeout=30_000, check_params_cb=lambda name: name == "web1"),
+    ):
         qtbot.mouseClick(save, Qt.MouseButton.LeftButton)
     assert not dialog.isVisible()
     saved = Inventory.for_config_dir(config_dir()).get("web1")
@@ -106,7 +109,6 @@ def test_add_host_marks_bad_fields_inline_and_saves_a_good_one(
     assert page.current_host().name == "web1"
     row = page.model.row_of("web1")
     assert page.model.index(row, HostTableModel.ADDRESS).data() == "10.0.0.11:2222"
-    qtbot.waitUntil(lambda: page.settings_model.rowCount() > 0, timeout=10_000)
     settings = {
         page.settings_model.cell(r, 0): page.settings_model.cell(r, 1) for r in range(page.settings_model.rowCount())
     }
