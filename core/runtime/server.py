@@ -17,7 +17,8 @@ Process contract (relied on by the deploy targets):
 * SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish within
   ``graceful_shutdown_timeout_s`` and exits 0.
 
-uvicorn runs with httptools and uvloop and a plain ASGI app; a single process
+uvicorn runs with httptools and uvloop and a plain ASGI app (its httptools
+protocol sends each response in one write, see :mod:`.http_protocol`); a single process
 is the default because on a 2-core host the load generator or a neighbour needs
 the other core. uvicorn's multi-worker mode is reported to skip TCP_NODELAY
 (uvicorn #3149); for the sockets we bind and hand to uvicorn, uvloop sets
@@ -105,6 +106,7 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
     cannot load or fails its warm-up) for the caller to print as one line.
     """
     import uvicorn
+    from modeldeck.core.runtime.http_protocol import OneWriteHttpToolsProtocol
 
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
@@ -127,7 +129,7 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
     uv_config = uvicorn.Config(
         app,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,  # uvicorn's httptools protocol, head and body in one write
         lifespan="off",
         access_log=False,
         server_header=False,
