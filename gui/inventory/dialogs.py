@@ -530,3 +530,37 @@ class PasswordDialog(QDialog):
         self.save_button.setEnabled(True)
         self.error.setText(text)
         self.error.show()
+
+
+class PassphraseDialog(QDialog):
+    """Ask for an encrypted identity file's passphrase for one test; it is used once and not stored."""
+
+    def __init__(self, host_name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.host_name = host_name
+        self.setWindowTitle(f"Passphrase for {host_name}")
+        self.setMinimumWidth(440)
+        layout = QVBoxLayout(self)
+        note = QLabel(
+            f"The identity file of {host_name} is encrypted. The passphrase is used for this test only; "
+            "to avoid the question, load the key into ssh-agent."
+        )
+        note.setWordWrap(True)
+        layout.addWidget(note)
+        self.passphrase_edit = QLineEdit()
+        self.passphrase_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        layout.addWidget(self.passphrase_edit)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setText("Test")
+        self.ok_button.setEnabled(False)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self.passphrase_edit.textChanged.connect(lambda text: self.ok_button.setEnabled(bool(text)))
+
+    def take_passphrase(self) -> str:
+        """The passphrase, cleared from the field (the dialog does not keep it)."""
+        text = self.passphrase_edit.text()
+        self.passphrase_edit.clear()
+        return text

@@ -18,7 +18,7 @@ import html
 import logging
 from pathlib import Path
 
-from modeldeck.core.errors import HostKeyChanged, UnknownHostKey
+from modeldeck.core.errors import HostKeyChanged, SshAuthError, UnknownHostKey
 from modeldeck.core.inventory.hosts import Host
 from modeldeck.core.inventory.probe import HostCheck
 from modeldeck.core.inventory.trust import TrustResult
@@ -28,6 +28,7 @@ from modeldeck.gui.inventory.dialogs import (
     ChangedHostKeyDialog,
     HostDialog,
     ImportDialog,
+    PassphraseDialog,
     PasswordDialog,
     UnknownHostKeyDialog,
 )
@@ -69,6 +70,7 @@ class InventoryPage(QWidget):
         self.host_dialog: HostDialog | None = None
         self.import_dialog: ImportDialog | None = None
         self.password_dialog: PasswordDialog | None = None
+        self.passphrase_dialog: PassphraseDialog | None = None
         self.remove_box: QMessageBox | None = None
 
         layout = QVBoxLayout(self)
@@ -354,12 +356,13 @@ class InventoryPage(QWidget):
         hosts = self.selected_hosts()
         return [self.test_host(h.name, ask_about_keys=len(hosts) == 1) for h in hosts]
 
-    def test_host(self, name: str, *, ask_about_keys: bool = True) -> TaskHandle:
+    def test_host(self, name: str, *, ask_about_keys: bool = True, passphrase: str | None = None) -> TaskHandle:
         self._set_outcome(name, CheckOutcome("testing", "testing…"))
         return run_task(
             tasks.run_host_test,
             self.config_dir,
             name,
+            passphrase,
             on_result=lambda check: self._tested(name, check),
             on_error=lambda error: self._test_failed(name, error, ask_about_keys),
             name=f"test {name}",
@@ -396,12 +399,21 @@ class InventoryPage(QWidget):
             outcome = CheckOutcome("failed", "failed", describe_error(error))
         self._set_outcome(name, outcome)
         self.testFinished.emit(name, outcome)
+        if ask_about_keys and isinstance(error, SshAuthError) and "encrypted" in error.message:
+            self._ask_passphrase(name)
+            return
         if not ask_about_keys or owner not in [h.name for h in self.model.hosts()]:
             return
         if isinstance(error, UnknownHostKey):
             self._ask_unknown_key(owner, error, retest=name)
         elif isinstance(error, HostKeyChanged):
             self._ask_changed_key(owner, error, retest=name)
+
+    def _ask_passphrase(self, name: str) -> None:
+        dialog = PassphraseDialog(name, self)
+        self.passphrase_dialog = dialog
+        dialog.accepted.connect(lambda: self.test_host(name, passphrase=dialog.take_passphrase()))
+        dialog.open()
 
     def _ask_unknown_key(self, owner: str, error: UnknownHostKey, retest: str) -> None:
         dialog = UnknownHostKeyDialog(owner, error, self)

@@ -80,11 +80,15 @@ def apply_import(config_dir: Path, hosts: list[Host], replace_existing: bool) ->
 def run_host_test(
     config_dir: Path,
     name: str,
+    passphrase: str | None = None,
     *,
     progress: Any = None,
     cancel: threading.Event | None = None,
 ) -> HostCheck:
-    """Test one host. A refused host key carries ``inventory_host``: the host (maybe a jump host) to trust."""
+    """Test one host. A refused host key carries ``inventory_host``: the host (maybe a jump host) to trust.
+
+    ``passphrase`` unlocks an encrypted identity file for this one test; it is not kept.
+    """
     inv = Inventory.for_config_dir(config_dir)
     resolved = resolve(inv, name)
     try:
@@ -92,6 +96,7 @@ def run_host_test(
             resolved.endpoint,
             known_hosts(config_dir),
             deploy_root=resolved.host.deploy_root,
+            passphrase=(lambda _path: passphrase) if passphrase is not None else None,
             progress=progress,
             cancel=cancel,
         )

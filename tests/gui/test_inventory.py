@@ -5,6 +5,7 @@ hosts, and the unknown/changed host-key dialogs (accept pins, reject does not), 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import QApplication, QDialogButtonBox
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.keyring_memory import MemoryKeyring, memory_keyring, no_keyring  # noqa: F401
-from tests.fixtures.sshd import SshHost
+from tests.fixtures.sshd import SshHost, keygen
 
 pytestmark = pytest.mark.gui
 
@@ -217,6 +218,30 @@ def test_a_jump_hosts_unknown_key_is_asked_about_under_its_own_name(
     qtbot.waitUntil(lambda: (page.model.outcome("inner") or CheckOutcome("", "")).state == "ok", timeout=30_000)
     pins = (config_dir() / "known_hosts").read_text()
     assert bastion.host_public_key.get_base64() in pins and inner.host_public_key.get_base64() in pins
+
+
+@pytest.mark.server
+def test_an_encrypted_key_asks_for_its_passphrase_once(
+    qtbot: QtBot,
+    page: InventoryPage,
+    sshd_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    locked = keygen(tmp_path / "locked", passphrase="s3cret")
+    host = sshd_factory(authorized=[locked])
+    (Path.home() / ".ssh" / "known_hosts").write_text(host.known_hosts_line + "\n")
+    load(qtbot, page, replace(host_for(host), identity_files=(str(locked),)))
+    page.select_host("lab1")
+    qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.passphrase_dialog is not None and page.passphrase_dialog.isVisible(), timeout=30_000)
+    dialog = page.passphrase_dialog
+    assert dialog.passphrase_edit.echoMode() == dialog.passphrase_edit.EchoMode.Password  # type: ignore[union-attr]
+    assert "encrypted" in page.model.outcome("lab1").detail  # type: ignore[union-attr]
+    qtbot.keyClicks(dialog.passphrase_edit, "s3cret")  # type: ignore[union-attr]
+    with qtbot.waitSignal(page.testFinished, timeout=30_000) as finished:
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)  # type: ignore[union-attr]
+    assert finished.args[1].state == "ok"
+    assert dialog.passphrase_edit.text() == ""  # type: ignore[union-attr]
 
 
 @pytest.mark.server
