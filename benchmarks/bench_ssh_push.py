@@ -345,29 +345,111 @@ class ModelDeckFigures:
     redeploy_outcomes: str = ""
     bytes_first: int | None = None
     bytes_redeploy: int | None = None
+    first_steps: str = ""
+    redeploy_steps: str = ""
     note: str = ""
+
+
+def open_ssh_targets(hosts: list[SshHost], known: Path, base: Path) -> tuple[dict[str, Any], Callable[[], None]]:
+    """SSH targets trusting exactly the generated known_hosts, and a function installing the runtime on all."""
+    from modeldeck.core.inventory.known_hosts import KnownHosts
+    from modeldeck.core.targets.base import no_progress
+    from modeldeck.core.targets.ssh.connection import SshEndpoint
+    from modeldeck.core.targets.ssh.target import SshTarget
+
+    from tests.fixtures.ssh_target import wheelhouse_dir
+
+    trust = KnownHosts(base / "pins", [known])
+    targets = {
+        f"h{i}": SshTarget(
+            SshEndpoint(h.ip, h.port, h.user, identity_files=(h.client_key,), allow_agent=False),
+            str(h.deploy_root),
+            known_hosts=trust,
+            runtime_source="wheelhouse",
+            wheelhouse_dir=wheelhouse_dir(),
+            bind_host=h.ip,
+            cache_dir=base / "ssh-cache",
+            systemd=False,
+        )
+        for i, h in enumerate(hosts, 1)
+    }
+
+    def install() -> None:
+        def one(target: Any) -> None:
+            with target.connect() as conn:  # the deploy would do this on first contact; timed apart here
+                target._ensure_runtime(conn, target.facts(conn), no_progress, None)
+
+        errors: list[BaseException] = []
+
+        def guarded(target: Any) -> None:
+            try:
+                one(target)
+            except BaseException as exc:  # reported after the join
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(t,)) for t in targets.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(900)
+        if errors:
+            raise RuntimeError(f"runtime install failed: {errors[0]!r}")
+
+    return targets, install
+
+
+class SentBytes:
+    """Bytes each host reported sending (the SSH target's "sent N KiB" lines) and when each step began."""
+
+    def __init__(self) -> None:
+        self.kib: dict[str, int] = {}
+        self.t0 = time.perf_counter()
+        self.marks: dict[str, list[tuple[str, float]]] = {}
+
+    def __call__(self, event: Any) -> None:
+        host = str(event.host)
+        marks = self.marks.setdefault(host, [])
+        if not marks or marks[-1][0] != event.step:
+            marks.append((event.step, time.perf_counter() - self.t0))
+        if event.step == "transfer" and event.message.startswith("sent "):
+            self.kib[host] = int(event.message.split()[1])
+
+    def total(self) -> int:
+        return sum(self.kib.values()) * 1024
+
+    def breakdown(self) -> str:
+        """Median seconds spent in each step (from its first event to the next step's), over the hosts."""
+        import statistics
+
+        spans: dict[str, list[float]] = {}
+        order: list[str] = []
+        for marks in self.marks.values():
+            for (step, t), (_, t_next) in zip(marks, marks[1:], strict=False):
+                spans.setdefault(step, []).append(t_next - t)
+                if step not in order:
+                    order.append(step)
+        return ", ".join(f"{step} {statistics.median(spans[step]):.2f}" for step in order)
 
 
 def modeldeck_push(hosts: list[SshHost], known: Path, bundle: Path, base: Path) -> ModelDeckFigures:
     """Install the runtime (timed once), then deploy the bundle to all hosts twice (first, no-change)."""
-    figures = ModelDeckFigures()
-    try:
-        from benchmarks._ssh_fleet import open_ssh_targets  # adapter, see that module
-    except ImportError as exc:
-        figures.note = f"SSH target not available: {exc}"
-        return figures
     from modeldeck.core.targets.base import DeployOptions, HealthGate
     from modeldeck.core.targets.fleet import deploy_many
 
+    figures = ModelDeckFigures()
     targets, install = open_ssh_targets(hosts, known, base)
     figures.install_s, _ = timed(install)
     options = DeployOptions(name="bench", health=HealthGate(start_period_s=120))
-    figures.first_s, first = timed(lambda: deploy_many(targets, bundle, options, forks=8))
+    sent = SentBytes()
+    figures.first_s, first = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
     figures.first_outcomes = _outcomes(first)
-    figures.bytes_first = _sum_bytes(first)
-    figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8))
+    figures.bytes_first = sent.total()
+    figures.first_steps = sent.breakdown()
+    sent = SentBytes()
+    figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
     figures.redeploy_outcomes = _outcomes(again)
-    figures.bytes_redeploy = _sum_bytes(again)
+    figures.bytes_redeploy = sent.total()
+    figures.redeploy_steps = sent.breakdown()
     for target in targets.values():
         with contextlib.suppress(Exception):
             target.undeploy("bench")
@@ -381,11 +463,6 @@ def _outcomes(result: Any) -> str:
     text = ", ".join(f"{n}x {o}" for o, n in counts.items())
     failed = [f"{h.host}: {h.message}" for h in result.hosts if not h.ok][:2]
     return text + (f" ({'; '.join(failed)})" if failed else "")
-
-
-def _sum_bytes(result: Any) -> int | None:
-    values = [h.bytes_sent for h in result.hosts]
-    return None if any(v is None for v in values) else sum(values)
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -453,6 +530,8 @@ def main() -> int:
     if md.first_outcomes:
         print(f"ModelDeck first deploy: {md.first_outcomes}; bytes sent {md.bytes_first}")
         print(f"ModelDeck redeploy: {md.redeploy_outcomes}; bytes sent {md.bytes_redeploy}")
+        print(f"first deploy, median s per step: {md.first_steps}")
+        print(f"redeploy, median s per step:     {md.redeploy_steps}")
         if md.redeploy_s is not None:
             print(f"no-change redeploy per host (8 in parallel): {md.redeploy_s:.2f} s wall")
     elif md.note:
