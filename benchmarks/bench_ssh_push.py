@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import itertools
 import json
 import os
 import shutil
@@ -424,7 +425,7 @@ class SentBytes:
         spans: dict[str, list[float]] = {}
         order: list[str] = []
         for marks in self.marks.values():
-            for (step, t), (_, t_next) in zip(marks, marks[1:], strict=False):
+            for (step, t), (_, t_next) in itertools.pairwise(marks):
                 spans.setdefault(step, []).append(t_next - t)
                 if step not in order:
                     order.append(step)
