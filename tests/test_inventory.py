@@ -6,6 +6,8 @@ import getpass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from modeldeck.core.errors import ConfigError
 from modeldeck.core.inventory.hosts import Host, Inventory, resolve
 
@@ -167,3 +169,33 @@ def test_update_changes_fields_and_can_rename(inventory: Inventory) -> None:
     assert (again.get("db-primary").port, again.get("db-primary").user) == (2201, "postgres")
     with pytest.raises(ConfigError, match="already exists"):
         inventory.update("db-primary", name="web1")
+
+
+_names = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,20}", fullmatch=True).filter(lambda n: n != "all")
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+@st.composite
+def _hosts(draw: st.DrawFn) -> Host:
+    return Host(
+        name=draw(_names),
+        hostname=draw(st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,30}", fullmatch=True)),
+        port=draw(st.none() | st.integers(1, 65535)),
+        user=draw(st.none() | st.from_regex(r"[a-z_][a-z0-9_\-]{0,15}", fullmatch=True)),
+        identity_files=tuple(draw(st.lists(_text.filter(bool), max_size=2))),
+        deploy_root=draw(st.none() | st.just("/srv/") | _text.map(lambda t: "/" + t)),
+        groups=tuple(draw(st.lists(_names, max_size=3, unique=True))),
+        labels=draw(st.dictionaries(_names, _text, max_size=3)),
+        source=draw(st.sampled_from(["manual", "ansible:/tmp/x.ini", "ssh_config:~/.ssh/config"])),
+        origins=draw(st.dictionaries(st.sampled_from(["hostname", "port", "user"]), _text, max_size=2)),
+        warnings=tuple(draw(st.lists(_text, max_size=2))),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hosts=st.lists(_hosts(), max_size=6, unique_by=lambda h: h.name))
+def test_any_valid_host_survives_the_file_unchanged(tmp_path: Path, hosts: list[Host]) -> None:
+    path = tmp_path / "inventory.toml"
+    path.unlink(missing_ok=True)
+    Inventory(path).add_many(hosts)
+    assert Inventory(path).hosts == sorted(hosts, key=lambda h: h.name)

@@ -18,7 +18,7 @@ import html
 import logging
 from pathlib import Path
 
-from modeldeck.core.errors import HostKeyChanged, SshAuthError, UnknownHostKey
+from modeldeck.core.errors import HostKeyChanged, HostUnreachable, SshAuthError, UnknownHostKey
 from modeldeck.core.inventory.hosts import Host
 from modeldeck.core.inventory.probe import HostCheck
 from modeldeck.core.inventory.trust import TrustResult
@@ -395,6 +395,10 @@ class InventoryPage(QWidget):
             )
         elif isinstance(error, HostKeyChanged):
             outcome = CheckOutcome("failed", f"HOST KEY CHANGED{via}", describe_error(error))
+        elif isinstance(error, HostUnreachable):
+            outcome = CheckOutcome("failed", "unreachable", describe_error(error))
+        elif isinstance(error, SshAuthError):
+            outcome = CheckOutcome("failed", "login refused", describe_error(error))
         else:
             outcome = CheckOutcome("failed", "failed", describe_error(error))
         self._set_outcome(name, outcome)

@@ -245,6 +245,32 @@ def test_an_encrypted_key_asks_for_its_passphrase_once(
 
 
 @pytest.mark.server
+def test_testing_several_hosts_reports_each_row_and_opens_no_dialog(
+    qtbot: QtBot,
+    page: InventoryPage,
+    sshd_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    known, stranger, dead = sshd_factory(), sshd_factory(), sshd_factory()
+    (Path.home() / ".ssh" / "known_hosts").write_text(known.known_hosts_line + "\n" + dead.known_hosts_line + "\n")
+    load(qtbot, page, host_for(known, "a-known"), host_for(stranger, "b-stranger"), host_for(dead, "c-dead"))
+    dead.stop()
+    page.view.selectAll()
+    assert len(page.selected_hosts()) == 3 and page.details_title.text() == "3 hosts selected."
+    qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
+    done = lambda: all(  # noqa: E731
+        (page.model.outcome(n) or CheckOutcome("testing", "")).state != "testing"
+        for n in ("a-known", "b-stranger", "c-dead")
+    )
+    qtbot.waitUntil(done, timeout=60_000)
+    assert page.model.outcome("a-known").state == "ok"  # type: ignore[union-attr]
+    assert page.model.outcome("b-stranger").text == "unknown host key"  # type: ignore[union-attr]
+    assert page.model.outcome("c-dead").text == "unreachable"  # type: ignore[union-attr]
+    assert "cannot connect" in page.model.outcome("c-dead").detail  # type: ignore[union-attr]
+    assert page.key_dialog is None  # several hosts: the rows say it, no dialog pops up per host
+    shot(page, "several")
+
+
+@pytest.mark.server
 def test_rejecting_an_unknown_key_pins_nothing(qtbot: QtBot, page: InventoryPage, ssh_host: SshHost) -> None:
     load(qtbot, page, host_for(ssh_host))
     page.select_host("lab1")
