@@ -161,3 +161,22 @@ def test_inventory_hosts_are_listed_and_an_unreachable_one_is_a_row_with_its_rea
     assert time.monotonic() - t0 < 20
     assert not listing.reachable and listing.kind == "ssh"
     assert "127.0.0.1" in listing.error
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_status_all_lists_a_real_ssh_host_beside_local_and_a_refusing_one(
+    local_target, ssh_target, ssh_deploy_host, deploy_bundles: dict[str, Path]
+) -> None:
+    local_target.deploy(deploy_bundles["v1"], DeployOptions(name="flowers", port=free_port()))
+    options = DeployOptions(name="iris", host=ssh_deploy_host.ip, port=free_port(ssh_deploy_host.ip))
+    remote = ssh_target.deploy(deploy_bundles["v2"], options)
+    assert remote.ok, remote.message
+    refused = f"ssh://deploy@127.0.0.1:{closed_port()}/srv/modeldeck"
+
+    local, ssh, gone = catalog.status_all([local_target, ssh_target, refused], timeout=30.0)
+
+    assert [(s.name, s.state) for s in local.statuses] == [("flowers", "running")]
+    assert ssh.reachable and ssh.kind == "ssh" and ssh.url == ssh_target.url
+    assert [(s.name, s.state, s.model_version) for s in ssh.statuses] == [("iris", "running", "2")]
+    assert not gone.reachable and gone.kind == "ssh" and "127.0.0.1" in gone.error

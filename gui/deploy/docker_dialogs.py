@@ -246,17 +246,19 @@ class BuildImageDialog(_DockerDialog):
         self.base_edit = QLineEdit(DEFAULT_BASE_IMAGE)
         self.base_edit.setToolTip("The image the runtime is installed on (a ModelDeck warm base is used as is)")
         self.pull_check = QCheckBox("Pull the base image even if the engine has it")
+        self.push_check = QCheckBox("Push the image to its registry (the result names it by digest)")
         self.trust_check = QCheckBox("Trust a pickled model (loading it runs code from the file)")
         self._add_field("engine", "Engine:", self.engine_combo)
         self._add_field("tag", "Image tag:", self.tag_edit)
         self._add_field("base_image", "Base image:", self.base_edit)
         self.form.addRow("", self.pull_check)
+        self.form.addRow("", self.push_check)
         self.form.addRow("", self.trust_check)
         self.result: Any = None
         self.adjustSize()
 
     def _form_widgets(self) -> list[QWidget]:
-        return [self.engine_combo, self.tag_edit, self.base_edit, self.pull_check, self.trust_check]
+        return [self.engine_combo, self.tag_edit, self.base_edit, self.pull_check, self.push_check, self.trust_check]
 
     def errors(self) -> dict[str, str]:
         checks = {
@@ -289,6 +291,7 @@ class BuildImageDialog(_DockerDialog):
             options,
             BundleOptions(overwrite=True, trust_pickle=self.trust_check.isChecked()),
             self.log_view.sink,
+            push=self.push_check.isChecked(),
             on_result=self._built,
             on_error=self._failed,
             on_progress=self._on_progress,

@@ -47,7 +47,7 @@ def format_since(iso: str | None) -> str:
 
 def target_label(url: str) -> str:
     """What the Target column shows: "this machine" for the local target, else the URL."""
-    return "local (this machine)" if kind_of(url) == "local" else url
+    return "this machine" if kind_of(url) == "local" else url
 
 
 @dataclass(frozen=True)

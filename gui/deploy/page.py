@@ -415,7 +415,7 @@ class DeploymentsPage(QWidget):
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setStretchLastSection(True)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((0, 120), (1, 110), (2, 56), (3, 108), (4, 165), (5, 150), (6, 60), (7, 90)):
+        for col, width in ((0, 110), (1, 110), (2, 62), (3, 104), (4, 165), (5, 100), (6, 56), (7, 130)):
             self.view.setColumnWidth(col, width)
         self.empty_label = QLabel(
             "No deployments yet. Select a version in the Registry and choose “Deploy locally…” or “Deploy to Docker…”."
@@ -441,7 +441,7 @@ class DeploymentsPage(QWidget):
         splitter.addWidget(self.try_it)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
-        splitter.setSizes([820, 520])
+        splitter.setSizes([880, 460])
 
         self.refresh_button.clicked.connect(self.refresh)
         self.start_button.clicked.connect(lambda: self._operate("start"))

@@ -354,14 +354,16 @@ def build_docker_image(
     log: LogSink,
     progress: ProgressFn = _noop,
     cancel: threading.Event | None = None,
+    *,
+    push: bool = False,
 ) -> DockerBuild:
-    """Bundle ``model_uri``, then build an image of it on the engine at ``engine_url``.
+    """Bundle ``model_uri``, then build an image of it on the engine at ``engine_url`` (and push it).
 
     Every build output line goes to ``log`` as it arrives (a thread-safe sink the UI drains);
     ``progress`` gets the coarse steps only.
     """
     from modeldeck.core.targets.docker.engine import connect, parse_engine_url
-    from modeldeck.core.targets.docker.image import build_image
+    from modeldeck.core.targets.docker.image import build_image, push_image
 
     spec = parse_engine_url(engine_url)  # a bad URL fails before bundling
 
@@ -382,6 +384,9 @@ def build_docker_image(
 
         progress(f"Building {build_options.tag}", 0.3)
         image = build_image(client, Path(report.out_dir), build_options, progress=build_progress, cancel=cancel)
+        if push:
+            progress(f"Pushing {build_options.tag}", None)
+            image = push_image(client, image, progress=lambda m, _f: log(m), cancel=cancel)
     finally:
         client.close()
     return DockerBuild(report, image)

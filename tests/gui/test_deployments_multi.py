@@ -82,7 +82,7 @@ def test_local_deployments_and_unreachable_targets_share_one_table(
     qtmodeltester.check(page.table_model)
     local = row_where(page, name="flowers")
     endpoint = f"http://127.0.0.1:{port}"
-    assert cells(page, local)[:6] == ["flowers", "iris", "1", "running", endpoint, "local (this machine)"]
+    assert cells(page, local)[:6] == ["flowers", "iris", "1", "running", endpoint, "this machine"]
     hung_row = row_where(page, target=hung)
     assert cells(page, hung_row)[3:5] == ["unreachable", "no answer within 2 s"]
     refused_row = row_where(page, target=refused)

@@ -220,6 +220,40 @@ def test_a_failing_build_highlights_its_failing_step(
 
 @pytest.mark.server
 @pytest.mark.slow
+def test_build_and_push_shows_the_image_id_size_and_digest(
+    qtbot: QtBot,
+    open_window: Callable[..., MainWindow],
+    demo_tracking_uri: str,
+    docker_client: Any,
+    docker_base_image: str,
+    image_registry: Any,
+) -> None:
+    window = open_window(demo_tracking_uri)
+    select_version(qtbot, window, "iris-classifier", "2")
+    dialog = window.deploy_ui.open_build_image_dialog()
+    assert dialog is not None
+    tag = f"{image_registry.address}/modeldeck-test/gui-iris:v2-{free_port()}"
+    dialog.tag_edit.setText(tag)
+    dialog.base_edit.setText(docker_base_image)
+    dialog.push_check.setChecked(True)
+    try:
+        with qtbot.waitSignal(dialog.built, timeout=BUILD_TIMEOUT_MS) as blocker:
+            qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+        image = blocker.args[0].image
+        assert image.repo_digest.startswith(tag.rsplit(":", 1)[0] + "@sha256:")
+        text = dialog.outcome.text()
+        assert text.startswith(f"Built {tag}: {image.image_id[:19]}… (")
+        assert text.endswith(f"MiB), pushed as {image.repo_digest}")
+        assert "Successfully built" in dialog.log_view.toPlainText()
+        shot(dialog, "build-pushed")
+    finally:
+        settle(qtbot)
+        dialog.close()
+        docker_client.images.remove(tag, force=True)
+
+
+@pytest.mark.server
+@pytest.mark.slow
 def test_deploy_to_docker_through_the_dialog_then_list_and_stop_it_on_the_deployments_page(
     qtbot: QtBot,
     open_window: Callable[..., MainWindow],
