@@ -16,8 +16,8 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import QPlainTextEdit, QTextEdit, QWidget
 
-DRAIN_MS = 100
-MAX_BATCH = 2000
+DRAIN_MS = 50
+MAX_BATCH = 500
 MAX_LINES = 5000
 _STEP = re.compile(r"^(Step \d+/\d+ :|#\d+ \[)")
 FAILED_STEP_BG = "#fdecec"
