@@ -232,11 +232,18 @@ class DockerTarget:
     kind = "docker"
 
     def __init__(
-        self, spec: EngineSpec, *, timeout: float = DEFAULT_TIMEOUT_S, client: Any = None, **_ignored: object
+        self,
+        spec: EngineSpec,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        client: Any = None,
+        steer_port: bool = True,
+        **_ignored: object,
     ) -> None:
         self.spec = spec
         self.timeout = timeout
         self._client = client
+        self.steer_port = steer_port  # False: share the port by hash during switches (for comparison)
 
     @classmethod
     def from_url(
@@ -547,7 +554,13 @@ class DockerTarget:
         started: list[Any] = []
         summary = ""
         try:
-            if len(old_running) == 1 and settings.replicas == 1 and state is not None and state.port == port:
+            if (
+                self.steer_port
+                and len(old_running) == 1
+                and settings.replicas == 1
+                and state is not None
+                and state.port == port
+            ):
                 pinned = self._pin(old_running[0])
             for i in range(settings.replicas):
                 _check_cancel(cancel)
