@@ -225,6 +225,9 @@ class DeploymentTableModel(QAbstractTableModel):
                 return s.endpoint
             if col == self.TARGET:
                 return f"{r.kind} target {r.target}"
+            if col in (self.CPU, self.MEMORY) and r.resources:
+                source = "container stats" if r.kind == "docker" else "the runtime's /metrics"
+                return f"CPU {format_cpu(r.resources) or '-'}, memory {format_memory(r.resources) or '-'} ({source})"
             return None
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.CPU, self.MEMORY):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

@@ -322,6 +322,8 @@ def deploy_and_stop_on_docker(qtbot: QtBot, window: MainWindow, docker_target: A
     with qtbot.waitSignal(try_it.answered, timeout=20_000) as answered:
         qtbot.mouseClick(try_it.send_button, Qt.MouseButton.LeftButton)
     assert answered.args[0].status == 200
+    local_cpu = model.index(model.row_of("flowers", "local://"), model.CPU)
+    qtbot.waitUntil(lambda: str(local_cpu.data()).endswith(" %"), timeout=30_000)  # from the runtime's /metrics
     shot(page, "deployments-page")
     window.grab().save("/tmp/deploys-window.png")
 
