@@ -25,7 +25,7 @@ from modeldeck.gui.deploy import tasks
 from modeldeck.gui.deploy.dialogs import _WorkDialog
 from modeldeck.gui.deploy.logview import StreamingLogView
 from modeldeck.gui.workers import TaskHandle, describe_error, run_task
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -182,10 +182,11 @@ class _DockerDialog(_WorkDialog):
         typed = self.engine_combo.currentText()
         for ctx in contexts:
             if self.engine_combo.findData(ctx.target_url) < 0:
-                text = ctx.target_url if ctx.name == "default" else f"{ctx.target_url}"
-                self.engine_combo.addItem(text, ctx.target_url)
+                self.engine_combo.addItem(ctx.target_url, ctx.target_url)  # the text is what engine_url() reads
                 self.engine_combo.setItemData(
-                    self.engine_combo.count() - 1, f"docker context “{ctx.name}”: {ctx.description or ctx.host}"
+                    self.engine_combo.count() - 1,
+                    f"docker context “{ctx.name}”: {ctx.description or ctx.host}",
+                    Qt.ItemDataRole.ToolTipRole,
                 )
         current = next((c for c in contexts if c.current), None)
         if current is not None and typed == DEFAULT_ENGINE:

@@ -140,6 +140,33 @@ def test_a_valid_form_becomes_deploy_options_the_docker_target_accepts(qtbot: Qt
     dialog.close()
 
 
+def test_docker_contexts_are_offered_as_engines(qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    meta = tmp_path / "docker" / "contexts" / "meta" / "0123abcd"
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(
+        json.dumps(
+            {
+                "Name": "gpu-box",
+                "Metadata": {"Description": "the GPU VM"},
+                "Endpoints": {"docker": {"Host": "ssh://ops@10.0.0.9"}},
+            }
+        )
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    dialog = DockerDeployDialog(load_settings(), VERSION)
+    qtbot.addWidget(dialog)
+    combo = dialog.engine_combo
+    qtbot.waitUntil(lambda: combo.count() == 2, timeout=10_000)
+    assert [combo.itemData(i) for i in range(combo.count())] == ["docker://", "docker+ssh://ops@10.0.0.9"]
+    assert combo.itemData(1, Qt.ItemDataRole.ToolTipRole) == "docker context “gpu-box”: the GPU VM"
+    assert dialog.engine_url() == "docker://"  # the current context stays the default
+    settle(qtbot)
+    dialog.close()
+
+
 def test_env_lines_name_the_first_bad_line() -> None:
     assert parse_env("A=1\n\n1BAD=2") == ({}, "Line 3: “1BAD” is not a valid variable name (letters, digits, _).")
 
@@ -326,6 +353,30 @@ def deploy_and_stop_on_docker(qtbot: QtBot, window: MainWindow, docker_target: A
     qtbot.waitUntil(lambda: str(local_cpu.data()).endswith(" %"), timeout=30_000)  # from the runtime's /metrics
     shot(page, "deployments-page")
     window.grab().save("/tmp/deploys-window.png")
+
+    viewer = page.show_logs()  # the docker row's own logs (the container's output)
+    assert viewer is not None and viewer.target_url == "docker://"
+    qtbot.waitUntil(lambda: "supervisor" in viewer.text.toPlainText(), timeout=20_000)
+    viewer.close()
+
+    # a new version that cannot start (8 MiB is too little for the runtime) is rolled back; v1 keeps serving
+    select_version(qtbot, window, "iris-classifier", "2")
+    dialog = ui.open_docker_dialog()
+    assert dialog is not None
+    dialog.name_edit.setText(name)
+    dialog.base_edit.setText(docker_base_image)
+    dialog.port_spin.setValue(port)
+    dialog.memory_edit.setText("8m")
+    with qtbot.waitSignal(dialog.deployed, timeout=BUILD_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    failed = blocker.args[0]
+    assert failed.outcome == "failed (rolled back)"
+    assert dialog.outcome.text() == f"{name}: failed (rolled back) — {failed.message}"
+    assert dialog.step_label.text() == "The previous release, if any, keeps serving."
+    shot(dialog, "deploy-rolled-back")
+    dialog.close()
+    [still] = docker_target.status(name)
+    assert (still.state, still.model_version) == ("running", "1")
 
     with qtbot.waitSignal(page.operationFinished, timeout=120_000) as stopped:
         qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
