@@ -25,6 +25,7 @@ from modeldeck.core.targets.base import DeployOptions, ProgressEvent
 from modeldeck.core.targets.fleet import (
     NOT_STARTED,
     SKIPPED,
+    TIMED_OUT,
     Rollout,
     StepTimeouts,
     Wave,
@@ -154,6 +155,17 @@ def test_cancel_midway_leaves_previous_releases_serving(local_fleet, deploy_bund
         (status,) = target.status()
         expected = "2" if outcomes[host] == "deployed" else "1"
         assert served_version(status.endpoint) == expected, host
+
+
+def test_a_host_past_its_deadline_is_cancelled_and_reported_timed_out(local_fleet, deploy_bundles) -> None:
+    assert deploy_many(local_fleet, deploy_bundles["v1"], DeployOptions(), forks=3).ok
+    slow = {"node1": local_fleet["node1"]}
+    result = deploy_many(slow, deploy_bundles["v2"], DeployOptions(), step_timeouts=StepTimeouts(host_s=0.3))
+    (host,) = result.hosts
+    assert host.outcome == TIMED_OUT
+    assert not result.ok
+    (status,) = local_fleet["node1"].status()
+    assert served_version(status.endpoint) == "1"  # the target was cancelled cleanly: v1 still serves
 
 
 def test_rollback_and_status_across_the_fleet(local_fleet, deploy_bundles) -> None:

@@ -58,20 +58,25 @@ class StepTimeouts:
     """Per-step limits for one host, in seconds.
 
     ``connect`` and ``auth`` go to the transport (SSH: the endpoint's connect/auth timeouts),
-    ``transfer`` bounds the upload, ``health`` the new release's start period. The fleet
-    itself adds a last-resort deadline per host (their sum plus a margin): a target that
-    ignores its own timeouts is cancelled there and reported as timed out.
+    ``transfer`` bounds the upload, ``install`` a first-time runtime install on the host,
+    ``health`` the new release's start period. The fleet itself adds a last-resort deadline
+    per host (their sum plus a margin): a target that ignores its own timeouts is cancelled
+    there and reported as timed out.
     """
 
     connect_s: float = 10.0
     auth_s: float = 15.0
     transfer_s: float = 300.0
     health_s: float = 60.0
-    margin_s: float = 30.0
+    install_s: float = 900.0
+    margin_s: float = 60.0
+    host_s: float | None = None  # the whole host's limit; None: the sum of the steps plus the margin
 
     @property
     def host_deadline_s(self) -> float:
-        return self.connect_s + self.auth_s + self.transfer_s + self.health_s + self.margin_s
+        if self.host_s is not None:
+            return self.host_s
+        return self.connect_s + self.auth_s + self.transfer_s + self.install_s + self.health_s + self.margin_s
 
     def apply(self, options: DeployOptions) -> DeployOptions:
         """``options`` with the health start period bounded by ``health_s``."""

@@ -31,6 +31,7 @@ def ssh_timeouts(steps: StepTimeouts) -> Any:
         auth_s=steps.auth_s,
         # an SFTP request unanswered this long fails the transfer; the whole transfer is bounded by the fleet
         transfer_stall_s=min(defaults.transfer_stall_s, steps.transfer_s),
+        install_s=steps.install_s,
     )
 
 
