@@ -73,13 +73,22 @@ class FleetModel(QAbstractTableModel):
                 del self._texts[i]
                 self.endRemoveRows()
         known = {r.name: i for i, r in enumerate(self._rows)}
-        changed: list[int] = []
+        changed: dict[int, tuple[int, int]] = {}  # row -> first and last column that changed
         for name, row in fresh.items():
             at = known.get(name)
             if at is not None and self._rows[at] != row:
+                old, texts = self._rows[at], self._texts_of(row)
+                cols = [c for c in range(len(texts)) if texts[c] != self._texts[at][c]]
+                if old.spark_stamp != row.spark_stamp:
+                    cols.append(self.TREND)
+                if old.health != row.health:  # the reason (tooltip) can change while the text stays
+                    cols.append(self.HEALTH)
+                if old.url != row.url:
+                    cols.append(self.NAME)
                 self._rows[at] = row
-                self._texts[at] = self._texts_of(row)
-                changed.append(at)
+                self._texts[at] = texts
+                if cols:
+                    changed[at] = (min(cols), max(cols))
         new = [r for n, r in fresh.items() if n not in known]
         if new:
             first = len(self._rows)
@@ -87,8 +96,12 @@ class FleetModel(QAbstractTableModel):
             self._rows.extend(new)
             self._texts.extend(self._texts_of(r) for r in new)
             self.endInsertRows()
+        # Only the cells that changed: a range that includes the sort column makes the proxy re-sort (a layout
+        # change: the whole table repaints), and the name column never changes.
         for start, end in _blocks(sorted(changed)):
-            self.dataChanged.emit(self.index(start, 0), self.index(end, len(self.HEADERS) - 1))
+            first = min(changed[r][0] for r in range(start, end + 1))
+            last = max(changed[r][1] for r in range(start, end + 1))
+            self.dataChanged.emit(self.index(start, first), self.index(end, last))
 
     def update_row(self, row: FleetRow) -> None:
         """Replace one row by name (e.g. a health event between two drains)."""

@@ -25,8 +25,7 @@ from modeldeck.gui.dashboard.dialogs import AddEndpointDialog, LoadDialog, Monit
 from modeldeck.gui.dashboard.models import FleetModel, FleetRow
 from modeldeck.gui.dashboard.plots import PLOTTED_SERIES, DetailPlots
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource
-from modeldeck.gui.dashboard.sparkline import SparklineDelegate
-from modeldeck.gui.deploy.page import StateDelegate
+from modeldeck.gui.dashboard.sparkline import HealthChipDelegate, SparklineDelegate
 from modeldeck.gui.registry.models import ObjectRole, RawRole
 from modeldeck.gui.widgets import MessageBanner
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
@@ -94,6 +93,8 @@ class MonitorPage(QWidget):
         self._prometheus_task: TaskHandle | None = None
         self._prometheus_data: dict[str, Any] = {}
         self.update_times: list[float] = []  # seconds per drain-tick update (bounded; the benchmark reads it)
+        self._plots_stale = False
+        self._plots_drawn = 0.0
         self._dirty: dict[str, None] = {}  # endpoints with samples not yet shown in their row, oldest first
         self._slice_timer = QTimer(self)
         self._slice_timer.setInterval(SLICE_MS)
@@ -144,7 +145,7 @@ class MonitorPage(QWidget):
         self.proxy.setSortRole(RawRole)
         self.view = QTableView()
         self.view.setModel(self.proxy)
-        self.view.setItemDelegateForColumn(FleetModel.HEALTH, StateDelegate(self.view))
+        self.view.setItemDelegateForColumn(FleetModel.HEALTH, HealthChipDelegate(self.view))
         self.view.setItemDelegateForColumn(FleetModel.TREND, SparklineDelegate(self.view))
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
@@ -310,6 +311,12 @@ class MonitorPage(QWidget):
         touched = {s.endpoint for s in batch}
         self._dirty.update(dict.fromkeys(s.endpoint for s in batch))
         if touched & set(self.plots.names) and not self.config.prometheus_url:
+            self._plots_stale = True
+        # at most one redraw per scrape interval: scrapes are spread over the interval, so the selected
+        # deployments' samples come in different ticks; redrawing for each would paint the plots 5 times a second
+        if self._plots_stale and time.monotonic() - self._plots_drawn >= 0.9 * self.source.collector.interval:
+            self._plots_stale = False
+            self._plots_drawn = time.monotonic()
             self.refresh_plots()
         self._update_dirty_rows()
         self.update_times.append(time.perf_counter() - started)
