@@ -451,6 +451,10 @@ class DockerDeployDialog(_DockerDialog):
             self.step_label.setText(result.message or f"on {url}")
         else:
             self._show_outcome(f"{result.name}: {result.outcome} — {result.message}", style.ERROR_FG)
-            self.step_label.setText("The previous release, if any, keeps serving.")
+            self.step_label.setText(
+                "The previous release keeps serving."
+                if result.outcome == "failed (rolled back)"
+                else "Nothing of this deployment was serving before, and nothing is now."
+            )
         self.step_label.show()
         self.deployed.emit(result, url)

@@ -372,7 +372,7 @@ def deploy_and_stop_on_docker(qtbot: QtBot, window: MainWindow, docker_target: A
     failed = blocker.args[0]
     assert failed.outcome == "failed (rolled back)"
     assert dialog.outcome.text() == f"{name}: failed (rolled back) — {failed.message}"
-    assert dialog.step_label.text() == "The previous release, if any, keeps serving."
+    assert dialog.step_label.text() == "The previous release keeps serving."
     shot(dialog, "deploy-rolled-back")
     dialog.close()
     [still] = docker_target.status(name)
