@@ -24,6 +24,7 @@ from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.ssh_hosts import targets_for_hosts
 
 from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.fleet import undeploy_all
 from tests.fixtures.ssh_target import seed_runtime
 from tests.fixtures.sshd import SshHost
 
@@ -66,15 +67,11 @@ def inventory_hosts(sshd_factory, ssh_runtime_seed) -> Iterator[dict[str, SshHos
             )
         )
     yield hosts
-    for name, host in hosts.items():
+    for host in hosts.values():
         if host.proc is None:
             host.start()
-        (target,) = targets_for_hosts(
-            inventory, [inventory.get(name)], step_timeouts=StepTimeouts(connect_s=3)
-        ).values()
-        with contextlib.suppress(Exception):
-            for status in target.status():
-                target.undeploy(status.name)
+    undeploy_all(targets_for_hosts(inventory, inventory.hosts, step_timeouts=StepTimeouts(connect_s=3)))
+    for name, host in hosts.items():
         left = runtime_pids(host.deploy_root)
         for pid in left:
             with contextlib.suppress(OSError):

@@ -39,6 +39,7 @@ from modeldeck.core.targets.ssh.connection import SshEndpoint
 from modeldeck.core.targets.ssh.target import SshTarget, SshTimeouts
 
 from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.fleet import undeploy_all
 from tests.fixtures.ssh_target import seed_runtime, target_for, trusting
 from tests.fixtures.sshd import SshHost
 
@@ -239,13 +240,11 @@ def ssh_fleet_factory(sshd_factory, ssh_runtime_seed, tmp_path) -> Iterator[Any]
 
     yield make
     for fleet in made:
-        for name, target in fleet.targets.items():
-            host = fleet.hosts[name]
+        for host in fleet.hosts.values():
             if host.proc is None:
                 host.start()
-            with contextlib.suppress(Exception):
-                for status in target.status():
-                    target.undeploy(status.name)
+        undeploy_all(fleet.targets)
+        for host in fleet.hosts.values():
             left = runtime_pids(host.deploy_root)
             for pid in left:
                 with contextlib.suppress(OSError):

@@ -108,6 +108,7 @@ class HostsDeployDialog(QDialog):
     """Deploy one model version to chosen inventory hosts (non-modal; see the module doc)."""
 
     finishedRun = Signal(object)  # FleetResult of a deploy or rollback
+    previewed = Signal(object)  # list[HostPlan] of "Preview on hosts"
     inventoryLoaded = Signal()
 
     def __init__(
@@ -475,6 +476,7 @@ class HostsDeployDialog(QDialog):
         bad = [hp for hp in plans if hp.plan is None]
         if bad:
             self.banner.show_message(f"{len(bad)} of {len(plans)} host(s) cannot be deployed to; see the log.")
+        self.previewed.emit(plans)
 
     def _ran(self, result: FleetResult) -> None:
         self.drain()

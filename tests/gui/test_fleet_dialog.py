@@ -28,6 +28,7 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.fleet import undeploy_all
 from tests.fixtures.ssh_target import seed_runtime, trusting, wheelhouse_dir
 from tests.fixtures.sshd import SshHost
 
@@ -92,11 +93,11 @@ def fleet(sshd_factory, ssh_runtime_seed, tmp_path) -> Iterator[Fleet]:
         )
     made = Fleet(hosts, inventory, trusting(tmp_path / "trust", *hosts.values()), tmp_path)
     yield made
-    targets = made.factory(inventory.hosts, StepTimeouts(connect_s=3))
-    for name, target in targets.items():
-        with contextlib.suppress(Exception):
-            for status in target.status():
-                target.undeploy(status.name)
+    for host in hosts.values():
+        if host.proc is None:
+            host.start()
+    undeploy_all(made.factory(inventory.hosts, StepTimeouts(connect_s=3)))
+    for name in hosts:
         left = runtime_pids(hosts[name].deploy_root)
         for pid in left:
             with contextlib.suppress(OSError):
@@ -201,6 +202,12 @@ def test_an_unreachable_host_is_a_failed_row_and_the_others_deploy(qtbot: QtBot,
         dialog.select_hosts("zone=a")
         assert [h.name for h in dialog.chosen()] == ["web1", "web2"]
         dialog.connect_spin.setValue(3)
+        with qtbot.waitSignal(dialog.previewed, timeout=RUN_TIMEOUT_MS) as preview:
+            qtbot.mouseClick(dialog.preview_button, Qt.MouseButton.LeftButton)
+        plans = {hp.host: hp for hp in preview.args[0]}
+        assert plans["web1"].plan is not None and plans["web2"].plan is None
+        assert "web2: cannot deploy:" in dialog.log_view.toPlainText()
+        assert dialog.banner.isVisible()
         with qtbot.waitSignal(dialog.finishedRun, timeout=RUN_TIMEOUT_MS) as run:
             qtbot.mouseClick(dialog.deploy_button, Qt.MouseButton.LeftButton)
         by_host = run.args[0].by_host()
