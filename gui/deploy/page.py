@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
 log = logging.getLogger(__name__)
 
 REFRESH_MS = 3000
+REMOTE_REFRESH_MS = 15_000  # remote targets (a connection each) are asked this often; explicit refreshes ask all
 LIST_TIMEOUT_S = 8.0  # a target silent this long is shown as unreachable
 
 
@@ -331,6 +332,7 @@ class DeploymentsPage(QWidget):
         deployments_dir: Path | None = None,
         bundles_dir: Path | None = None,
         list_timeout_s: float = LIST_TIMEOUT_S,
+        remote_refresh_ms: int = REMOTE_REFRESH_MS,
     ) -> None:
         """``target`` is the primary (local) target; ``extra_targets`` returns the URLs of the others
         (called in the refresh worker, e.g. :func:`tasks.catalog_urls`)."""
@@ -340,6 +342,9 @@ class DeploymentsPage(QWidget):
             target, deployments_dir=deployments_dir, bundles_dir=bundles_dir, extra_urls=extra_targets
         )
         self.list_timeout_s = list_timeout_s
+        self.remote_refresh_s = remote_refresh_ms / 1000
+        self._remote_due = 0.0  # monotonic time the next periodic refresh asks the remote targets too
+        self._last_listings: list[TargetListing] = []
         self._refreshing: TaskHandle | None = None
         self._refresh_channel = Channel("deployments")
         self._scrapes: dict[str, Any] = {}
@@ -469,25 +474,31 @@ class DeploymentsPage(QWidget):
     def _tick(self) -> None:
         """Periodic refresh: skipped while the previous one is still in flight (never overlapping)."""
         if self._refreshing is None or self._refreshing.done:
-            self.refresh()
+            self.refresh(remote=time.monotonic() >= self._remote_due)
 
-    def refresh(self, *, select: str | None = None, target: str | None = None, restart: bool = False) -> None:
+    def refresh(
+        self, *, select: str | None = None, target: str | None = None, restart: bool = False, remote: bool = True
+    ) -> None:
         """Reload every target's listing in a worker, unless a refresh is in flight (then wait for it).
 
         ``select`` names a deployment (on ``target``, if given) to select once the listing arrives
         (e.g. one just deployed). ``restart`` drops the refresh in flight (its result would be
-        stale, e.g. a target was forgotten) and starts a new one.
+        stale, e.g. a target was forgotten) and starts a new one. ``remote`` False asks only the
+        local target and keeps the other targets' last listings (the timer does that between full refreshes).
         """
         if select is not None:
             self._select_after_refresh = (select, target)
         if self._refreshing is not None and not self._refreshing.done and not restart:
             self._refresh_again = True  # an explicit request wants data newer than the one in flight
             return
+        if remote:
+            self._remote_due = time.monotonic() + self.remote_refresh_s
         self._refreshing = run_task(
             tasks.list_all,
             self.pool,
             dict(self._scrapes),
             timeout=self.list_timeout_s,
+            primary_only=not remote,
             on_result=self._refreshed,
             on_error=self._refresh_failed,
             channel=self._refresh_channel,
@@ -497,7 +508,13 @@ class DeploymentsPage(QWidget):
 
     def _refreshed(self, result: tasks.AllListings) -> None:
         listings: list[TargetListing] = result.listings
-        self._scrapes = result.scrapes
+        if result.primary_only:  # keep the other targets' last answers
+            asked = {listing.url for listing in listings}
+            listings = listings + [old for old in self._last_listings if old.url not in asked]
+        self._last_listings = listings
+        listed = {s.endpoint for listing in listings for s in listing.statuses if s.endpoint}
+        merged = {**self._scrapes, **result.scrapes}  # remote runtimes' scrapes are kept between their refreshes
+        self._scrapes = {endpoint: scrape for endpoint, scrape in merged.items() if endpoint in listed}
         self.table_model.set_listings(listings)
         if self._select_after_refresh is not None and self.select(*self._select_after_refresh):
             self._select_after_refresh = None

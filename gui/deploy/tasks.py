@@ -227,6 +227,7 @@ class AllListings:
 
     listings: list[Any]  # list[TargetListing]
     scrapes: dict[str, Any]  # endpoint -> Scrape
+    primary_only: bool = False  # only the primary target was asked
 
 
 def list_all(
@@ -235,17 +236,20 @@ def list_all(
     *,
     timeout: float = 8.0,
     scrape_timeout: float = 1.0,
+    primary_only: bool = False,
     cancel: threading.Event | None = None,
 ) -> AllListings:
     """Every target's deployments (unreachable targets as errors), with CPU/memory for each running deployment.
 
     Targets that measure resources themselves (Docker's container stats) keep theirs; for the
     others the runtime's own ``/metrics`` is scraped (bounded by ``scrape_timeout``) and CPU % is
-    derived from the previous refresh's scrape of the same endpoint.
+    derived from the previous refresh's scrape of the same endpoint. ``primary_only`` asks just the
+    primary (local) target: remote targets cost a connection each, so the page asks them less often.
     """
     from modeldeck.core.targets.catalog import TargetListing, status_all
 
-    listings = status_all(pool.urls(), timeout=timeout, opener=pool.get, cancel=cancel)
+    urls = [pool.primary.url] if primary_only else pool.urls()
+    listings = status_all(urls, timeout=timeout, opener=pool.get, cancel=cancel)
     for listing in listings:
         if listing.error is not None and listing.url != pool.primary.url:
             pool.drop(listing.url)  # reopen next time: the engine or host may be back
@@ -261,7 +265,7 @@ def list_all(
     for listing in listings:
         statuses = tuple(_with_usage(s, scrapes.get(s.endpoint or ""), previous) for s in listing.statuses)
         out.append(TargetListing(listing.url, listing.kind, statuses, listing.error, listing.seconds))
-    return AllListings(out, scrapes)
+    return AllListings(out, scrapes, primary_only)
 
 
 def _scrape_all(endpoints: list[str], timeout: float) -> dict[str, Any]:

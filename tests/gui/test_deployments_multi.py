@@ -146,3 +146,41 @@ def test_a_superseded_refresh_is_dropped(qtbot: QtBot, tmp_path: Path, silent_po
     qtbot.waitUntil(lambda: len(listed) == 1, timeout=20_000)
     settle(qtbot)
     assert len(listed) == 1
+
+
+def test_the_timer_asks_remote_targets_less_often_than_the_local_one(qtbot: QtBot, tmp_path: Path) -> None:
+    with socket.socket() as engine:  # a hung engine that counts the connections it gets
+        engine.bind(("127.0.0.1", 0))
+        engine.listen(64)
+        engine.setblocking(False)
+        accepted: list[socket.socket] = []
+
+        def connections() -> int:
+            while True:
+                try:
+                    accepted.append(engine.accept()[0])
+                except BlockingIOError:
+                    return len(accepted)
+
+        url = f"docker+tcp://127.0.0.1:{engine.getsockname()[1]}"
+        page = DeploymentsPage(
+            LocalTarget(tmp_path / "deployments"),
+            extra_targets=lambda: [url],
+            refresh_ms=100,
+            list_timeout_s=0.5,
+            remote_refresh_ms=60_000,
+        )
+        qtbot.addWidget(page)
+        ticks: list[object] = []
+        page.listed.connect(ticks.append)
+        page.show()
+        qtbot.waitUntil(lambda: len(ticks) >= 6, timeout=20_000)
+        assert connections() == 1  # the first refresh asked the engine; timer ticks since then did not
+        assert cells(page, row_where(page, target=url))[3:5] == ["unreachable", "no answer within 0.5 s"]  # kept
+        with qtbot.waitSignal(page.listed, timeout=10_000):
+            page.refresh()  # an explicit refresh asks every target
+        qtbot.waitUntil(lambda: connections() == 2, timeout=10_000)
+        page.timer.stop()
+        settle(qtbot)
+        for conn in accepted:
+            conn.close()
