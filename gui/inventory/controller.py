@@ -20,6 +20,7 @@ class InventoryUI(QObject):
         self.page = InventoryPage(window.settings.config_dir)
         self.page_index = window.add_page("Hosts", self.page)
         self.page.statusMessage.connect(window.show_status)
+        window.destroyed.connect(self.page.stop_watching)
         self.page.reload()
 
 

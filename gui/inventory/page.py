@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from modeldeck.core.errors import HostKeyChanged, HostUnreachable, SshAuthError, UnknownHostKey
-from modeldeck.core.inventory.hosts import Host
+from modeldeck.core.inventory.hosts import Host, inventory_path
 from modeldeck.core.inventory.probe import HostCheck
 from modeldeck.core.inventory.trust import TrustResult
 from modeldeck.gui import style
@@ -36,7 +36,8 @@ from modeldeck.gui.inventory.models import CheckOutcome, HostFilterProxy, HostTa
 from modeldeck.gui.registry.models import RowsModel
 from modeldeck.gui.widgets import MessageBanner, fit_columns, home_abbreviated, readonly_table
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QFileSystemWatcher, QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -53,6 +54,7 @@ from PySide6.QtWidgets import (
 log = logging.getLogger(__name__)
 
 
+RELOAD_DELAY_MS = 300  # coalesces the temp-file + rename of one write (and a .bak) into one reload
 EMPTY_TEXT = "No hosts yet. Add one, or import them from ~/.ssh/config or an Ansible inventory."
 
 
@@ -139,6 +141,16 @@ class InventoryPage(QWidget):
         self.view.selectionModel().selectionChanged.connect(self._selection_changed)
         self.view.doubleClicked.connect(lambda _: self.open_edit_dialog())
         self._update_actions()
+        # The CLI (or another window) may change the inventory: while the page is visible, reload when
+        # inventory.toml changes. The directory is watched, not the file (atomic writes replace the
+        # file's inode); other files changing there do not reload.
+        self._reload_timer = QTimer(self)
+        self._reload_timer.setSingleShot(True)
+        self._reload_timer.setInterval(RELOAD_DELAY_MS)
+        self._reload_timer.timeout.connect(self.reload)
+        self._watcher = QFileSystemWatcher(self)
+        self._watcher.directoryChanged.connect(self._directory_changed)
+        self._loaded_stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file last loaded
 
     def _build_details(self) -> QWidget:
         pane = QWidget()
@@ -191,7 +203,48 @@ class InventoryPage(QWidget):
         return pane
 
     # -- loading ---------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        path = str(self.config_dir)
+        if path in self._watcher.directories():
+            return
+        try:
+            self.config_dir.mkdir(parents=True, exist_ok=True)  # one mkdir: watched from the start
+        except OSError:
+            log.warning("cannot create %s; the Hosts page will not notice outside changes", path)
+            return
+        self._watcher.addPath(path)
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = inventory_path(self.config_dir).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _directory_changed(self, _path: str) -> None:
+        if self._stamp() != self._loaded_stamp:
+            self._reload_timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._watch()
+        if self._stamp() != self._loaded_stamp:
+            self._reload_timer.start()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self.stop_watching()
+        super().hideEvent(event)
+
+    def stop_watching(self) -> None:
+        """No more automatic reloads (window closing, tests tearing down)."""
+        self._reload_timer.stop()
+        if self._watcher.directories():
+            self._watcher.removePaths(self._watcher.directories())
+
     def reload(self) -> TaskHandle:
+        self._loaded_stamp = self._stamp()  # a change after this point reloads again
+        if self.isVisible():
+            self._watch()  # the config dir may only exist since the first write
         return run_task(
             tasks.load_hosts,
             self.config_dir,

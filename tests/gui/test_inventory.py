@@ -51,6 +51,7 @@ def page(qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     with qtbot.waitSignal(widget.hostsLoaded, timeout=30_000):
         widget.reload()
     yield widget
+    widget.stop_watching()
     idle(qtbot)
 
 
@@ -410,3 +411,9 @@ def test_a_broken_inventory_file_is_shown_in_the_page_not_overwritten(qtbot: QtB
     assert "not valid TOML" in page.banner.text() and "line 2" in page.banner.text()
     assert path.read_text() == '[hosts.web1]\nhostname = "10.0.0.11\n'
     shot(page, "broken-file")
+
+
+def test_changes_made_outside_the_page_show_up_by_themselves(qtbot: QtBot, page: InventoryPage) -> None:
+    with qtbot.waitSignal(page.hostsLoaded, timeout=30_000):
+        Inventory.for_config_dir(config_dir()).add(Host("from-cli", "10.9.0.1"))  # as `modeldeck hosts add` would
+    assert [h.name for h in page.model.hosts()] == ["from-cli"]
