@@ -101,6 +101,7 @@ def test_replacing_a_version_under_load_fails_no_request(docker_target: Any, mod
         loader.join(timeout=30)
     assert second.outcome == "deployed", second.message
     (load,) = results
+    assert not load.stopped_early  # the load covered the whole switch
     assert load.failed == [], f"{len(load.failed)} failed of {load.ok + len(load.failed)}: {load.failed[:3]}"
     assert load.ok > 20
     assert served_version(port) == "2"
@@ -133,7 +134,7 @@ def test_broken_versions_are_rolled_back_and_the_old_one_keeps_serving(
     assert "exited before it was ready" in crash.message
     assert bad.outcome == "failed (rolled back)"
     assert "input example failed" in bad.message
-    assert results[0].failed == []
+    assert not results[0].stopped_early and results[0].failed == []
     assert served_version(port) == "1"
     (status,) = docker_target.status(first.name)
     assert status.state == "running" and status.release_id == first.status.release_id

@@ -630,6 +630,7 @@ class DockerTarget:
         if old:
             progress(ProgressEvent("drain", "draining the old release", 0.9))
             self._retire(old, handover=pinned)
+        self._prune_images(name, (new_state.active_image, new_state.previous_image))
         progress(ProgressEvent("done", f"{outcome}: {summary}", 1.0))
         return DeployResult(name, outcome, self._status_of(new_state), summary)
 
@@ -764,6 +765,21 @@ class DockerTarget:
                         c.stop(timeout=_STOP_TIMEOUT_S)
                 c.remove(force=True)
 
+    def _prune_images(self, name: str, keep: tuple[str | None, ...]) -> None:
+        """Remove images built for ``name`` other than the active and previous ones (best effort)."""
+        try:
+            keep_ids = {self.client.images.get(ref).id for ref in keep if ref}
+            built = self.client.images.list(filters={"label": f"{L_DEPLOYMENT}={name}"})
+        except Exception as exc:
+            log.info("not pruning images of %s: %s", name, exc)
+            return
+        for img in built:
+            if img.id not in keep_ids:
+                try:
+                    self.client.images.remove(img.id, force=False, noprune=True)
+                except Exception as exc:  # used by a container or tagged elsewhere: keep it
+                    log.info("keeping image %s: %s", img.id[:19], exc)
+
     def _discard(self, containers: list[Any]) -> None:
         """Remove candidate containers after a failed gate (best effort; the next operation retries)."""
         for c in containers:
@@ -863,7 +879,8 @@ class DockerTarget:
             built = self.client.images.list(filters={"label": f"{L_DEPLOYMENT}={name}"})
         for img in built:
             try:
-                self.client.images.remove(img.id, force=False, noprune=False)
+                # noprune: the untagged parents are the build cache every other model image reuses
+                self.client.images.remove(img.id, force=False, noprune=True)
             except Exception as exc:  # still used by another deployment or container: keep it
                 log.info("keeping image %s: %s", img.id[:19], exc)
         progress(ProgressEvent("done", f"{state.name} undeployed", 1.0))
