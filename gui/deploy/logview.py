@@ -83,13 +83,21 @@ class StreamingLogView(QPlainTextEdit):
         return len(lines)
 
     def highlight_failing_step(self) -> str | None:
-        """Mark the last build step and the lines after it (the step that failed); returns that step's line."""
+        """Mark the last build step and the lines after it (the step that failed); returns that step's line.
+
+        None (nothing marked) if the log has no step, or the build finished ("Successfully built").
+        """
         doc = self.document()
         block = doc.lastBlock()
         while block.isValid() and not _STEP.match(block.text()):
             block = block.previous()
         if not block.isValid():
             return None
+        after = block.next()
+        while after.isValid():
+            if after.text().startswith("Successfully built"):
+                return None  # the build passed: whatever failed came later, no step to blame
+            after = after.next()
         selections = []
         fmt = QTextCharFormat()
         fmt.setBackground(QColor(FAILED_STEP_BG))

@@ -167,6 +167,21 @@ def test_docker_contexts_are_offered_as_engines(qtbot: QtBot, tmp_path: Path, mo
     dialog.close()
 
 
+def test_only_a_build_that_did_not_finish_gets_a_failing_step(qtbot: QtBot) -> None:
+    view = StreamingLogView()
+    qtbot.addWidget(view)
+    for line in ("Step 1/2 : FROM base", " ---> 1234", "Step 2/2 : RUN make", "make: *** [all] Error 2"):
+        view.sink(line)
+    view.stop()
+    assert view.highlight_failing_step() == "Step 2/2 : RUN make"
+    assert view.highlighted_lines() == ["Step 2/2 : RUN make", "make: *** [all] Error 2"]
+    view.clear_log()
+    for line in ("Step 1/1 : FROM base", "Successfully built 1234", "[start] starting"):
+        view.sink(line)
+    view.stop()
+    assert view.highlight_failing_step() is None and view.highlighted_lines() == []
+
+
 def test_env_lines_name_the_first_bad_line() -> None:
     assert parse_env("A=1\n\n1BAD=2") == ({}, "Line 3: “1BAD” is not a valid variable name (letters, digits, _).")
 
