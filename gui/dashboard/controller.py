@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from modeldeck.core.errors import ConfigError, ModelDeckError
 from modeldeck.core.monitor.config import MonitorConfig, load_monitor_config, save_monitor_config
 from modeldeck.core.monitor.health import HealthPolicy, user_policy
 from modeldeck.core.monitor.history import HistoryWriter
+from modeldeck.core.monitor.prometheus import ScrapeTarget, write_file_sd
 from modeldeck.core.targets.base import DeploymentStatus, Target
 from modeldeck.gui.dashboard.page import MonitorPage
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource, StatusPoller
-from modeldeck.gui.workers import describe_error
+from modeldeck.gui.workers import Channel, describe_error, run_task
 from PySide6.QtCore import QEvent, QObject, Signal
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class DashboardUI(QObject):
         for name, url in self.config.endpoints:
             self.source.add(Monitored(name, url, None, "manual"))
 
+        self._file_sd_channel = Channel("file_sd")
         self._owners: dict[str, str] = {}  # deployment name -> origin (for its input example)
         self.poller = StatusPoller(self._listed.emit, self._listing_failed.emit, interval=poll_ms / 1000)
         self._listed.connect(self._statuses)
@@ -84,6 +87,8 @@ class DashboardUI(QObject):
             else:
                 origin = self._origin(deploy_ui.target)
                 deploy_ui.page.refreshed.connect(lambda statuses: self._statuses(origin, statuses))
+        self.file_sd_path = settings.data_dir / "monitor" / "prometheus" / "modeldeck-targets.json"
+        self.source.endpointsChanged.connect(self.write_scrape_targets)
         window.installEventFilter(self)
         self.source.start()
         self.poller.start()
@@ -126,6 +131,39 @@ class DashboardUI(QObject):
             raise ModelDeckError(f"{monitored.name} has no input example", hint="only deployments of a target have one")
         return getter(monitored.name)
 
+    def write_scrape_targets(self) -> None:
+        """In Prometheus mode, keep a file_sd file of every monitored endpoint for the user's Prometheus (worker)."""
+        if not self.config.prometheus_url:
+            return
+        targets = []
+        for m in self.source.monitored.values():
+            parts = urlsplit(m.metrics_url)
+            status = m.status
+            targets.append(
+                ScrapeTarget(
+                    m.name,
+                    parts.netloc,
+                    (status.model_name or "") if status else "",
+                    (status.model_version or "") if status else "",
+                    parts.path or "/metrics",
+                )
+            )
+        self.page.source_label.setToolTip(
+            f"Scrape targets for Prometheus (file_sd_configs): {self.file_sd_path}\n"
+            "Each target carries a 'deployment' label, which the plots query by."
+        )
+        run_task(
+            write_file_sd,
+            self.file_sd_path,
+            targets,
+            on_error=lambda e: self.page.banner.show_message(
+                f"Could not write the scrape targets: {describe_error(e)}"
+            ),
+            channel=self._file_sd_channel,
+            name="write Prometheus targets",
+            owner=self.page,
+        )
+
     # -- settings ----------------------------------------------------------------------------------------------------
     def _start_history(self, problems: list[str]) -> None:
         if not self.config.history:
@@ -156,6 +194,7 @@ class DashboardUI(QObject):
         )
         self.config = config
         self._save()
+        self.write_scrape_targets()
         if history_changed:
             if self.source.history is not None:
                 self.source.history.stop()

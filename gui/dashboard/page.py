@@ -26,7 +26,7 @@ from modeldeck.gui.dashboard.models import FleetModel, FleetRow
 from modeldeck.gui.dashboard.plots import PLOTTED_SERIES, DetailPlots
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource
 from modeldeck.gui.dashboard.sparkline import HealthChipDelegate, SparklineDelegate
-from modeldeck.gui.registry.models import ObjectRole, RawRole
+from modeldeck.gui.registry.models import RawRole
 from modeldeck.gui.widgets import MessageBanner
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
@@ -219,8 +219,7 @@ class MonitorPage(QWidget):
     # -- public API ---------------------------------------------------------------------------------------------------
     def selected_names(self) -> list[str]:
         rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
-        names = [self.proxy.index(r, 0).data(ObjectRole).name for r in rows]
-        return names
+        return [self.proxy.index(r, FleetModel.NAME).data() for r in rows]
 
     def select(self, *names: str) -> None:
         """Select these deployments (as a click and ctrl-clicks would)."""
@@ -374,9 +373,9 @@ class MonitorPage(QWidget):
 
     def _focus_row(self, index: QModelIndex) -> None:
         """Double-click: plot just that deployment."""
-        row = self.proxy.index(index.row(), 0).data(ObjectRole)
-        if row is not None:
-            self.select(row.name)
+        name = self.proxy.index(index.row(), FleetModel.NAME).data()
+        if name:
+            self.select(name)
             self.plots.setFocus()
 
     def _range_changed(self, _index: int) -> None:

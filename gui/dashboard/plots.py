@@ -142,9 +142,7 @@ class DetailPlots(QWidget):
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
             plot.getViewBox().setMouseEnabled(x=False, y=False)
-            plot.getViewBox().setAutoVisible(y=True)
-            plot.enableAutoRange(axis="y")
-            plot.setLimits(yMin=0)
+            plot.disableAutoRange()  # ranges are set once per redraw (auto-range costs a second paint each time)
             for axis in ("left", "bottom"):
                 ax = plot.getAxis(axis)
                 # tick labels are re-rendered only when the axis changes (text drawing dominated every paint)
@@ -299,8 +297,32 @@ class DetailPlots(QWidget):
         else:
             hi = time.time()
             lo, pad = hi - self.range_s, 0.0
-        for plot in self.plots.values():
-            plot.setXRange(lo, hi, padding=pad)
+        for key, plot in self.plots.items():
+            plot.setRange(xRange=(lo, hi), yRange=self._y_range(key, lo, hi), padding=0)
+            if pad:
+                plot.setXRange(lo, hi, padding=pad)
+            # apply the new range now: left to the paint, it changes the view matrix there and asks for a
+            # second paint of everything
+            plot.getViewBox().prepareForPaint()
+
+    def _y_range(self, key: str, lo: float, hi: float) -> tuple[float, float]:
+        """What the panel's curves reach inside the time span [lo, hi] (from 0, except memory), plus headroom."""
+        top, bottom = -math.inf, math.inf
+        for (_name, series), curve in self.curves.items():
+            if _PANEL_OF[series] != key or curve.xData is None or not len(curve.xData):
+                continue
+            i, j = np.searchsorted(curve.xData, (lo, hi))
+            visible = curve.yData[max(0, i - 1) : j + 1]
+            visible = visible[np.isfinite(visible)]
+            if visible.size:
+                top, bottom = max(top, float(visible.max())), min(bottom, float(visible.min()))
+        if not math.isfinite(top):
+            return (0.0, 1.0)
+        if key != "memory":
+            bottom = 0.0
+        span = top - bottom
+        headroom = span * 0.08 if span > 0 else max(abs(top) * 0.05, 1.0)
+        return (bottom - (headroom if key == "memory" else 0.0), top + headroom)
 
     def _clear_markers(self) -> None:
         for plot, line in self.markers:

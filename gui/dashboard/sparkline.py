@@ -81,7 +81,8 @@ class SparklineDelegate(QStyledItemDelegate):
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
     ) -> None:
         paint_cell_background(painter, option)
-        values = index.data(SparkRole)
+        spark = index.data(SparkRole)
+        values = getattr(spark, "values", spark)
         if values is None or len(values) < 2:
             return
         values = np.asarray(values, dtype=float)

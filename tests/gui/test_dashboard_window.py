@@ -3,6 +3,7 @@ itself, the load generator sends its input example, and it leaves the fleet when
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,23 @@ def test_a_local_deployment_is_monitored_loaded_and_dropped_when_undeployed(
     ui.poll()
     qtbot.waitUntil(lambda: page.model.row_of("iris-demo") < 0, timeout=15_000)
     assert "iris-demo" not in page.source.collector.health()
+
+
+def test_prometheus_mode_writes_scrape_targets_and_the_settings_survive(qtbot: QtBot, window: MainWindow) -> None:
+    from dataclasses import replace
+
+    from modeldeck.core.monitor.config import load_monitor_config
+    from modeldeck.gui.dashboard.source import Monitored
+
+    ui: DashboardUI = window.dashboard_ui
+    ui.page.source.add(Monitored("edge-gw", "http://127.0.0.1:9100/metrics", None, "manual"))
+    ui._endpoint_added("edge-gw", "http://127.0.0.1:9100/metrics")
+    ui._config_changed(replace(ui.config, prometheus_url="http://127.0.0.1:9090"))
+    qtbot.waitUntil(ui.file_sd_path.exists, timeout=10_000)
+    wait_for_workers(10)
+    groups = json.loads(ui.file_sd_path.read_text())
+    assert {"targets": ["127.0.0.1:9100"], "labels": {"deployment": "edge-gw", "model": "", "version": ""}} in groups
+    saved = load_monitor_config(window.settings.config_dir)
+    assert saved.prometheus_url == "http://127.0.0.1:9090"
+    assert saved.endpoints == (("edge-gw", "http://127.0.0.1:9100/metrics"),)
+    ui.page.prometheus_timer.stop()
