@@ -302,6 +302,8 @@ def build_image(
         image_id: str | None = None
         step = "(before the first step)"
         step_output: list[str] = []
+        last_layer: str | None = None  # the image after the latest finished step
+        cache_anchor: str | None = None  # the image after the last bundle-independent step
         try:
             stream = api.build(
                 path=str(tmp), tag=options.tag, rm=True, forcerm=True, decode=True, timeout=int(options.timeout_s)
@@ -322,6 +324,10 @@ def build_image(
                         for line in text.splitlines():
                             if line.startswith("Step "):
                                 step, step_output = line.strip(), []
+                                if " : COPY bundle/" in line:
+                                    cache_anchor = last_layer
+                            elif line.startswith(" ---> ") and not line.startswith(" ---> Running in"):
+                                last_layer = line[len(" ---> ") :].strip()
                             elif line.strip():
                                 step_output.append(line.rstrip())
                             if line.strip() and progress:
@@ -338,6 +344,8 @@ def build_image(
             raise
         except Exception as exc:
             raise engine_error(exc, what=f"building {options.tag}") from exc
+        if cache_anchor:
+            _keep_build_cache(client, cache_anchor, dockerfile)
         seconds = time.monotonic() - started
         size = int(image.attrs.get("Size") or 0)
         if progress:
@@ -345,6 +353,22 @@ def build_image(
         return BuildResult(options.tag, image.id, size, dockerfile, labels, seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+CACHE_REPOSITORY = "modeldeck/build-cache"
+
+
+def _keep_build_cache(client: Any, layer: str, dockerfile: str) -> None:
+    """Tag the image of the bundle-independent steps (``modeldeck/build-cache:<hash>``), so removing model
+    images (undeploy, pruning) stops there and the next model on this base and runtime builds from cache."""
+    import hashlib
+
+    static = dockerfile.split(f"COPY bundle/ {BUNDLE_PATH}/", 1)[0]
+    tag = hashlib.sha256(static.encode()).hexdigest()[:16]
+    try:
+        client.api.tag(layer, CACHE_REPOSITORY, tag=tag)
+    except Exception as exc:  # only an optimisation
+        log.info("could not tag the build cache %s: %s", layer, exc)
 
 
 def push_image(

@@ -776,7 +776,7 @@ class DockerTarget:
         for img in built:
             if img.id not in keep_ids:
                 try:
-                    self.client.images.remove(img.id, force=False, noprune=True)
+                    self.client.images.remove(img.id, force=False)
                 except Exception as exc:  # used by a container or tagged elsewhere: keep it
                     log.info("keeping image %s: %s", img.id[:19], exc)
 
@@ -879,8 +879,8 @@ class DockerTarget:
             built = self.client.images.list(filters={"label": f"{L_DEPLOYMENT}={name}"})
         for img in built:
             try:
-                # noprune: the untagged parents are the build cache every other model image reuses
-                self.client.images.remove(img.id, force=False, noprune=True)
+                # the build cache survives: image.py tags its bundle-independent layers
+                self.client.images.remove(img.id, force=False)
             except Exception as exc:  # still used by another deployment or container: keep it
                 log.info("keeping image %s: %s", img.id[:19], exc)
         progress(ProgressEvent("done", f"{state.name} undeployed", 1.0))
