@@ -156,6 +156,33 @@ def test_rollback_returns_to_the_previous_image_and_back(docker_target: Any, mod
     assert again.outcome == "rolled-back" and served_version(port) == "2"
 
 
+def test_cancelled_deploy_removes_the_candidate_and_the_old_one_keeps_serving(
+    docker_target: Any, model_images: ModelImages
+) -> None:
+    from modeldeck.core.errors import Cancelled
+
+    port = free_port()
+    first = docker_target.deploy(model_images.bundles["v1"], options(docker_target, model_images, "v1", port))
+    assert first.ok, first.message
+    cancel = threading.Event()
+
+    def cancel_at_health(event: Any) -> None:
+        if event.step == "health":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        docker_target.deploy(
+            model_images.bundles["v2"],
+            options(docker_target, model_images, "v2", port),
+            progress=cancel_at_health,
+            cancel=cancel,
+        )
+    assert [c.labels["io.modeldeck.release"] for c in runtime_containers(docker_target, first.name)] == [
+        first.status.release_id
+    ]
+    assert served_version(port) == "1"
+
+
 def test_stop_start_and_undeploy(docker_target: Any, model_images: ModelImages) -> None:
     port = free_port()
     result = docker_target.deploy(model_images.bundles["v1"], options(docker_target, model_images, "v1", port))
@@ -203,6 +230,10 @@ def test_cli_deploys_to_docker_and_reports_status(
     name = docker_target.test_name("cli")
     bundle = str(model_images.bundles["v1"])
     args = ["deploy", bundle, "--target", "docker://", "--name", name, "--port", str(port)]
+    assert main([*args, "--image", model_images.ids["v1"], "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"plan for {name} on docker:// (127.0.0.1:{port})" in plan and "health:" in plan
+    assert runtime_containers(docker_target, name) == []  # a plan changes nothing
     code = main([*args, "--image", model_images.ids["v1"], "--env", "OMP_NUM_THREADS=1", "--json"])
     out = capsys.readouterr().out
     assert code == 0, out
