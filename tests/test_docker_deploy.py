@@ -272,3 +272,15 @@ def test_health_watcher_restarts_an_unhealthy_container(
         assert [(e.status, e.restarted) for e in events] == [("unhealthy", False)]
     finally:
         container.remove(force=True)
+
+
+def test_image_that_cannot_be_pulled_is_a_one_line_error_before_anything_starts(
+    docker_target: Any, model_images: ModelImages
+) -> None:
+    missing = "127.0.0.1:9/nothing/iris@sha256:" + "0" * 64
+    opts = DeployOptions(name=docker_target.test_name(), port=free_port(), extra={"image": missing})
+    with pytest.raises(DeployError) as err:
+        docker_target.deploy(model_images.bundles["v1"], opts)
+    assert err.value.message.startswith(f"cannot pull image {missing}: ")
+    assert "\n" not in err.value.message and err.value.hint
+    assert runtime_containers(docker_target, opts.name) == []
