@@ -1,8 +1,9 @@
-"""The fleet table: a thin Qt model over :class:`FleetRow` values handed to it (it never fetches).
+"""The fleet table: a Qt model fed :class:`FleetRow` values by the page (it never fetches).
 
-:meth:`FleetModel.set_rows` merges rows by name: ``dataChanged`` for changed
-rows (one signal per contiguous block, so 50 rows updating at 1 Hz cost one
-repaint), insert/remove for new and gone ones, so the selection survives updates.
+:meth:`FleetModel.set_rows` merges rows by name: only the cells whose values
+changed are rewritten (one ``dataChanged`` each), new rows are appended and gone
+ones removed, so the selection and the sort order survive updates. The cells are
+``QStandardItem`` s (see :class:`FleetModel` for why).
 """
 
 from __future__ import annotations
