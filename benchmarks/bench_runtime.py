@@ -42,6 +42,23 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float = float("nan")  # server CPU time (utime+stime of its process group) per request
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime+stime of every live process in process group ``pgid`` (the server and any workers it forked)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def free_port() -> int:
@@ -277,7 +294,9 @@ def main() -> int:
                     best: dict[str, Result] = {}
                     for _ in range(rounds):
                         for server in servers:
+                            cpu = group_cpu_seconds(server.proc.pid)
                             r = wrk(server.name, f"{server.url}/invocations", script, c, d)
+                            r.cpu_us = (group_cpu_seconds(server.proc.pid) - cpu) / max(r.rps * d, 1) * 1e6
                             if server.name not in best or r.rps > best[server.name].rps:
                                 best[server.name] = r
                     for server in servers:
@@ -285,7 +304,7 @@ def main() -> int:
                         results.append(r)
                         print(
                             f"  {r.server:24s} c={c:<3d} {r.rps:9.0f} req/s"
-                            f"  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
+                            f"  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  CPU {r.cpu_us:6.1f} µs/req"
                             + (f"  errors {r.errors}" if r.errors else ""),
                             flush=True,
                         )
@@ -334,9 +353,9 @@ def main() -> int:
     ours_us, client_us = metrics_cost()
 
     by = {(r.server, r.concurrency): r for r in results}
-    print("\n| server | c | req/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
+    print("\n| server | c | req/s | p50 ms | p99 ms | CPU µs/req |\n|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r.server} | {r.concurrency} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |")
+        print(f"| {r.server} | {r.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} |")
     print("\nratios (same machine, same run):")
     for c in levels:
         ours = by[("modeldeck runtime", c)]

@@ -25,10 +25,10 @@ class _ResponseWriter:
 
     def __init__(self, transport: Any, cycle: RequestResponseCycle) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle: RequestResponseCycle | None = cycle
         self._held: bytes | None = None
         self._head_seen = False
-        self._on_response = cycle.on_response
+        self._on_response: Any = cycle.on_response
         cycle.on_response = self._complete  # runs once the body is sent (also when it was empty)
 
     def write(self, data: bytes) -> None:
@@ -36,7 +36,7 @@ class _ResponseWriter:
         if held is not None:
             self._held = None
             data = held + data
-        elif not self._head_seen and self._cycle.response_started:
+        elif not self._head_seen and self._cycle is not None and self._cycle.response_started:
             # the first write after the response started is the head (a "100 Continue" comes before the start)
             self._head_seen = True
             self._held = data
@@ -54,8 +54,11 @@ class _ResponseWriter:
         self._transport.close()
 
     def _complete(self) -> None:
+        """The response is out: flush, and drop the references back to the cycle and the protocol so that the
+        finished cycle is freed by reference counting, not left for the garbage collector."""
         self.flush()
-        self._on_response()
+        on_response, self._on_response, self._cycle = self._on_response, None, None
+        on_response()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the real transport's
         return getattr(self._transport, name)
