@@ -218,3 +218,29 @@ def test_an_unreachable_host_is_a_failed_row_and_the_others_deploy(qtbot: QtBot,
         assert not dialog.rollback_button.isEnabled()  # web1 had no release before: nothing to roll back to
     finally:
         fleet.hosts["web2"].start()
+
+
+def test_deploy_to_hosts_action_opens_the_dialog_for_the_selected_version(
+    qtbot: QtBot, open_window, demo_tracking_uri: str
+) -> None:
+    from modeldeck.gui.deploy.controller import install_deploy_ui
+
+    from tests.gui.conftest import settle
+    from tests.gui.test_deploy import select_version
+
+    window = open_window(demo_tracking_uri)
+    ui = getattr(window, "deploy_ui", None) or install_deploy_ui(window)
+    ui.page.timer.stop()
+    select_version(qtbot, window, "iris-classifier", "1")
+    assert ui.hosts_action.isEnabled()
+    assert ui.hosts_action in window.toolbar.actions()
+    ui.hosts_action.trigger()
+    dialog = ui.hosts_dialog
+    assert dialog is not None and dialog.isVisible()
+    qtbot.waitUntil(lambda: dialog.inventory is not None, timeout=10_000)
+    assert dialog.windowTitle() == "Deploy iris-classifier v1 to hosts"
+    assert dialog.host_model.rowCount() == 0
+    assert "no hosts yet" in dialog.banner.label.text()  # empty inventory: said inside the dialog
+    assert not dialog.deploy_button.isEnabled()
+    dialog.close()
+    settle(qtbot)
