@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from modeldeck.core.errors import (
+    Cancelled,
     DeployError,
     HostKeyChanged,
     HostUnreachable,
@@ -204,14 +205,25 @@ def test_releases_that_crash_at_start_or_fail_readiness_are_rolled_back(
     assert target.deploy(deploy_bundles["v2"], options(host, port)).ok
 
 
-def test_connection_cut_mid_switch_leaves_the_old_release_serving(serving, deploy_bundles) -> None:
+def test_cancel_or_connection_cut_mid_switch_leaves_the_old_release_serving(serving, deploy_bundles) -> None:
     target, host, v1 = serving
+    port = int(v1.status.endpoint.rsplit(":", 1)[1])
+    cancel = threading.Event()
+
+    def cancel_at_health(event: ProgressEvent) -> None:
+        if event.step == "health":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        target.deploy(deploy_bundles["v2"], options(host, port), progress=cancel_at_health, cancel=cancel)
+    assert releases_of(host) == [v1.status.release_id]
+    wait_until(lambda: len(runtime_pids(host.deploy_root)) == 2, timeout=30)
+    assert_v1_serves(target, v1)
 
     def cut_at_health(event: ProgressEvent) -> None:
         if event.step == "health":
             host.kill_sessions()
 
-    port = int(v1.status.endpoint.rsplit(":", 1)[1])
     with pytest.raises(HostUnreachable):
         target.deploy(deploy_bundles["v2"], options(host, port), progress=cut_at_health)
     # The agent lost its lifeline and cancelled: only v1's supervisor and runtime remain.

@@ -16,7 +16,6 @@ from modeldeck.core.errors import DeployError, TargetError
 from modeldeck.core.targets.base import DeployOptions, ProgressEvent, Target, open_target
 from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import free_port
-from modeldeck.core.targets.runtime_dist import runtime_version
 from modeldeck.core.targets.ssh.facts import parse_facts
 from modeldeck.core.targets.ssh.target import SshTarget, parse_ssh_url, systemd_unit
 
@@ -102,7 +101,7 @@ def test_facts_of_a_real_host_in_one_round_trip(ssh_target: SshTarget, ssh_deplo
     assert facts.python and facts.python_version and facts.has_venv
     assert facts.deploy_root == str(ssh_deploy_host.deploy_root)
     assert facts.deploy_root_writable and facts.free_bytes and facts.free_bytes > 0
-    assert facts.runtime_versions == (runtime_version(),)
+    assert facts.runtime_versions == (ssh_target._runtime_version(),)
     assert facts.problems() == []
 
 
@@ -118,6 +117,8 @@ def test_deploy_serves_predictions_on_the_hosts_address(
     assert len(predict(status.endpoint)) == 2
     assert {"connect", "transfer", "start", "health", "switch", "done"} <= set(steps.steps())
     assert all(e.host == ssh_target.label for e in steps.events)
+    fractions = [e.fraction for e in steps.events if e.fraction is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one bar that never runs backwards
     (listed,) = ssh_target.status()
     assert (listed.state, listed.model_version, listed.endpoint) == ("running", "1", status.endpoint)
     assert "started runtime" in ssh_target.logs("iris")
@@ -132,7 +133,12 @@ def test_redeploy_of_the_same_bundle_sends_nothing_and_keeps_the_process(
     ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles
 ) -> None:
     opts = options(ssh_deploy_host)
+    plan = ssh_target.plan(deploy_bundles["v1"], opts)
+    assert "upload 3 file(s)" in next(s.description for s in plan.steps if s.step == "transfer")
+    assert not (ssh_deploy_host.deploy_root / "deployments").exists()  # planning changes nothing
     first = ssh_target.deploy(deploy_bundles["v1"], opts)
+    plan = ssh_target.plan(deploy_bundles["v1"], opts)
+    assert [s.step for s in plan.steps] == ["facts", "noop"]
     steps = Steps()
     started = time.perf_counter()
     again = ssh_target.deploy(deploy_bundles["v1"], opts, progress=steps)
@@ -264,9 +270,11 @@ def test_runtime_is_installed_from_an_uploaded_wheelhouse(sshd_factory, tmp_path
     try:
         assert result.outcome == "deployed", result.message
         assert "runtime" in steps.steps()
-        assert (host.deploy_root / "runtime" / runtime_version() / "installed.json").is_file()
+        fractions = [e.fraction for e in steps.events if e.fraction is not None]
+        assert fractions == sorted(fractions)
+        assert (host.deploy_root / "runtime" / target._runtime_version() / "installed.json").is_file()
         assert any((host.deploy_root / "wheelhouse").rglob("onnxruntime-*.whl"))
-        assert target.facts().runtime_versions == (runtime_version(),)
+        assert target.facts().runtime_versions == (target._runtime_version(),)
         assert len(predict(result.status.endpoint)) == 2
     finally:
         target.undeploy("iris")

@@ -214,7 +214,7 @@ def cmd_deploy(args: argparse.Namespace, out: _Output, cancel: threading.Event) 
     deploy_root = Path(args.deploy_root)
     files = {str(k): str(v) for k, v in request["files"].items()}
     options = options_from_dict(request.get("options") or {})
-    out.progress(ProgressEvent("stage", "staging the uploaded files", 0.5))
+    out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
     stage = stage_bundle(deploy_root, files)
     try:
         result = _target(deploy_root).deploy(stage, options, progress=out.progress, cancel=cancel)

@@ -180,6 +180,7 @@ class SshTarget:
         bind_host: str = "0.0.0.0",
         systemd: bool = True,
         timeouts: SshTimeouts | None = None,
+        runtime_version: str | None = None,
     ) -> None:
         if runtime_source not in RUNTIME_SOURCES:
             raise TargetError(f"unknown runtime source {runtime_source!r}", hint="use index or wheelhouse")
@@ -205,6 +206,9 @@ class SshTarget:
         self.index_url = index_url
         self.bind_host = bind_host
         self.systemd = systemd
+        # The runtime version this target installs and runs the agent from: computed once (from the files the
+        # wheel carries), so one target never mixes two versions; pinnable, e.g. to reuse a host's install.
+        self._runtime = runtime_version
         # Test seam: called with (connection, remote .part paths) after the upload, before the checksum check.
         self.before_verify: Callable[[SshConnection, list[str]], None] | None = None
 
@@ -256,7 +260,10 @@ class SshTarget:
     # -- planning ------------------------------------------------------------------------------------
     def plan(self, bundle_dir: Path, options: DeployOptions) -> Plan:
         """What :meth:`deploy` would do; connects and inspects the host but changes nothing on it."""
+        from modeldeck.core.targets.releases import name_from_model, validate_name
+
         manifest = self._checked_bundle(bundle_dir)
+        name = validate_name(options.name or name_from_model(manifest.model_name))
         files = bundle_files(Path(bundle_dir), manifest)
         with self.connect() as conn:
             facts = self.facts(conn)
@@ -264,11 +271,21 @@ class SshTarget:
             root = facts.deploy_root
             steps = [PlannedStep("facts", f"{self.label}: {facts.machine}, Python {facts.python_version}")]
             runtime = self._runtime_version()
-            if runtime not in facts.runtime_versions:
+            current: DeploymentStatus | None = None
+            missing: set[str] | None = None
+            if runtime in facts.runtime_versions:
+                missing = self._missing(conn, facts, files)
+                found = [self._status(s) for s in self._agent(conn, facts, "status") if s.get("name") == name]
+                current = found[0] if found else None
+            else:
                 steps.append(
                     PlannedStep("runtime", f"install runtime {runtime} into {root}/runtime ({self.runtime_source})")
                 )
-            missing = self._missing(conn, facts, files) if runtime in facts.runtime_versions else None
+            serving = current is not None and current.state == "running"
+            replaces = current.release_id if serving and current is not None else None
+            if serving and current is not None and current.bundle_sha256 == manifest.sha256:
+                steps.append(PlannedStep("noop", "this bundle is already installed and serving"))
+                return Plan(self.url, name, tuple(steps), replaces=replaces)
             if missing is None:
                 size = sum(f.size for f in files)
                 steps.append(PlannedStep("transfer", f"upload up to {len(files)} file(s), {size} bytes"))
@@ -280,11 +297,9 @@ class SshTarget:
             steps += [
                 PlannedStep("start", "start the runtime beside the current one on the host"),
                 PlannedStep("health", "wait until ready, check /health and answer the bundle's input example"),
-                PlannedStep("switch", "make it current and drain the old release"),
+                PlannedStep("switch", f"make it current and drain {replaces}" if replaces else "make it current"),
             ]
-        from modeldeck.core.targets.releases import name_from_model
-
-        return Plan(self.url, options.name or name_from_model(manifest.model_name), tuple(steps))
+        return Plan(self.url, name, tuple(steps), replaces=replaces)
 
     # -- deploy --------------------------------------------------------------------------------------
     def deploy(
@@ -344,7 +359,15 @@ class SshTarget:
                 + self.timeouts.switch_margin_s
             )
             raw = self._agent(
-                conn, facts, "deploy", request=request, progress=progress, cancel=cancel, timeout=timeout, lifeline=True
+                conn,
+                facts,
+                "deploy",
+                request=request,
+                progress=progress,
+                cancel=cancel,
+                timeout=timeout,
+                lifeline=True,
+                fraction_base=0.5,
             )
             result = self._result(raw)
             if result.ok and result.outcome != "already-installed" and facts.systemd and self.systemd:
@@ -359,9 +382,11 @@ class SshTarget:
 
     # -- runtime ---------------------------------------------------------------------------------------
     def _runtime_version(self) -> str:
-        from modeldeck.core.targets.runtime_dist import runtime_version
+        if self._runtime is None:
+            from modeldeck.core.targets.runtime_dist import runtime_version
 
-        return runtime_version()
+            self._runtime = runtime_version()
+        return self._runtime
 
     def _python(self, facts: HostFacts, version: str | None = None) -> str:
         return f"{facts.deploy_root}/{RUNTIME_DIR}/{version or self._runtime_version()}/venv/bin/python"
@@ -393,13 +418,17 @@ class SshTarget:
             conn.run(f"mkdir -p {quote(remote_wh)}", timeout=self.timeouts.command_s, check=True)
             have = self._remote_sizes(conn, remote_wh)
             todo = [LocalFile(w.name, w, "", w.stat().st_size) for w in wheels if have.get(w.name) != w.stat().st_size]
-            self._put_files(conn, [(f, f"{remote_wh}/{f.rel}") for f in todo], progress, cancel, "runtime")
+            self._put_files(
+                conn, [(f, f"{remote_wh}/{f.rel}") for f in todo], progress, cancel, "runtime", span=(0.06, 0.12)
+            )
             source = f"--no-index --find-links {quote(remote_wh)}"
         else:
             source = f"--index-url {quote(self.index_url)}" if self.index_url else ""
-        self._put_files(conn, [(f, f"{rdir}/dist/{f.rel}") for f in uploads], progress, cancel, "runtime")
+        self._put_files(
+            conn, [(f, f"{rdir}/dist/{f.rel}") for f in uploads], progress, cancel, "runtime", span=(0.12, 0.13)
+        )
         _check_cancel(cancel)
-        self._emit(progress, "runtime", "creating the runtime venv and installing its dependencies", 0.15)
+        self._emit(progress, "runtime", "creating the runtime venv and installing its dependencies", 0.14)
         marker = json.dumps({"version": version, "source": self.runtime_source, "installed_at": time.time()})
         cmd = (
             f"{quote(facts.python or 'python3')} -m venv {quote(rdir + '/venv')}"
@@ -504,6 +533,7 @@ class SshTarget:
         step: str,
         *,
         resume: bool = False,
+        span: tuple[float, float] = (0.2, 0.45),
     ) -> set[str]:
         """Pipelined SFTP uploads with progress; returns the remote paths that were resumed, not restarted."""
         if not items:
@@ -547,7 +577,7 @@ class SshTarget:
                                 progress,
                                 step,
                                 f"{f.rel}: {sent // 1024} of {total // 1024} KiB ({rate:.0f} MB/s)",
-                                0.2 + 0.25 * sent / total,
+                                span[0] + (span[1] - span[0]) * min(sent / total, 1.0),
                             )
             except Cancelled:
                 raise
@@ -562,7 +592,7 @@ class SshTarget:
                     hint="check free disk on the host; the previous release still serves",
                 ) from exc
         elapsed = time.monotonic() - started
-        self._emit(progress, step, f"sent {sent // 1024} KiB in {elapsed:.1f} s", 0.45)
+        self._emit(progress, step, f"sent {sent // 1024} KiB in {elapsed:.1f} s", span[1])
         return resumed
 
     def _still_connected(self, conn: SshConnection) -> bool:
@@ -588,6 +618,7 @@ class SshTarget:
         version: str | None = None,
         lifeline: bool = False,
         extra: str = "",
+        fraction_base: float = 0.0,
     ) -> Any:
         """Run one agent command, streaming its progress events; return its result or raise its error.
 
@@ -635,7 +666,7 @@ class SshTarget:
                     buffer += data
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
-                        outcome = self._agent_line(line, progress) or outcome
+                        outcome = self._agent_line(line, progress, fraction_base) or outcome
                 elif data == b"":  # EOF on stdout: the agent finished (or died)
                     break
                 if not transport.is_active():
@@ -646,7 +677,7 @@ class SshTarget:
                 if time.monotonic() > deadline:
                     raise TargetError(f"{self.label}: the host's agent did not finish `{command}` in {timeout:.0f} s")
             if buffer.strip():
-                outcome = self._agent_line(buffer, progress) or outcome
+                outcome = self._agent_line(buffer, progress, fraction_base) or outcome
             status_deadline = time.monotonic() + 10
             while not chan.exit_status_ready() and time.monotonic() < status_deadline:
                 time.sleep(0.01)
@@ -675,7 +706,9 @@ class SshTarget:
             raise _agent_error(outcome["error"], self.label)
         return outcome.get("result")
 
-    def _agent_line(self, line: bytes, progress: Progress) -> dict[str, Any] | None:
+    def _agent_line(self, line: bytes, progress: Progress, fraction_base: float = 0.0) -> dict[str, Any] | None:
+        """Relay one protocol line: events go to ``progress`` (their fractions mapped into
+        ``fraction_base..1`` so a deploy's bar never runs backwards), a result or error is returned."""
         try:
             obj = json.loads(line)
         except ValueError:
@@ -685,7 +718,10 @@ class SshTarget:
             return None
         if "event" in obj:
             ev = obj["event"]
-            progress(ProgressEvent(str(ev.get("step")), str(ev.get("message")), ev.get("fraction"), host=self.label))
+            fraction = ev.get("fraction")
+            if isinstance(fraction, (int, float)):
+                fraction = fraction_base + (1.0 - fraction_base) * float(fraction)
+            progress(ProgressEvent(str(ev.get("step")), str(ev.get("message")), fraction, host=self.label))
             return None
         if "result" in obj or "error" in obj:
             return obj
