@@ -97,6 +97,9 @@ class RuntimeApp:
             "/v2/health/ready": ("/v2/health/ready", {"GET": self._ready}),
         }
         self._not_ready = _error_body("the model is still loading", "TEMPORARILY_UNAVAILABLE")
+        # Response heads by (content type, body length): answers of one model mostly share both, so the common
+        # response reuses one header list instead of formatting the length and building the list every time.
+        self._heads: dict[tuple[bytes, int], list[tuple[bytes, bytes]]] = {}
 
     def mark_ready(self) -> None:
         self.ready = True
@@ -145,14 +148,20 @@ class RuntimeApp:
             status, body, ctype = 500, _error_body("internal error in the runtime", "INTERNAL_ERROR"), JSON
         if self._cors:
             headers = headers + self._cors_headers(scope)
+        if headers:
+            head = [(b"content-type", ctype), (b"content-length", b"%d" % len(body)), *headers]
+        else:
+            cached = self._heads.get((ctype, len(body)))
+            if cached is None:
+                if len(self._heads) >= 256:
+                    self._heads.clear()
+                cached = self._heads[(ctype, len(body))] = [
+                    (b"content-type", ctype),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+            head = cached
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *headers],
-                }
-            )
+            await send({"type": "http.response.start", "status": status, "headers": head})
             await send({"type": "http.response.body", "body": body})
         finally:
             metrics.in_flight -= 1
