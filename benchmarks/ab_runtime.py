@@ -128,6 +128,14 @@ def main() -> int:
         med = {name: statistics.median(x[0] for x in samples[(name, c)]) for name, *_ in specs}
         parts = [f"{a}/{b} {med[a] / med[b]:.2f}" for a in med for b in med if a != b and b in ("bare+run", "base")]
         print(f"  c={c}: " + ", ".join(parts))
+    if "base" in [name for name, *_ in specs]:
+        print("paired per round (runtime run right after base), median of ratios:")
+        for c in levels:
+            base_runs, ours = samples[("base", c)], samples.get(("runtime", c), [])
+            if ours:
+                rps = statistics.median(o[0] / b[0] for o, b in zip(ours, base_runs, strict=True))
+                cpu = statistics.median(o[2] / b[2] for o, b in zip(ours, base_runs, strict=True))
+                print(f"  c={c}: runtime/base req/s {rps:.2f}, CPU per request {cpu:.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
