@@ -350,7 +350,7 @@ def _host_result(
 ) -> HostResult:
     duration = time.monotonic() - run.started if run.started is not None else 0.0
     if outcome is None:
-        return HostResult(host, target.url, NOT_STARTED, "not started: the run was cancelled")
+        return HostResult(host, target.url, NOT_STARTED, "the run was cancelled before this host was reached")
     if isinstance(outcome, DeployResult):
         status = outcome.status
         return HostResult(
@@ -372,7 +372,7 @@ def _host_result(
             host,
             target.url,
             CANCELLED,
-            "cancelled; the previous release keeps serving" if cancelled else outcome.message,
+            "the previous release keeps serving" if cancelled else outcome.message,
             duration,
             error="Cancelled",
         )
@@ -412,7 +412,11 @@ def _run_rollout(
     for wave in plan.waves:
         if aborted_after is not None or (cancel is not None and cancel.is_set()):
             why = SKIPPED if aborted_after is not None else NOT_STARTED
-            text = f"skipped: {aborted_after} failed beyond its threshold" if aborted_after else "not started"
+            text = (
+                f"{aborted_after} failed beyond its threshold"
+                if aborted_after
+                else "the run was cancelled before this host was reached"
+            )
             for host in wave.hosts:
                 results[host] = HostResult(host, fleet[host].url, why, text)
             continue

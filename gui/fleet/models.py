@@ -175,7 +175,11 @@ class HostProgressModel(QAbstractTableModel):
             row = self._rows[i]
             if row.result is not None:  # the final result wins over late events
                 continue
-            fraction = row.fraction if event.fraction is None else max(event.fraction, row.fraction or 0.0)
+            # "done" says the host's run ended, not how far it got: the bar shows that from the result
+            if event.fraction is None or event.step == "done":
+                fraction = row.fraction
+            else:
+                fraction = max(event.fraction, row.fraction or 0.0)
             self._rows[i] = replace(row, step=event.step, fraction=fraction, message=event.message)
             touched.append(i)
         if touched:
@@ -187,13 +191,14 @@ class HostProgressModel(QAbstractTableModel):
             i = self._index.get(r.host)
             if i is None:
                 continue
+            untouched = r.outcome in ("not started", "skipped")
             self._rows[i] = HostRow(
                 r.host,
                 step="done",
-                fraction=1.0,
+                fraction=1.0 if r.ok else 0.0 if untouched else self._rows[i].fraction,
                 message=r.message,
                 outcome=r.outcome,
-                duration_s=r.duration_s,
+                duration_s=None if untouched else r.duration_s,
                 release=r.release_id or "",
                 result=r,
             )

@@ -184,12 +184,14 @@ def test_cancel_stops_the_run_and_reports_what_happened(qtbot: QtBot, fleet: Fle
     with qtbot.waitSignal(dialog.finishedRun, timeout=RUN_TIMEOUT_MS) as run:
         qtbot.mouseClick(dialog.deploy_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: any(r.step not in ("queued",) for r in dialog.progress_model.rows()), timeout=60_000)
+        dialog.grab().save("/tmp/fleet-running.png")
         qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
     result = run.args[0]
     assert result.cancelled
     outcomes = {h.host: h.outcome for h in result.hosts}
     assert "not started" in outcomes.values()
     assert "cancelled" in dialog.outcome.text()
+    dialog.grab().save("/tmp/fleet-cancelled.png")
     for s in status_many(targets):
         expected = "2" if outcomes[s.host] == "deployed" else "1"
         assert served_version(s.statuses[0].endpoint) == expected
