@@ -168,7 +168,7 @@ class LoadDialog(QDialog):
         self.setWindowTitle(f"Generate load — {name}")
         self.name, self.base_url, self.body = name, base_url, body
         self.handle: TaskHandle | None = None
-        self.result: LoadResult | None = None
+        self.outcome: LoadResult | None = None  # not `result`: QDialog.result() exists
         layout = QVBoxLayout(self)
         intro = QLabel(f"POST the input example to {base_url}/invocations, then stop.")
         intro.setProperty("role", "muted")
@@ -241,7 +241,7 @@ class LoadDialog(QDialog):
         except ConfigError as exc:
             self._status(describe_error(exc), style.ERROR_FG)
             return None
-        self.result = None
+        self.outcome = None
         self._running(True)
         self._status(f"Sending up to {plan.count:,} requests at {plan.rate:g}/s…", style.MUTED)
         self.handle = run_task(
@@ -283,7 +283,7 @@ class LoadDialog(QDialog):
         self._status(message, style.MUTED)
 
     def _done(self, result: LoadResult) -> None:
-        self.result = result
+        self.outcome = result
         self._running(False)
         colour = style.OK_FG if result.errors == 0 else style.WARN_FG
         detail = f" — first error: {result.first_error}" if result.first_error else ""

@@ -202,7 +202,7 @@ class DetailPlots(QWidget):
         started = time.perf_counter()
         for (name, series), curve in self.curves.items():
             t, v = data.get(name, {}).get(series, (None, None))
-            if t is None or len(t) == 0:
+            if t is None or v is None or len(t) == 0:
                 curve.setData([], [])
                 continue
             curve.setData(t, v * _SCALE_OF[series], connect="finite")

@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from modeldeck.gui import style
 from modeldeck.gui.dashboard.models import SparkRole
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QSize, Qt
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QPointF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
@@ -67,7 +67,7 @@ class HealthChipDelegate(QStyledItemDelegate):
 
 
 class SparklineDelegate(QStyledItemDelegate):
-    def __init__(self, parent: object = None, colour: str = style.ACCENT) -> None:
+    def __init__(self, parent: QObject | None = None, colour: str = style.ACCENT) -> None:
         super().__init__(parent)
         self.pen = QPen(QColor(colour), 1)
         self.pen.setCosmetic(True)
