@@ -146,7 +146,7 @@ def _target(args: argparse.Namespace) -> Any:
         if not args.target.startswith("docker+tcp://"):
             raise DeployError("--tls-ca/--tls-cert/--tls-key only apply to docker+tcp:// targets")
         return open_target(args.target, root=settings.deployments_dir, **tls)
-    if (args.target or "").startswith("ssh://"):
+    if (args.target or "").startswith(("ssh://", "docker+ssh://")):
         ssh = {"identity": args.identity, "accept_host_key": args.accept_host_key}
         if getattr(args, "runtime_source", None):
             ssh["runtime_source"] = args.runtime_source

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", type=Path, metavar="runtime.json", help="runtime settings (JSON)")
     parser.add_argument(
+        "--deployment",
+        metavar="NAME",
+        default=os.environ.get("MODELDECK_DEPLOYMENT") or None,
+        help="the deployment this runtime serves, reported by /version and metrics (default: $MODELDECK_DEPLOYMENT, "
+        "which container targets set, so images of older runtimes still start)",
+    )
+    parser.add_argument(
         "--ready-file",
         type=Path,
         metavar="PATH",
@@ -60,7 +68,9 @@ def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
         first = config.binds[0]
         binds = (Bind(args.host or first.host, first.port if args.port is None else args.port),)
         Bind.parse(str(binds[0]))  # range check
-    return config.with_overrides(binds=binds, reuse_port=args.reuse_port, log_level=args.log_level)
+    return config.with_overrides(
+        binds=binds, reuse_port=args.reuse_port, log_level=args.log_level, deployment_name=args.deployment
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:

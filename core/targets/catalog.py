@@ -22,7 +22,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,24 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
+def canonical_url(url: str) -> str:
+    """:func:`safe_url`, with Docker engine URLs in one spelling (``docker:///var/run/docker.sock`` and
+    ``unix:///var/run/docker.sock`` are ``docker://``), so one engine is one catalog entry."""
+    clean = safe_url(url)
+    if kind_of(clean) in ("docker", "unix"):
+        from modeldeck.core.targets.docker.engine import normalise_engine_url
+
+        return normalise_engine_url(clean)
+    return clean
+
+
+def _canonical_or_raw(url: str) -> str:
+    try:
+        return canonical_url(url)
+    except TargetError:
+        return url
+
+
 def _secret_key(key: str) -> bool:
     low = key.lower().replace("-", "_")
     return any(word == low or low.endswith("_" + word) or low.startswith(word) for word in _SECRET_WORDS)
@@ -160,13 +178,13 @@ def remember(url: str, *, config_dir: Path | None = None) -> str | None:
 
     The local target is always known and is not stored. The stored URL has no secrets (:func:`safe_url`).
     """
-    clean = safe_url(url)
+    clean = canonical_url(url)
     if is_local(clean):
         return None
     path = catalog_path(config_dir)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with _write_lock:
-        entries = [t for t in _read(path) if t.url != clean]
+        entries = [t for t in _read(path) if _canonical_or_raw(t.url) != clean]
         entries.append(KnownTarget(clean, "deployed", now))
         _write(path, entries)
     log.info("remembered target %s", clean)
@@ -175,11 +193,11 @@ def remember(url: str, *, config_dir: Path | None = None) -> str | None:
 
 def forget(url: str, *, config_dir: Path | None = None) -> bool:
     """Drop ``url`` from the catalog (its deployments are not touched); True if it was there."""
-    clean = safe_url(url)
+    clean = canonical_url(url)
     path = catalog_path(config_dir)
     with _write_lock:
         entries = _read(path)
-        kept = [t for t in entries if t.url not in (clean, url)]
+        kept = [t for t in entries if t.url != url and _canonical_or_raw(t.url) != clean]
         if len(kept) == len(entries):
             return False
         _write(path, kept)
@@ -225,6 +243,11 @@ def known_targets(*, config_dir: Path | None = None) -> list[KnownTarget]:
     found = [KnownTarget(LOCAL_URL, "local")]
     seen = {LOCAL_URL}
     for t in _read(catalog_path(config_dir)):
+        try:
+            t = replace(t, url=canonical_url(t.url))  # older entries may spell an engine differently
+        except TargetError:
+            log.warning("skipping an unreadable target URL in the catalog: %r", t.url)
+            continue
         if t.url not in seen and t.url not in hosts and not is_local(t.url):
             found.append(t)
             seen.add(t.url)

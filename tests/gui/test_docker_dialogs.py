@@ -351,6 +351,8 @@ def deploy_and_stop_on_docker(qtbot: QtBot, window: MainWindow, docker_target: A
     qtbot.waitUntil(lambda: docker_row() >= 0, timeout=30_000)
     model = page.table_model
     qtbot.waitUntil(lambda: model.index(docker_row(), model.MEMORY).data().endswith(" / 512.0 MiB"), timeout=30_000)
+    # "starting" until Docker's own first health check has passed (its interval is 10 s)
+    qtbot.waitUntil(lambda: model.index(docker_row(), model.STATE).data() == "running", timeout=40_000)
     cells = [model.index(docker_row(), c).data() for c in range(model.columnCount())]
     assert cells[:6] == [name, "iris-classifier", "1", "running", f"http://127.0.0.1:{port}", "docker://"]
     assert cells[6].endswith(" %")

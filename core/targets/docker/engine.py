@@ -4,8 +4,10 @@ Target URLs:
 
 * ``docker://`` -- the local engine, from ``DOCKER_HOST`` or the default socket;
   ``docker:///path/to/docker.sock`` names a socket explicitly;
-* ``docker+ssh://USER@HOST[:PORT]`` -- a remote engine through ``ssh`` (docker-py's
-  ``ssh://`` transport, which runs the ``ssh`` client);
+* ``docker+ssh://USER@HOST[:PORT]`` -- a remote engine through SSH: ModelDeck's own paramiko
+  connection (same host-key rules as ``ssh://`` targets: the user's ``known_hosts`` plus ModelDeck's
+  pins, an unknown key refused with its fingerprint unless accepted with ``accept_host_key``; an
+  optional ``identity`` file) runs ``docker system dial-stdio`` on the host for each HTTP connection;
 * ``docker+tcp://HOST:PORT`` -- a remote engine over TCP with TLS material from the
   arguments (``tls_ca``/``tls_cert``/``tls_key``) or ``DOCKER_CERT_PATH``.
 
@@ -18,6 +20,7 @@ so callers never see a library exception.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -43,6 +46,8 @@ class EngineSpec:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    identity: Path | None = None  # docker+ssh: private key file (default: ssh-agent and ~/.ssh keys)
+    accept_host_key: str | None = None  # docker+ssh: pin an unknown host key with exactly this fingerprint
 
     @property
     def is_local(self) -> bool:
@@ -50,7 +55,33 @@ class EngineSpec:
         if self.base_url.startswith(("unix://", "npipe://")):
             return True
         host = urlsplit(self.base_url).hostname or ""
-        return host in ("127.0.0.1", "localhost", "::1")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+def normalise_engine_url(url: str) -> str:
+    """One spelling per engine, so a catalog lists it once: ``docker:///var/run/docker.sock`` and
+    ``unix:///var/run/docker.sock`` are ``docker://`` (the default socket); other sockets are
+    ``docker:///path``; ``ssh://``/``tcp://`` engine addresses get their ``docker+`` prefix. Text that
+    is not an engine URL is returned unchanged (stripped of a trailing slash on remote engines)."""
+    url = url.strip()
+    if url.startswith("unix://"):
+        path = url[len("unix://") :]
+        return "docker://" if path in ("", "/var/run/docker.sock", "/run/docker.sock") else f"docker://{path}"
+    if url.startswith(("ssh://", "tcp://")):
+        url = "docker+" + url
+    if url.startswith("docker://"):
+        path = url[len("docker://") :]
+        if path in ("", "/", "/var/run/docker.sock", "/run/docker.sock"):
+            return "docker://"
+        return url
+    if url.startswith(("docker+ssh://", "docker+tcp://")):
+        return url.rstrip("/")
+    return url
 
 
 def parse_engine_url(
@@ -59,8 +90,15 @@ def parse_engine_url(
     tls_ca: str | Path | None = None,
     tls_cert: str | Path | None = None,
     tls_key: str | Path | None = None,
+    identity: str | Path | None = None,
+    accept_host_key: str | None = None,
 ) -> EngineSpec:
-    """Parse a ``docker://``, ``docker+ssh://`` or ``docker+tcp://`` URL; raises :class:`TargetError`."""
+    """Parse a ``docker://``, ``docker+ssh://`` or ``docker+tcp://`` URL; raises :class:`TargetError`.
+
+    ``identity``/``accept_host_key`` only apply to ``docker+ssh://``, TLS files only to ``docker+tcp://``.
+    """
+    if (identity or accept_host_key) and not url.startswith("docker+ssh://"):
+        raise TargetError("--identity/--accept-host-key only apply to ssh:// and docker+ssh:// targets")
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise TargetError(f"not a docker target URL: {url!r}", hint="use docker://, docker+ssh://USER@HOST or "
@@ -79,7 +117,14 @@ def parse_engine_url(
         parts = urlsplit(f"ssh://{rest}")
         if not parts.hostname:
             raise TargetError(f"no host in docker target {url!r}", hint="use docker+ssh://USER@HOST")
-        return EngineSpec(f"docker+ssh://{rest}", f"ssh://{rest}")
+        try:
+            parts.port  # noqa: B018 -- validates it
+        except ValueError:
+            raise TargetError(f"invalid port in docker target {url!r}", hint="e.g. docker+ssh://USER@HOST:22") from None
+        key = Path(identity).expanduser() if identity else None
+        if key is not None and not key.is_file():
+            raise TargetError(f"identity file {key} does not exist")
+        return EngineSpec(f"docker+ssh://{rest}", f"ssh://{rest}", identity=key, accept_host_key=accept_host_key)
     if scheme == "docker+tcp":
         parts = urlsplit(f"tcp://{rest}")
         try:
@@ -126,17 +171,98 @@ def connect(spec: EngineSpec, *, timeout: float = DEFAULT_TIMEOUT_S, check: bool
         )
     kwargs: dict[str, Any] = {"base_url": spec.base_url, "timeout": int(max(1, round(timeout))), "tls": tls}
     if spec.base_url.startswith("ssh://"):
-        kwargs["use_ssh_client"] = True
+        return _connect_ssh(spec, kwargs, check=check)
     socket_path = spec.base_url[len("unix://") :] if spec.base_url.startswith("unix://") else None
     if socket_path is not None:
         _check_socket_path(spec, Path(socket_path))
     try:
-        client = docker.DockerClient(**kwargs)
+        if tls is None:
+            client = docker.DockerClient(**kwargs)
+        else:
+            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override the session's CA file, so the engine's
+            # own CA would be ignored wherever those are set: no environment for TLS engines (the API version
+            # is asked for only after that).
+            from docker.constants import DEFAULT_DOCKER_API_VERSION
+
+            client = docker.DockerClient(**kwargs, version=DEFAULT_DOCKER_API_VERSION)
+            client.api.trust_env = False
+            client.api._version = client.api._retrieve_server_version()
         if check:
             client.ping()
     except Exception as exc:  # docker-py raises DockerException, requests' and OS errors: all mean the same here
         raise engine_error(exc, spec=spec) from exc
     return client
+
+
+def _connect_ssh(spec: EngineSpec, kwargs: dict[str, Any], *, check: bool) -> Any:
+    """A client whose HTTP connections are ``docker system dial-stdio`` channels of one verified SSH connection.
+
+    docker-py's own SSH transports either shell out to ``ssh`` with whatever the user's config says
+    about unknown host keys, or use paramiko with only ``~/.ssh/known_hosts``; neither knows ModelDeck's
+    pins, ``--accept-host-key`` or ``--identity``. So the connection is opened here, exactly as for
+    ``ssh://`` targets, before any request reaches the engine, and handed to docker-py's adapter.
+    """
+    import docker
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
+    from modeldeck.core.inventory.known_hosts import KnownHosts
+    from modeldeck.core.settings import config_dir
+    from modeldeck.core.targets.ssh.connection import SshConnection, SshEndpoint
+
+    parts = urlsplit(spec.base_url)
+    endpoint = SshEndpoint(
+        parts.hostname or "",
+        parts.port or 22,
+        parts.username,
+        identity_files=(spec.identity,) if spec.identity else (),
+        connect_timeout_s=min(10.0, float(kwargs["timeout"])),
+    )
+    known = KnownHosts(config_dir() / "known_hosts")
+    conn = SshConnection.open(endpoint, known, accept_fingerprint=spec.accept_host_key)  # ModelDeck errors only
+    try:
+        # An explicit API version: "auto" would ask the engine through docker-py's own transport first.
+        client = docker.DockerClient(
+            base_url=spec.base_url, timeout=kwargs["timeout"], use_ssh_client=True, version=DEFAULT_DOCKER_API_VERSION
+        )
+        adapter = _verified_ssh_adapter(conn, spec.base_url, timeout=kwargs["timeout"])
+        client.api._custom_adapter = adapter
+        client.api.mount("http+docker://ssh", adapter)
+        client.api._version = client.api._retrieve_server_version()
+        if check:
+            client.ping()
+    except ModelDeckError:
+        conn.close()
+        raise
+    except Exception as exc:  # docker-py/paramiko/OS errors: one mapped error
+        conn.close()
+        raise engine_error(exc, spec=spec) from exc
+    return client
+
+
+def _verified_adapter_class() -> type:
+    from docker.transport.sshconn import SSHHTTPAdapter
+
+    class VerifiedSshAdapter(SSHHTTPAdapter):  # type: ignore[misc]
+        """docker-py's SSH adapter over an already verified, authenticated ModelDeck connection."""
+
+        def __init__(self, conn: Any, base_url: str, timeout: int) -> None:
+            super().__init__(base_url, timeout=timeout, shell_out=True)  # shell_out: do not connect by itself
+            self._conn = conn
+            self.ssh_client = conn.client
+
+        def _connect(self) -> None:
+            raise TargetError(
+                f"the SSH connection to {self._conn.endpoint.label} was lost", hint="retry; check the host and network"
+            )
+
+        def close(self) -> None:
+            super().close()  # closes ssh_client, i.e. the connection's client
+            self._conn.close()
+
+    return VerifiedSshAdapter
+
+
+def _verified_ssh_adapter(conn: Any, base_url: str, *, timeout: int) -> Any:
+    return _verified_adapter_class()(conn, base_url, timeout)
 
 
 def _check_socket_path(spec: EngineSpec, path: Path) -> None:
@@ -178,6 +304,13 @@ def engine_error(exc: BaseException, *, spec: EngineSpec | None = None, what: st
     low = text.lower()
     if isinstance(exc, PermissionError) or "permission denied" in low:
         return _permission_denied(spec, None) if spec else TargetError(f"{doing}permission denied: {text}")
+    tls_problem = _tls_problem(exc, low)
+    if tls_problem:
+        return TargetError(
+            f"{doing}TLS with the Docker engine at {where} failed: {tls_problem}",
+            hint="give the engine's CA and a client certificate it trusts: --tls-ca, --tls-cert, --tls-key "
+            "(or DOCKER_CERT_PATH with ca.pem, cert.pem, key.pem)",
+        )
     if isinstance(exc, docker.errors.ImageNotFound):
         return DeployError(f"{doing}image not found: {text}", hint="build it with `modeldeck build`, or check the tag")
     if isinstance(exc, docker.errors.NotFound):
@@ -200,6 +333,28 @@ def engine_error(exc: BaseException, *, spec: EngineSpec | None = None, what: st
             hint="is dockerd running? (`systemctl start docker`); for remote engines check the URL and TLS/SSH setup",
         )
     return TargetError(f"{doing}Docker engine error: {_short(text)}")
+
+
+def _tls_problem(exc: BaseException, low: str) -> str:
+    """What went wrong in a TLS handshake, in the user's terms ("" if ``exc`` is not about TLS)."""
+    import ssl
+
+    import requests
+
+    if "client sent an http request to an https server" in low:
+        return "the engine requires TLS and no TLS material was given"
+    if not (isinstance(exc, (requests.exceptions.SSLError, ssl.SSLError)) or "ssl" in low):
+        return ""
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        return "the engine's certificate is not signed by the given CA (or does not name this host)"
+    if "certificate required" in low or "bad certificate" in low or "unknown ca" in low:
+        return "the engine refused the client certificate (none given, or not signed by a CA it trusts)"
+    if "eof occurred in violation of protocol" in low or "unexpected eof" in low:
+        # TLS 1.3: a server that rejects the client certificate just closes the connection
+        return "the engine closed the connection in the handshake (it probably refused the client certificate)"
+    if "wrong version number" in low or "record layer failure" in low:
+        return "the engine does not speak TLS on this port"
+    return _short(low[max(0, low.find("ssl")) :])
 
 
 def _explain(exc: BaseException) -> str:

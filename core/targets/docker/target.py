@@ -253,12 +253,18 @@ class DockerTarget:
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        identity: str | None = None,
+        accept_host_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         **ignored: object,
     ) -> DockerTarget:
-        """``docker://``, ``docker+ssh://USER@HOST``, ``docker+tcp://HOST:PORT``; other keywords (e.g. the
-        local target's ``root``) are accepted and ignored so callers can pass the same ones to any target."""
-        return cls(parse_engine_url(url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), timeout=timeout)
+        """``docker://``, ``docker+ssh://USER@HOST`` (``identity``, ``accept_host_key``), ``docker+tcp://HOST:PORT``
+        (TLS files); other keywords (e.g. the local target's ``root``) are accepted and ignored so callers can
+        pass the same ones to any target."""
+        spec = parse_engine_url(
+            url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, identity=identity, accept_host_key=accept_host_key
+        )
+        return cls(spec, timeout=timeout)
 
     @property
     def url(self) -> str:
@@ -671,7 +677,7 @@ class DockerTarget:
             "entrypoint": command[:1],
             "command": command[1:],
             "labels": labels,
-            "environment": {**env, "MODELDECK_DEPLOYMENT": name},
+            "environment": {**env, "MODELDECK_DEPLOYMENT": name},  # the runtime's --deployment default
             "network_mode": "host",
             "user": _RUNTIME_UID,
             "cap_add": ["SYS_PTRACE"],  # pidfd_getfd for the port pin; see the module docs
@@ -925,7 +931,8 @@ class DockerTarget:
         elif any(h == "starting" for h in health) and _restarted(running):
             st, msg = "starting", "the runtime is restarting"
         elif any(h == "starting" for h in health):
-            st, msg = "running", "passed the deploy health gate; Docker's first health check is pending"
+            # Not "running" until Docker agrees: the deploy gate passed, but Docker's own check has not yet.
+            st, msg = "starting", "passed the deploy health gate; Docker's first health check is still pending"
         else:
             st, msg = "running", ""
         host = "127.0.0.1" if state.host in ("0.0.0.0", "::", "") else state.host
