@@ -103,6 +103,8 @@ def test_facts_of_a_real_host_in_one_round_trip(ssh_target: SshTarget, ssh_deplo
     assert facts.deploy_root_writable and facts.free_bytes and facts.free_bytes > 0
     assert facts.runtime_versions == (ssh_target._runtime_version(),)
     assert facts.problems() == []
+    unknown = "0" * 64
+    assert ssh_target.facts(objects=[unknown, "not-a-sha; rm -rf /"]).missing_objects == (unknown,)
 
 
 def test_deploy_serves_predictions_on_the_hosts_address(
@@ -152,17 +154,23 @@ def test_redeploy_of_the_same_bundle_sends_nothing_and_keeps_the_process(
 def test_unchanged_weights_are_not_sent_again(
     ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, tmp_path: Path
 ) -> None:
-    from tests.fixtures.deploy import make_iris_bundle
+    import shutil
+    from dataclasses import replace
+
+    from modeldeck.core.runtime.manifest import hash_tree, read_manifest, write_manifest
 
     ssh_target.deploy(deploy_bundles["v1"], options(ssh_deploy_host))
-    relabelled = make_iris_bundle(tmp_path / "v1b", version="1b")  # same model and example, new manifest
+    # Version 2: the same model file, another input example -> a new bundle whose weights the host already has.
+    v2 = shutil.copytree(deploy_bundles["v1"], tmp_path / "v2")
+    example = json.loads((v2 / "input_example.json").read_text())
+    example["data"] = example["data"][:1]
+    (v2 / "input_example.json").write_text(json.dumps(example))
+    write_manifest(v2, replace(read_manifest(v2), model_version="2", files=hash_tree(v2)))
     steps = Steps()
-    result = ssh_target.deploy(relabelled, options(ssh_deploy_host), progress=steps)
+    result = ssh_target.deploy(v2, options(ssh_deploy_host), progress=steps)
     assert result.outcome == "deployed", result.message
-    sent = [e.message for e in steps.events if e.step == "transfer" and e.message.startswith("sent ")]
-    assert sent and all("manifest.json" not in m for m in sent)
-    uploads = {e.message.split(":")[0] for e in steps.events if e.step == "transfer" and "KiB (" in e.message}
-    assert uploads <= {"manifest.json"}, uploads
+    assert "uploading 2 of 3 file(s)" in " ".join(e.message for e in steps.events)  # example + manifest only
+    assert served_version(result.status.endpoint) == "2"
 
 
 @dataclass

@@ -12,6 +12,8 @@ The inventory's ``hosts test`` shows the same facts.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 MIN_PYTHON = (3, 10)
 # Architectures onnxruntime publishes Linux wheels for (uname -m spelling).
 SUPPORTED_MACHINES = ("x86_64", "aarch64")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RUNTIME_DIR = "runtime"
 INSTALLED_MARKER = "installed.json"
 
@@ -47,9 +50,16 @@ done
 [ -z "$py" ] && py="$py_old"
 echo "python=$py"
 if [ -n "$py" ]; then
-  echo "python_version=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
-  "$py" -c 'import venv, ensurepip' 2>/dev/null && echo "venv=yes" || echo "venv=no"
-  echo "libc=$("$py" -c 'import platform; print(platform.libc_ver()[0] or "")' 2>/dev/null)"
+  "$py" - 2>/dev/null <<'PY'
+import importlib.util, os, sys
+print("python_version=%d.%d.%d" % sys.version_info[:3])
+found = all(importlib.util.find_spec(m) is not None for m in ("venv", "ensurepip"))
+print("venv=" + ("yes" if found else "no"))
+try:
+    print("libc=" + os.confstr("CS_GNU_LIBC_VERSION").split()[0])
+except (ValueError, OSError, AttributeError, IndexError):
+    pass
+PY
 fi
 if ldd --version 2>&1 | grep -qi musl; then echo "musl=yes"; fi
 if [ -d /run/systemd/system ]; then echo "systemd=system"; fi
@@ -61,6 +71,8 @@ echo "free_kib=$(df -Pk "$probe" 2>/dev/null | awk 'NR==2 {print $4}')"
 if [ -d "$root" ]; then [ -w "$root" ] && echo "writable=yes" || echo "writable=no";
 else [ -w "$probe" ] && echo "writable=yes" || echo "writable=no"; fi
 for m in "$root"/runtime/*/installed.json; do [ -f "$m" ] && echo "runtime=$(basename "$(dirname "$m")")"; done
+shift
+for sha in "$@"; do [ -f "$root/objects/$sha" ] || echo "missing=$sha"; done
 exit 0
 """
 
@@ -82,6 +94,7 @@ class HostFacts:
     free_bytes: int | None  # under the deploy root (or its nearest existing parent)
     deploy_root_writable: bool
     runtime_versions: tuple[str, ...]  # complete runtime installs under DEPLOY_ROOT/runtime
+    missing_objects: tuple[str, ...] = ()  # of the sha256s asked about, those not in DEPLOY_ROOT/objects
 
     @property
     def python_tuple(self) -> tuple[int, ...] | None:
@@ -125,12 +138,15 @@ def parse_facts(host: str, text: str) -> HostFacts:
     """Build :class:`HostFacts` from the script's ``key=value`` lines (unknown keys ignored)."""
     values: dict[str, str] = {}
     runtimes: list[str] = []
+    missing: list[str] = []
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
             continue
         if key == "runtime":
             runtimes.append(value.strip())
+        elif key == "missing":
+            missing.append(value.strip())
         else:
             values[key] = value.strip()
     libc = "musl" if values.get("musl") == "yes" else values.get("libc", "")
@@ -152,17 +168,24 @@ def parse_facts(host: str, text: str) -> HostFacts:
         free_bytes=int(free) * 1024 if free.isdigit() else None,
         deploy_root_writable=values.get("writable") == "yes",
         runtime_versions=tuple(sorted(runtimes)),
+        missing_objects=tuple(sorted(set(missing))),
     )
 
 
-def detect_facts(conn: SshConnection, deploy_root: str = "~/modeldeck", *, timeout: float = 30.0) -> HostFacts:
+def detect_facts(
+    conn: SshConnection, deploy_root: str = "~/modeldeck", *, timeout: float = 30.0, objects: Sequence[str] = ()
+) -> HostFacts:
     """Detect a host's facts in one round trip; raises :class:`HostUnreachable`/:class:`TargetError` on failure.
 
-    ``deploy_root`` may start with ``~`` (the login user's home on the host).
+    ``deploy_root`` may start with ``~`` (the login user's home on the host). ``objects`` (sha256s) are
+    checked against the host's object store in the same round trip (``missing_objects``): every remote
+    command pays for the login shell's start-up files, so a no-change redeploy saves one.
     """
     from modeldeck.core.targets.ssh.connection import quote
 
-    result = conn.run(f"sh -s -- {quote(deploy_root)}", stdin=_SCRIPT.encode(), timeout=timeout)
+    shas = [o for o in objects if _SHA256.match(o)]
+    args = " ".join(quote(a) for a in [deploy_root, *shas])
+    result = conn.run(f"sh -s -- {args}", stdin=_SCRIPT.encode(), timeout=timeout)
     if not result.ok:
         raise TargetError(
             f"{conn.endpoint.label}: cannot inspect the host (exit {result.exit_status})",

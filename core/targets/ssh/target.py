@@ -247,12 +247,15 @@ class SshTarget:
             self.endpoint, self.known_hosts, accept_fingerprint=self.accept_fingerprint, passphrase=self.passphrase
         )
 
-    def facts(self, conn: SshConnection | None = None) -> HostFacts:
-        """The host's facts (one round trip; opens a connection if none is given)."""
+    def facts(self, conn: SshConnection | None = None, objects: list[str] | None = None) -> HostFacts:
+        """The host's facts (one round trip; opens a connection if none is given).
+
+        ``objects``: sha256s to look up in the host's object store in the same round trip.
+        """
         if conn is not None:
-            return detect_facts(conn, self.deploy_root, timeout=self.timeouts.command_s)
+            return detect_facts(conn, self.deploy_root, timeout=self.timeouts.command_s, objects=objects or ())
         with self.connect() as c:
-            return detect_facts(c, self.deploy_root, timeout=self.timeouts.command_s)
+            return detect_facts(c, self.deploy_root, timeout=self.timeouts.command_s, objects=objects or ())
 
     def _emit(self, progress: Progress, step: str, message: str, fraction: float | None) -> None:
         progress(ProgressEvent(step, message, fraction, host=self.label))
@@ -266,7 +269,7 @@ class SshTarget:
         name = validate_name(options.name or name_from_model(manifest.model_name))
         files = bundle_files(Path(bundle_dir), manifest)
         with self.connect() as conn:
-            facts = self.facts(conn)
+            facts = self.facts(conn, objects=[f.sha256 for f in files])
             check_compatible(facts, self.label)
             root = facts.deploy_root
             steps = [PlannedStep("facts", f"{self.label}: {facts.machine}, Python {facts.python_version}")]
@@ -274,7 +277,7 @@ class SshTarget:
             current: DeploymentStatus | None = None
             missing: set[str] | None = None
             if runtime in facts.runtime_versions:
-                missing = self._missing(conn, facts, files)
+                missing = set(facts.missing_objects)
                 found = [self._status(s) for s in self._agent(conn, facts, "status") if s.get("name") == name]
                 current = found[0] if found else None
             else:
@@ -329,11 +332,11 @@ class SshTarget:
             options = replace(options, host=self.bind_host)
         self._emit(progress, "connect", f"connecting to {self.label}", 0.02)
         with self.connect() as conn:
-            facts = self.facts(conn)
+            facts = self.facts(conn, objects=[f.sha256 for f in files])  # and which files it holds already
             check_compatible(facts, self.label)
             _check_cancel(cancel)
             self._ensure_runtime(conn, facts, progress, cancel)
-            missing = self._missing(conn, facts, files)
+            missing = set(facts.missing_objects)
             needed = sum(f.size for f in files if f.sha256 in missing)
             # The release copies the staged files: room for the upload and one copy of the whole bundle.
             wanted = needed + sum(f.size for f in files) + (1 << 20)
@@ -344,6 +347,12 @@ class SshTarget:
                     hint="free some space on the host (or undeploy old deployments) and deploy again",
                 )
             if missing:
+                self._emit(
+                    progress,
+                    "transfer",
+                    f"uploading {len(missing)} of {len(files)} file(s), {needed} bytes; the host holds the rest",
+                    0.2,
+                )
                 self._upload(conn, facts, [f for f in files if f.sha256 in missing], progress, cancel)
             else:
                 self._emit(progress, "transfer", "the host already holds every file; nothing to send", 0.5)
@@ -458,12 +467,6 @@ class SshTarget:
             return {}
 
     # -- transfer ----------------------------------------------------------------------------------------
-    def _missing(self, conn: SshConnection, facts: HostFacts, files: list[LocalFile]) -> set[str]:
-        raw = self._agent(
-            conn, facts, "have", request={"objects": [f.sha256 for f in files]}, timeout=self.timeouts.command_s
-        )
-        return set(raw.get("missing", []))
-
     def _upload(
         self,
         conn: SshConnection,
