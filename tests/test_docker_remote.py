@@ -288,6 +288,15 @@ def test_docker_over_ssh_with_an_accepted_host_key_deploys_and_serves(
     assert deployment_containers(docker_client, name) == []
 
 
+def test_a_host_without_a_usable_docker_cli_is_a_one_line_error(sshd_factory: Any) -> None:
+    host: SshHost = sshd_factory(extra_config=["ForceCommand /bin/false"])  # every command fails, as without docker
+    target = open_target(ssh_url(host), identity=str(host.client_key), accept_host_key=host.fingerprint)
+    with pytest.raises(TargetError) as err:
+        target.status()
+    assert err.value.message.startswith(f"cannot reach the Docker engine at {ssh_url(host)}")
+    assert "\n" not in err.value.message and "docker system dial-stdio" in (err.value.hint or "")
+
+
 # -- one engine, one catalog entry ------------------------------------------------------------------------------
 def test_the_local_engine_is_one_catalog_entry_however_it_is_spelled(tmp_path: Path) -> None:
     from modeldeck.core.targets import catalog

@@ -328,9 +328,13 @@ def engine_error(exc: BaseException, *, spec: EngineSpec | None = None, what: st
             hint="it may be overloaded or stuck; check `docker info` there",
         )
     if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, docker.errors.DockerException, OSError)):
+        over_ssh = spec is not None and spec.base_url.startswith("ssh://")
         return TargetError(
             f"{doing}cannot reach the Docker engine at {where}: {_short(text)}",
-            hint="is dockerd running? (`systemctl start docker`); for remote engines check the URL and TLS/SSH setup",
+            hint="the host needs the `docker` CLI (ModelDeck runs `docker system dial-stdio` there) and a running "
+            "engine the SSH user may use"
+            if over_ssh
+            else "is dockerd running? (`systemctl start docker`); for remote engines check the URL and TLS/SSH setup",
         )
     return TargetError(f"{doing}Docker engine error: {_short(text)}")
 
