@@ -244,19 +244,31 @@ def test_unknown_ssh_host_key_is_refused_with_its_fingerprint_before_anything_is
 
 
 def test_docker_over_ssh_with_an_accepted_host_key_deploys_and_serves(
-    docker_ssh_host: SshHost, docker_client: Any, model_images: ModelImages
+    docker_ssh_host: SshHost, docker_client: Any, model_images: ModelImages, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also: the container's /version names the deployment, and status says "starting" until Docker's own
     first health check (every 10 s) has passed, then "running"."""
     name = f"t{uuid.uuid4().hex[:6]}-iris-ssh"
     port = free_port()
     url = ssh_url(docker_ssh_host)
+    import paramiko
+
+    channels: list[str] = []
+    open_session = paramiko.Transport.open_session
+
+    def counted(self: paramiko.Transport, *args: Any, **kwargs: Any) -> Any:
+        channels.append("session")
+        return open_session(self, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.Transport, "open_session", counted)
     target = open_target(url, identity=str(docker_ssh_host.client_key), accept_host_key=docker_ssh_host.fingerprint)
     try:
         result = target.deploy(
             model_images.bundles["v1"], DeployOptions(name=name, port=port, extra={"image": model_images.ids["v1"]})
         )
         assert result.outcome == "deployed", result.message
+        # kept-alive dial-stdio channels (a few: exec probes hijack theirs), not one per API path (~0.2 s each)
+        assert len(channels) <= 4, len(channels)
         assert len(predict(port, model_images.bundles["v1"])["predictions"]) == 2
         version = request_json("GET", f"http://127.0.0.1:{port}/version", timeout=5).body
         assert version["deployment"] == name

@@ -249,6 +249,24 @@ def _verified_adapter_class() -> type:
             self._conn = conn
             self.ssh_client = conn.client
 
+        def get_connection(self, url: str, proxies: Any = None) -> Any:
+            # docker-py keys its pools by the full request URL, so each new API path (every container's
+            # /json, every exec) opened a channel and a `docker system dial-stdio` (~0.2 s each) and pools
+            # beyond the ninth were closed again. One engine, one pool of kept-alive channels.
+            from docker.transport.sshconn import SSHConnectionPool
+
+            transport = self.ssh_client.get_transport()
+            if transport is None or not transport.is_active():
+                self._connect()
+            with self.pools.lock:
+                pool = self.pools.get("engine")
+                if pool is None:
+                    pool = SSHConnectionPool(
+                        ssh_client=self.ssh_client, timeout=self.timeout, maxsize=self.max_pool_size, host=self.ssh_host
+                    )
+                    self.pools["engine"] = pool
+            return pool
+
         def _connect(self) -> None:
             raise TargetError(
                 f"the SSH connection to {self._conn.endpoint.label} was lost", hint="retry; check the host and network"
