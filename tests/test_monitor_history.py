@@ -28,7 +28,9 @@ def _failed(endpoint: str, at: float) -> Sample:
     return Sample(endpoint, at, None, HealthStatus(HealthState.DOWN, "refused"), "refused")
 
 
-def test_samples_from_a_real_runtime_survive_a_restart_of_the_store(iris_runtime: RuntimeProcess, tmp_path: Path) -> None:
+def test_samples_from_a_real_runtime_survive_a_restart_of_the_store(
+    iris_runtime: RuntimeProcess, tmp_path: Path
+) -> None:
     path = tmp_path / "history.sqlite"
     writer = HistoryWriter(path)
     writer.start()

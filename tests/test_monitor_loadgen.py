@@ -55,7 +55,9 @@ def test_duration_bound_stops_the_run_at_the_rate_given(
     iris_runtime: RuntimeProcess, runtime_bundles: dict[str, Any]
 ) -> None:
     before = _requests_by_status(iris_runtime.url)
-    result = run_load(LoadPlan(iris_runtime.url, _body(runtime_bundles["iris"]), rate=20, count=100_000, duration_s=1.5))
+    result = run_load(
+        LoadPlan(iris_runtime.url, _body(runtime_bundles["iris"]), rate=20, count=100_000, duration_s=1.5)
+    )
     after = _requests_by_status(iris_runtime.url)
     assert 25 <= result.sent <= 31  # 20/s for 1.5 s: request i is due at i/20 s, so 30 are due before the end
     assert result.elapsed_s < 1.5 + 5
