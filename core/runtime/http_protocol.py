@@ -1,12 +1,14 @@
-"""uvicorn's httptools protocol, writing each response's head and body in one ``send`` syscall.
+"""uvicorn's httptools protocol, writing each response's head and body in one write.
 
 uvicorn writes the status line and headers when the app sends
 ``http.response.start`` and the body on ``http.response.body``: two writes, so
 two syscalls and two TCP segments (and two wake-ups of the client) per response.
-On loopback that second write was ~10 % of the server's CPU per request, as
-much as the runtime's whole request validation. Here a per-request writer holds
-the head until the body's first write (or the connection closes, or the response
-completes without a body write, e.g. ``HEAD``) and sends both together.
+Here a per-request writer holds the head until the body's first write (or the
+connection closes, or the response completes without a body write, e.g.
+``HEAD``) and sends both together: half the write syscalls (strace). The server's
+own CPU per request drops only 1-4 % (the writer is Python too); the client reads
+one segment instead of two, which on a 2-core host leaves more CPU to the server.
+
 Everything else -- parsing, keep-alive, pipelining, flow control, shutdown --
 is uvicorn's own code, unchanged.
 """
