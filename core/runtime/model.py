@@ -420,7 +420,7 @@ class ServedModel:
         fast = self._fast_dtype
         if fast is not None and len(rows) <= _FAST_ROWS and feed_plan[0][2] is None and _numeric_rows(rows, len(names)):
             # The common request (a few rows of plain JSON numbers, every column in model order): straight into
-            # the feed's dtype, skipping numpy's type discovery and the cast (a third of the parse cost).
+            # the feed's dtype, skipping numpy's type discovery and the cast (~23 % of the parse's instructions).
             try:
                 arr = np.array(rows, dtype=fast)
             except OverflowError:  # an integer beyond any float: the full path words the error
@@ -683,7 +683,7 @@ def _loads(body: bytes) -> Any:
         raise RequestError("the request body is nested too deeply") from None
 
 
-_FAST_ROWS = 64  # beyond this, numpy's own pass over the table is cheaper than checking values in Python
+_FAST_ROWS = 64  # large tables skip the per-value Python check and take numpy's own pass
 
 
 def _numeric_rows(rows: list[Any], width: int) -> bool:
