@@ -300,6 +300,25 @@ def test_docker_over_ssh_with_an_accepted_host_key_deploys_and_serves(
     assert deployment_containers(docker_client, name) == []
 
 
+def test_a_changed_host_key_is_refused_and_docker_watch_and_build_take_the_ssh_flags(
+    docker_ssh_host: SshHost, model_images: ModelImages, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, key = ssh_url(docker_ssh_host), str(docker_ssh_host.client_key)
+    build = ["build", str(model_images.bundles["v1"]), "--tag", "modeldeck-test/never:built", "--engine", url]
+    assert main([*build, "--identity", key]) == 1  # refused before anything is built
+    assert f"--accept-host-key {docker_ssh_host.fingerprint}" in capsys.readouterr().err
+    watch = ["docker", "watch", "--target", url, "--identity", key, "--timeout", "1"]
+    assert main(watch) == 1
+    assert docker_ssh_host.fingerprint in capsys.readouterr().err
+    assert main([*watch, "--accept-host-key", docker_ssh_host.fingerprint]) == 0  # pinned; one quiet second
+    assert main(watch) == 0
+    capsys.readouterr()
+    docker_ssh_host.new_host_key()  # a re-installed server, or an impostor
+    assert main(watch) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: HOST KEY CHANGED") and "Traceback" not in err
+
+
 def test_a_host_without_a_usable_docker_cli_is_a_one_line_error(sshd_factory: Any) -> None:
     host: SshHost = sshd_factory(extra_config=["ForceCommand /bin/false"])  # every command fails, as without docker
     target = open_target(ssh_url(host), identity=str(host.client_key), accept_host_key=host.fingerprint)

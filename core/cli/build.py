@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--tls-ca", metavar="PEM")
     p.add_argument("--tls-cert", metavar="PEM")
     p.add_argument("--tls-key", metavar="PEM")
+    _ssh_engine_args(p)
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow bundling a pickled sklearn model (only models you trust)"
     )
@@ -54,18 +55,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     w.add_argument("--target", "-t", default="docker://", metavar="URL")
     w.add_argument("--timeout", type=float, default=3600.0, metavar="S", help="stop after S seconds (default 3600)")
     w.add_argument("--restart", action="store_true", default=None, help="restart every unhealthy container")
+    w.add_argument("--tls-ca", metavar="PEM")
+    w.add_argument("--tls-cert", metavar="PEM")
+    w.add_argument("--tls-key", metavar="PEM")
+    _ssh_engine_args(w)
     w.set_defaults(handler=cmd_watch)
+
+
+def _ssh_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("docker+ssh:// engines")
+    g.add_argument("--identity", metavar="FILE", help="private key (default: ssh-agent and ~/.ssh keys)")
+    g.add_argument("--accept-host-key", metavar="SHA256:…", help="trust an unknown host key with this fingerprint")
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """TLS and SSH settings given on the command line (the engine URL's parser refuses ones that do not apply)."""
+    keys = ("tls_ca", "tls_cert", "tls_key", "identity", "accept_host_key")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def _engine(args: argparse.Namespace, url: str) -> Any:
     from modeldeck.core.targets.docker.engine import connect, parse_engine_url
 
-    return connect(
-        parse_engine_url(
-            url, tls_ca=getattr(args, "tls_ca", None), tls_cert=getattr(args, "tls_cert", None),
-            tls_key=getattr(args, "tls_key", None),
-        )
-    )  # fmt: skip
+    return connect(parse_engine_url(url, **_engine_kwargs(args)))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -158,9 +170,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from modeldeck.core.targets.base import open_target
     from modeldeck.core.targets.docker.target import watch_health
 
-    target = open_target(args.target)
-    if getattr(target, "kind", "") != "docker":
+    if not args.target.startswith(("docker://", "docker+ssh://", "docker+tcp://")):
         raise DeployError(f"{args.target} is not a docker target", hint="use docker://, docker+ssh:// or docker+tcp://")
+    target = open_target(args.target, **_engine_kwargs(args))
 
     def show(event: Any) -> None:
         extra = " (restarted)" if event.restarted else ""
