@@ -154,3 +154,21 @@ def test_bad_metrics_urls_are_refused_with_a_hint(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate_metrics_url(text)
     assert info.value.hint
+
+
+def test_a_long_history_is_read_as_bucket_peaks_not_every_row(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite")
+    from modeldeck.core.monitor.derive import SERIES, Derived
+
+    def sample(at: float, rate: float) -> Sample:
+        values = dict.fromkeys(SERIES, 1.0) | {"request_rate": rate}
+        derived = Derived(
+            at=at, **values, model_name="m", model_version="1", bundle_sha256="", restarted=False, version_changed=False
+        )
+        return Sample("a", at, derived, HealthStatus(HealthState.OK))
+
+    store.write([sample(float(i), 500.0 if i == 4321 else 1.0) for i in range(20_000)])  # one spike
+    t, v = store.load("a", names=["request_rate"], max_points=1000)["request_rate"]
+    assert 900 <= len(t) <= 1001 and np.all(np.diff(t) > 0)
+    assert v.max() == 500.0  # the spike survives the thinning
+    assert len(store.load("a", names=["request_rate"], max_points=50_000)["request_rate"][0]) == 20_000

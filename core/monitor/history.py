@@ -114,16 +114,38 @@ class HistoryStore:
         return [r[0] for r in self._db.execute("SELECT DISTINCT endpoint FROM samples ORDER BY endpoint")]
 
     def load(
-        self, endpoint: str, since: float = 0.0, until: float = math.inf, names: Iterable[str] | None = None
+        self,
+        endpoint: str,
+        since: float = 0.0,
+        until: float = math.inf,
+        names: Iterable[str] | None = None,
+        max_points: int = 5_000,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{series: (t, v)}`` like :meth:`Collector.snapshot`, oldest first (missing values are NaN)."""
+        """``{series: (t, v)}`` like :meth:`Collector.snapshot`, oldest first (missing values are NaN).
+
+        A week at 1 Hz is 600,000 rows per deployment: beyond ``max_points`` rows the span is cut into
+        ``max_points`` buckets and each answers its peak (SQLite does the work; spikes stay visible and a
+        bucket with no data stays a gap).
+        """
         wanted = [n for n in SERIES if names is None or n in set(names)]
         if not wanted:
             return {}
-        rows = self._db.execute(
-            f"SELECT at, {', '.join(wanted)} FROM samples WHERE endpoint = ? AND at >= ? AND at <= ? ORDER BY at",
-            (endpoint, since, until if math.isfinite(until) else 1e18),
-        ).fetchall()
+        end = until if math.isfinite(until) else 1e18
+        where = "FROM samples WHERE endpoint = ? AND at >= ? AND at <= ?"
+        count, first, last = self._db.execute(
+            f"SELECT count(*), min(at), max(at) {where}", (endpoint, since, end)
+        ).fetchone()
+        if count > max_points > 0 and last > first:
+            bucket = (last - first) / max_points
+            peaks = ", ".join(f"max({n})" for n in wanted)
+            rows = self._db.execute(
+                f"SELECT min(at), {peaks} {where} GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY 1",
+                (endpoint, since, end, first, bucket),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT at, {', '.join(wanted)} {where} ORDER BY at", (endpoint, since, end)
+            ).fetchall()
         data = np.array(rows, dtype=float).reshape(len(rows), 1 + len(wanted))  # None -> nan
         return {name: (data[:, 0].copy(), data[:, i + 1].copy()) for i, name in enumerate(wanted)}
 
