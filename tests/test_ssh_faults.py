@@ -105,7 +105,7 @@ def test_connection_cut_mid_upload_keeps_the_old_release_and_the_retry_resumes(
     def cut_half_way(event: ProgressEvent) -> None:
         if event.step == "transfer" and event.message.startswith("weights.bin") and not cut.is_set():
             kib = int(event.message.split(": ")[1].split()[0])
-            if kib > 5 * 1024:
+            if kib >= 2 * 1024:  # reported at least every 2 MiB
                 cut.set()
                 host.kill_sessions()
 
@@ -308,10 +308,13 @@ def test_host_with_old_python_and_wrong_architecture_is_refused_before_transfer(
         if real.startswith("/"):
             (bin_dir / tool).symlink_to(real)
     (bin_dir / "uname").write_text("#!/bin/sh\necho armv7l\n")
-    (bin_dir / "python3").write_text("#!/bin/sh\necho 3.8.10\nexit 1\n")
+    (bin_dir / "python3").write_text(  # answers the facts probe as an old Python 3.8 would
+        "#!/bin/sh\ncat >/dev/null\nprintf 'python=%s\\npython_version=3.8.10\\nvenv=yes\\npython_ok=no\\n' \"$0\"\n"
+    )
     for stub in ("uname", "python3"):
         (bin_dir / stub).chmod(0o755)
-    host = sshd_factory(extra_config=[f"SetEnv PATH={bin_dir}"])
+    # HOME elsewhere too, so the login shell's rc files (here: pyenv's shims first on the PATH) stay out of it.
+    host = sshd_factory(extra_config=[f"SetEnv PATH={bin_dir} HOME={tmp_path}"])
     target = target_for(host, tmp_path)
     with pytest.raises(TargetError, match="cannot run the ModelDeck runtime") as info:
         target.deploy(deploy_bundles["v1"], options(host))

@@ -41,17 +41,14 @@ echo "home=$HOME"
 echo "deploy_root=$root"
 echo "machine=$(uname -m 2>/dev/null)"
 echo "kernel=$(uname -sr 2>/dev/null)"
-py=""
+first=""
+out=""
 for c in python3.13 python3.12 python3.11 python3.10 python3; do
   p=$(command -v "$c" 2>/dev/null) || continue
-  if "$p" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then py="$p"; break; fi
-  [ -z "$py_old" ] && py_old="$p"
-done
-[ -z "$py" ] && py="$py_old"
-echo "python=$py"
-if [ -n "$py" ]; then
-  "$py" - 2>/dev/null <<'PY'
+  # One interpreter start per candidate (shims such as pyenv's cost ~0.3 s each): it reports its real path.
+  out=$("$p" - 2>/dev/null <<'PY'
 import importlib.util, os, sys
+print("python=" + os.path.realpath(sys.executable))
 print("python_version=%d.%d.%d" % sys.version_info[:3])
 found = all(importlib.util.find_spec(m) is not None for m in ("venv", "ensurepip"))
 print("venv=" + ("yes" if found else "no"))
@@ -59,8 +56,14 @@ try:
     print("libc=" + os.confstr("CS_GNU_LIBC_VERSION").split()[0])
 except (ValueError, OSError, AttributeError, IndexError):
     pass
+print("python_ok=" + ("yes" if sys.version_info >= (3, 10) else "no"))
 PY
-fi
+)
+  [ -n "$out" ] || continue
+  [ -z "$first" ] && first="$out"
+  case "$out" in *"python_ok=yes"*) first="$out"; break ;; esac
+done
+[ -n "$first" ] && echo "$first"
 if ldd --version 2>&1 | grep -qi musl; then echo "musl=yes"; fi
 if [ -d /run/systemd/system ]; then echo "systemd=system"; fi
 if [ -n "$XDG_RUNTIME_DIR" ] && [ -S "$XDG_RUNTIME_DIR/systemd/private" ]; then echo "systemd_user=yes"; fi

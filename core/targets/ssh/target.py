@@ -550,6 +550,7 @@ class SshTarget:
         resumed: set[str] = set()
         started = time.monotonic()
         last_report = 0.0
+        last_sent = 0
         for f, remote in items:
             offset = 0
             if resume:
@@ -573,8 +574,8 @@ class SshTarget:
                         dst.write(chunk)
                         sent += len(chunk)
                         now = time.monotonic()
-                        if now - last_report > 0.2:
-                            last_report = now
+                        if now - last_report > 0.2 or sent - last_sent >= 2 * 1024 * 1024:
+                            last_report, last_sent = now, sent
                             rate = sent / max(now - started, 1e-6) / 1e6
                             self._emit(
                                 progress,
