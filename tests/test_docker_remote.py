@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 from modeldeck.core.cli import main
 from modeldeck.core.errors import TargetError, UnknownHostKey
@@ -224,10 +225,9 @@ def test_unknown_ssh_host_key_is_refused_with_its_fingerprint_before_anything_is
 ) -> None:
     name = f"t{uuid.uuid4().hex[:6]}-iris-ssh"
     target = open_target(ssh_url(docker_ssh_host), identity=str(docker_ssh_host.client_key))
+    options = DeployOptions(name=name, port=free_port(), extra={"image": model_images.ids["v1"]})
     with pytest.raises(UnknownHostKey) as err:
-        target.deploy(
-            model_images.bundles["v1"], DeployOptions(name=name, port=free_port(), extra={"image": IMAGE_TAG})
-        )
+        target.deploy(model_images.bundles["v1"], options)
     assert err.value.fingerprint == docker_ssh_host.fingerprint
     assert docker_ssh_host.fingerprint in err.value.hint
 
@@ -251,8 +251,6 @@ def test_docker_over_ssh_with_an_accepted_host_key_deploys_and_serves(
     name = f"t{uuid.uuid4().hex[:6]}-iris-ssh"
     port = free_port()
     url = ssh_url(docker_ssh_host)
-    import paramiko
-
     channels: list[str] = []
     open_session = paramiko.Transport.open_session
 
