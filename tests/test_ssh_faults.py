@@ -244,7 +244,7 @@ def test_agent_killed_mid_switch_leaves_the_old_release_serving(serving, deploy_
             for proc in Path("/proc").iterdir():
                 with contextlib.suppress(OSError):
                     cmd = (proc / "cmdline").read_bytes()
-                    if b"modeldeck.core.targets.agent\x00deploy" in cmd and str(host.deploy_root).encode() in cmd:
+                    if b"modeldeck.core.targets.agent\x00push" in cmd and str(host.deploy_root).encode() in cmd:
                         os.kill(int(proc.name), signal.SIGKILL)
                         killed.append(int(proc.name))
 

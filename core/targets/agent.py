@@ -225,6 +225,89 @@ def cmd_deploy(args: argparse.Namespace, out: _Output, cancel: threading.Event) 
     return result
 
 
+def _free_bytes(path: Path) -> int | None:
+    """Free bytes for this user on the file system holding ``path`` (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _promote_uploads(deploy_root: Path, shas: list[str]) -> list[str]:
+    """Check each uploaded ``objects/<sha>.part`` against its name; rename the good ones into place.
+
+    Returns the sha256s that failed (their ``.part`` files are deleted: nothing damaged ever counts).
+    """
+    store = deploy_root / OBJECTS
+    bad = []
+    for sha in shas:
+        final, part = store / sha, store / f"{sha}.part"
+        if final.is_file():
+            continue
+        try:
+            ok = _file_sha256(part) == sha
+        except OSError:
+            ok = False
+        if ok:
+            os.replace(part, final)
+        else:
+            bad.append(sha)
+            with contextlib.suppress(OSError):
+                part.unlink()
+    return bad
+
+
+def _runtime_complete() -> bool:
+    """Whether this interpreter's runtime install finished (``runtime/<version>/installed.json`` exists)."""
+    marker = Path(sys.prefix).parent / "installed.json"
+    return marker.is_file() or Path(sys.prefix).name != "venv"
+
+
+def cmd_push(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    """A whole deploy in one agent process: what is missing, wait for the upload, verify, switch.
+
+    Protocol on top of the usual lines: while objects are missing the agent prints
+    ``{"need": {"missing": [...], "bad": [...], "free_bytes": N}}`` and waits for an ``uploaded``
+    line on stdin (``bad``: uploads that failed their sha256 and were deleted). Anything else,
+    or end-of-file, cancels before anything is installed. Then stdin becomes the lifeline.
+    """
+    request = _read_request()
+    deploy_root = Path(args.deploy_root)
+    files = {str(k): str(v) for k, v in request["files"].items()}
+    missing = missing_objects(deploy_root, sorted(set(files.values())))
+    bad: list[str] = []
+    while missing:
+        out.line({"need": {"missing": missing, "bad": bad, "free_bytes": _free_bytes(deploy_root)}})
+        reply = sys.stdin.buffer.readline()
+        if reply.strip() != b"uploaded":
+            raise Cancelled("the deployer stopped before the upload finished; nothing was installed")
+        bad = _promote_uploads(deploy_root, missing)
+        missing = bad
+    threading.Thread(target=_watch_lifeline, args=(cancel,), daemon=True).start()
+    options = options_from_dict(request.get("options") or {})
+    out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
+    stage = stage_bundle(deploy_root, files)
+    try:
+        result = _target(deploy_root).deploy(stage, options, progress=out.progress, cancel=cancel)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        collect_garbage(deploy_root)
+    return result
+
+
 def cmd_have(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
     request = _read_request()
     return {"missing": missing_objects(Path(args.deploy_root), [str(s) for s in request.get("objects", [])])}
@@ -268,6 +351,7 @@ def cmd_input_example(args: argparse.Namespace, out: _Output, cancel: threading.
 
 COMMANDS = {
     "deploy": cmd_deploy,
+    "push": cmd_push,
     "have": cmd_have,
     "status": cmd_status,
     "rollback": cmd_rollback,
@@ -282,7 +366,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modeldeck.core.targets.agent", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("name", nargs="?", help="deployment name (all but deploy/have; optional for status)")
+    parser.add_argument("name", nargs="?", help="deployment name (all but deploy/push/have; optional for status)")
     parser.add_argument("--deploy-root", required=True, help="the host's DEPLOY_ROOT (deployments/, objects/ below)")
     parser.add_argument("--lines", type=int, default=200, help="logs: how many lines")
     return parser
@@ -291,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    needs_name = args.command not in ("deploy", "have", "status")
+    if args.command == "push" and not _runtime_complete():
+        print("this runtime install is incomplete", file=sys.stderr)
+        return 127  # like a missing interpreter: the deployer falls back to inspecting the host
+    needs_name = args.command not in ("deploy", "push", "have", "status")
     if needs_name and not args.name:
         print(f"{args.command} needs a deployment name", file=sys.stderr)
         return 2

@@ -3,11 +3,15 @@
 A deploy is: connect (host key verified before any credential is offered) -> detect the
 host's facts in one round trip and refuse an incompatible host -> make sure the ModelDeck
 runtime venv for this version exists under ``DEPLOY_ROOT/runtime/<version>`` (installed from
-the host's package index or from a wheelhouse uploaded by ModelDeck) -> upload the bundle's
-files the host does not hold yet into ``DEPLOY_ROOT/objects/<sha256>`` (SFTP, pipelined 255 KiB
-writes, ``.part`` files checked with the host's ``sha256sum`` before they count) -> run the
-remote agent (:mod:`modeldeck.core.targets.agent`), which performs exactly the local target's
-health-gated, start-first switch on the host, streaming its progress back.
+the host's package index or from a wheelhouse uploaded by ModelDeck) -> start the remote agent
+(:mod:`modeldeck.core.targets.agent`) once: it names the objects it lacks, they are uploaded
+into ``DEPLOY_ROOT/objects/<sha256>.part`` (SFTP on the same connection, pipelined 255 KiB
+writes), the agent checks their sha256 before they count and then performs exactly the local
+target's health-gated, start-first switch on the host, streaming its progress back.
+
+The facts of a host that passed are cached locally (per user, host, port, deploy root, host key
+and runtime version): the next deploy is then a single remote command -- the runtime venv's
+Python by absolute path -- and falls back to inspecting the host when that interpreter is gone.
 
 Layout on the host::
 
@@ -25,6 +29,7 @@ In every case the previous release keeps serving and a retry converges.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -209,7 +214,7 @@ class SshTarget:
         # The runtime version this target installs and runs the agent from: computed once (from the files the
         # wheel carries), so one target never mixes two versions; pinnable, e.g. to reuse a host's install.
         self._runtime = runtime_version
-        # Test seam: called with (connection, remote .part paths) after the upload, before the checksum check.
+        # Test seam: called with (connection, remote .part paths) after the upload, before the host checks them.
         self.before_verify: Callable[[SshConnection, list[str]], None] | None = None
 
     @classmethod
@@ -332,56 +337,166 @@ class SshTarget:
             options = replace(options, host=self.bind_host)
         self._emit(progress, "connect", f"connecting to {self.label}", 0.02)
         with self.connect() as conn:
-            facts = self.facts(conn, objects=[f.sha256 for f in files])  # and which files it holds already
+            cached = self._cached_facts(conn)
+            if cached is not None:  # one remote command: the agent from the runtime venv, by absolute path
+                try:
+                    return self._push(conn, cached, files, options, progress, cancel)
+                except _RuntimeMissing:
+                    log.info("%s: the cached runtime is gone; inspecting the host again", self.label)
+                    self._forget_facts(conn)
+            facts = self.facts(conn)
             check_compatible(facts, self.label)
             _check_cancel(cancel)
             self._ensure_runtime(conn, facts, progress, cancel)
-            missing = set(facts.missing_objects)
-            needed = sum(f.size for f in files if f.sha256 in missing)
+            self._remember_facts(conn, facts)
+            return self._push(conn, facts, files, options, progress, cancel)
+
+    # -- per-host facts cache ---------------------------------------------------------------------------
+    def _facts_cache_path(self, conn: SshConnection) -> Path:
+        """One file per host + port + user + deploy root + host key + runtime version: any change misses."""
+        key = "\n".join(
+            [
+                self.endpoint.user or "",
+                self.endpoint.host,
+                str(self.endpoint.port),
+                self.deploy_root,
+                conn.host_key_fingerprint,
+                self._runtime_version(),
+            ]
+        )
+        return self.cache_dir / "facts" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    def _cached_facts(self, conn: SshConnection) -> HostFacts | None:
+        """The facts of the last deploy that installed or found this runtime here, if still compatible."""
+        path = self._facts_cache_path(conn)
+        try:
+            data = json.loads(path.read_text())
+            data["runtime_versions"] = tuple(data.get("runtime_versions") or ())
+            facts = HostFacts(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        if facts.problems() or self._runtime_version() not in facts.runtime_versions:
+            return None
+        return facts
+
+    def _remember_facts(self, conn: SshConnection, facts: HostFacts) -> None:
+        path = self._facts_cache_path(conn)
+        data = {k: v for k, v in dataclasses.asdict(facts).items() if k not in ("missing_objects", "free_bytes")}
+        data["runtime_versions"] = sorted({*facts.runtime_versions, self._runtime_version()})
+        data["free_bytes"] = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(path)
+        except OSError as exc:  # only the next deploy's speed depends on it
+            log.warning("cannot cache the facts of %s: %s", self.label, exc)
+
+    def _forget_facts(self, conn: SshConnection) -> None:
+        with contextlib.suppress(OSError):
+            self._facts_cache_path(conn).unlink()
+
+    # -- the push: one agent process per deploy ---------------------------------------------------------
+    def _push(
+        self,
+        conn: SshConnection,
+        facts: HostFacts,
+        files: list[LocalFile],
+        options: DeployOptions,
+        progress: Progress,
+        cancel: threading.Event | None,
+    ) -> DeployResult:
+        """Run the agent's ``push``: it names the objects it lacks, waits while they are uploaded (SFTP on the
+        same connection), checks their sha256 itself, then switches -- one remote command, one Python start.
+
+        Raises :class:`_RuntimeMissing` when the runtime venv cannot be started (nothing happened on the host).
+        """
+        by_sha: dict[str, LocalFile] = {}
+        for f in files:
+            by_sha.setdefault(f.sha256, f)
+        store = f"{facts.deploy_root}/{agent_protocol.OBJECTS}"
+        total = sum(f.size for f in files)
+        resumed: set[str] = set()
+        retried: set[str] = set()
+        asked = threading.Event()
+
+        def part(sha: str) -> str:
+            return f"{store}/{sha}.part"
+
+        def upload(shas: list[str], *, resume: bool) -> None:
+            pending = [(by_sha[s], part(s)) for s in shas]
+            resumed.update(self._put_files(conn, pending, progress, cancel, "transfer", resume=resume))
+            if self.before_verify is not None:
+                self.before_verify(conn, [p for _, p in pending])
+
+        def on_need(need: dict[str, Any]) -> bytes:
+            asked.set()
+            asked_for = set(need.get("missing") or [])
+            missing = [s for s in by_sha if s in asked_for]  # the bundle's order: the manifest last
+            bad = [s for s in need.get("bad") or [] if s in by_sha]
+            if bad:
+                retry = [s for s in bad if part(s) in resumed and s not in retried]
+                if len(retry) < len(bad):
+                    raise DeployError(
+                        f"{self.label}: checksum mismatch after upload for {len(bad)} file(s); nothing was activated",
+                        hint="the data changed in transit or on the host's disk; deploy again, and check the "
+                        "host's disk",
+                    )
+                log.info("%s: %d resumed upload(s) failed the checksum; sending them again", self.label, len(retry))
+                retried.update(retry)
+                upload(retry, resume=False)
+                return b"uploaded\n"
+            needed = sum(by_sha[s].size for s in missing)
             # The release copies the staged files: room for the upload and one copy of the whole bundle.
-            wanted = needed + sum(f.size for f in files) + (1 << 20)
-            if facts.free_bytes is not None and facts.free_bytes < wanted:
+            wanted = needed + total + (1 << 20)
+            free = need.get("free_bytes")
+            if isinstance(free, int) and free < wanted:
                 raise DeployError(
-                    f"{self.label}: not enough disk under {facts.deploy_root}: {facts.free_bytes} bytes free, "
+                    f"{self.label}: not enough disk under {facts.deploy_root}: {free} bytes free, "
                     f"the deploy needs about {wanted}",
                     hint="free some space on the host (or undeploy old deployments) and deploy again",
                 )
-            if missing:
-                self._emit(
-                    progress,
-                    "transfer",
-                    f"uploading {len(missing)} of {len(files)} file(s), {needed} bytes; the host holds the rest",
-                    0.2,
-                )
-                self._upload(conn, facts, [f for f in files if f.sha256 in missing], progress, cancel)
-            else:
-                self._emit(progress, "transfer", "the host already holds every file; nothing to send", 0.5)
+            self._emit(
+                progress,
+                "transfer",
+                f"uploading {len(missing)} of {len(files)} file(s), {needed} bytes; the host holds the rest",
+                0.2,
+            )
+            with contextlib.suppress(OSError):
+                conn.sftp().mkdir(store)
+            upload(missing, resume=True)
             _check_cancel(cancel)
-            request = {
-                "files": {f.rel: f.sha256 for f in files},
-                "options": agent_protocol.options_to_dict(options),
-            }
-            gate = options.health
-            timeout = (
-                gate.start_period_s
-                + max(gate.retries, 1) * (gate.interval_s + gate.timeout_s) * 2
-                + self.timeouts.switch_margin_s
-            )
-            raw = self._agent(
-                conn,
-                facts,
-                "deploy",
-                request=request,
-                progress=progress,
-                cancel=cancel,
-                timeout=timeout,
-                lifeline=True,
-                fraction_base=0.5,
-            )
-            result = self._result(raw)
-            if result.ok and result.outcome != "already-installed" and facts.systemd and self.systemd:
-                self._install_unit(conn, facts, result.name)
-            return result
+            return b"uploaded\n"
+
+        def relay(event: ProgressEvent) -> None:
+            if not asked.is_set():  # the agent went straight to the switch
+                asked.set()
+                self._emit(progress, "transfer", "the host already holds every file; nothing to send", 0.5)
+            progress(event)
+
+        request = {"files": {f.rel: f.sha256 for f in files}, "options": agent_protocol.options_to_dict(options)}
+        gate = options.health
+        timeout = (
+            gate.start_period_s
+            + max(gate.retries, 1) * (gate.interval_s + gate.timeout_s) * 2
+            + self.timeouts.switch_margin_s
+        )
+        raw = self._agent(
+            conn,
+            facts,
+            "push",
+            request=request,
+            progress=relay,
+            cancel=cancel,
+            timeout=timeout,
+            lifeline=True,
+            fraction_base=0.5,
+            on_need=on_need,
+        )
+        result = self._result(raw)
+        if result.ok and result.outcome != "already-installed" and facts.systemd and self.systemd:
+            self._install_unit(conn, facts, result.name)
+        return result
 
     def _checked_bundle(self, bundle_dir: Path) -> Manifest:
         path = Path(bundle_dir)
@@ -467,66 +582,6 @@ class SshTarget:
             return {}
 
     # -- transfer ----------------------------------------------------------------------------------------
-    def _upload(
-        self,
-        conn: SshConnection,
-        facts: HostFacts,
-        files: list[LocalFile],
-        progress: Progress,
-        cancel: threading.Event | None,
-    ) -> None:
-        """Upload objects to ``objects/<sha>.part``, check their sha256 on the host, then rename them into place.
-
-        A ``.part`` left by an interrupted upload is resumed from its length; if the resumed file then
-        fails the check it is uploaded once more from scratch. A fresh upload that fails the check is
-        refused (deleted, :class:`DeployError`): the bytes changed on the way or on the host's disk.
-        """
-        store = f"{facts.deploy_root}/{agent_protocol.OBJECTS}"
-        conn.run(f"mkdir -p {quote(store)}", timeout=self.timeouts.command_s, check=True)
-        pending = [(f, f"{store}/{f.sha256}.part") for f in files]
-        resumed = self._put_files(conn, pending, progress, cancel, "transfer", resume=True)
-        bad = self._verify(conn, pending)
-        retry = [(f, p) for f, p in pending if p in bad and p in resumed]
-        if retry:
-            log.info("%s: %d resumed upload(s) failed the checksum; sending them again", self.label, len(retry))
-            for _, p in retry:
-                with contextlib.suppress(OSError):
-                    conn.sftp().remove(p)
-            self._put_files(conn, retry, progress, cancel, "transfer", resume=False)
-            bad = self._verify(conn, retry)
-        if bad:
-            for p in bad:
-                with contextlib.suppress(OSError):
-                    conn.sftp().remove(p)
-            raise DeployError(
-                f"{self.label}: checksum mismatch after upload for {len(bad)} file(s); nothing was activated",
-                hint="the data changed in transit or on the host's disk; deploy again, and check the host's disk",
-            )
-        sftp = conn.sftp()
-        for _f, part in pending:
-            try:
-                sftp.posix_rename(part, part.removesuffix(".part"))
-            except OSError as exc:
-                raise DeployError(f"{self.label}: cannot move {part} into place: {exc}") from exc
-
-    def _verify(self, conn: SshConnection, pending: list[tuple[LocalFile, str]]) -> set[str]:
-        """Remote paths whose sha256 on the host is not the expected one (one ``sha256sum`` for all)."""
-        if self.before_verify is not None:
-            self.before_verify(conn, [p for _, p in pending])
-        paths = " ".join(quote(p) for _, p in pending)
-        script = (
-            f"if command -v sha256sum >/dev/null 2>&1; then sha256sum -- {paths}; "
-            f"else python3 -c 'import hashlib,sys\nfor p in sys.argv[1:]: "
-            f'print(hashlib.sha256(open(p,"rb").read()).hexdigest()+"  "+p)\' {paths}; fi'
-        )
-        timeout = self.timeouts.command_s + sum(f.size for f, _ in pending) / 50e6
-        result = conn.run(script, timeout=timeout)
-        got: dict[str, str] = {}
-        for line in result.stdout.splitlines():
-            digest, _, path = line.partition("  ")
-            got[path.strip()] = digest.strip()
-        return {p for f, p in pending if got.get(p) != f.sha256}
-
     def _put_files(
         self,
         conn: SshConnection,
@@ -623,15 +678,17 @@ class SshTarget:
         lifeline: bool = False,
         extra: str = "",
         fraction_base: float = 0.0,
+        on_need: Callable[[dict[str, Any]], bytes] | None = None,
     ) -> Any:
         """Run one agent command, streaming its progress events; return its result or raise its error.
 
         Commands that switch releases keep stdin open as the agent's lifeline: cancelling sends
-        ``cancel`` and waits for the agent to clean up; losing the connection closes it.
+        ``cancel`` and waits for the agent to clean up; losing the connection closes it. ``on_need``
+        answers the agent's ``need`` lines (the push's upload runs inside it; its deadline restarts after).
         """
         timeout = timeout or self.timeouts.command_s
         cmd = (
-            f"{quote(self._python(facts, version))} -m {AGENT_MODULE} {command}"
+            f"exec {quote(self._python(facts, version))} -m {AGENT_MODULE} {command}"
             + (f" {quote(name)}" if name else "")
             + f" --deploy-root {quote(facts.deploy_root)}{extra}"
         )
@@ -670,7 +727,14 @@ class SshTarget:
                     buffer += data
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
-                        outcome = self._agent_line(line, progress, fraction_base) or outcome
+                        obj = self._agent_line(line, progress, fraction_base)
+                        if obj is not None and "need" in obj:
+                            if on_need is None:
+                                raise TargetError(f"{self.label}: the host's agent asked for files during `{command}`")
+                            chan.sendall(on_need(obj["need"]))
+                            deadline = time.monotonic() + timeout
+                        else:
+                            outcome = obj or outcome
                 elif data == b"":  # EOF on stdout: the agent finished (or died)
                     break
                 if not transport.is_active():
@@ -698,7 +762,7 @@ class SshTarget:
         if outcome is None:
             tail = "\n".join(b"".join(err).decode("utf-8", "replace").strip().splitlines()[-5:])
             if exit_status == 127 or "No such file" in tail:
-                raise TargetError(
+                raise _RuntimeMissing(
                     f"{self.label}: the ModelDeck runtime is not installed under {facts.deploy_root}",
                     hint="deploy once to install it",
                 )
@@ -727,7 +791,7 @@ class SshTarget:
                 fraction = fraction_base + (1.0 - fraction_base) * float(fraction)
             progress(ProgressEvent(str(ev.get("step")), str(ev.get("message")), fraction, host=self.label))
             return None
-        if "result" in obj or "error" in obj:
+        if "result" in obj or "error" in obj or "need" in obj:
             return obj
         return None
 
@@ -870,6 +934,10 @@ class SshTarget:
             f"if [ -f {quote(path)} ]; then {ctl} disable {quote(unit)}; rm -f {quote(path)}; {ctl} daemon-reload; fi",
             timeout=self.timeouts.command_s,
         )
+
+
+class _RuntimeMissing(TargetError):
+    """The runtime venv's interpreter could not start the agent (exit 127): nothing ran on the host."""
 
 
 def _agent_error(data: dict[str, Any], label: str) -> ModelDeckError:
