@@ -151,6 +151,35 @@ def test_redeploy_of_the_same_bundle_sends_nothing_and_keeps_the_process(
     assert "the host already holds every file; nothing to send" in [e.message for e in steps.events]
 
 
+def test_a_known_host_is_redeployed_with_one_command_and_a_stale_cache_falls_back_to_the_facts(
+    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = options(ssh_deploy_host)
+    first = ssh_target.deploy(deploy_bundles["v1"], opts)
+    assert first.ok, first.message
+    inspected: list[str] = []
+    real_facts = ssh_target.facts
+
+    def counting_facts(*args, **kwargs):  # type: ignore[no-untyped-def]
+        inspected.append("facts")
+        return real_facts(*args, **kwargs)
+
+    monkeypatch.setattr(ssh_target, "facts", counting_facts)
+    again = ssh_target.deploy(deploy_bundles["v1"], opts)
+    assert again.outcome == "already-installed", again.message
+    assert inspected == []  # the cached facts were enough: one agent command
+    # A cache whose interpreter is gone (here: a deploy root that moved) is noticed and replaced.
+    cache = next((ssh_target.cache_dir / "facts").glob("*.json"))
+    data = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**data, "deploy_root": data["deploy_root"] + "-gone"}))
+    v2 = ssh_target.deploy(deploy_bundles["v2"], opts)
+    assert v2.outcome == "deployed", v2.message
+    assert inspected == ["facts"]
+    assert json.loads(cache.read_text())["deploy_root"] == data["deploy_root"]
+    assert not (Path(data["deploy_root"] + "-gone")).exists()
+    ssh_target.undeploy(v2.name)
+
+
 def test_unchanged_weights_are_not_sent_again(
     ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, tmp_path: Path
 ) -> None:
