@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -95,6 +97,32 @@ def test_systemd_unit_starts_and_stops_through_the_agent() -> None:
 
 
 # -- against real hosts --------------------------------------------------------------------------------------
+def test_agent_answers_and_exits_cleanly_while_its_lifeline_is_still_open(tmp_path: Path) -> None:
+    """The stdin lifeline thread once made every switching command wait 1 s at exit and die of SIGABRT."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modeldeck.core.targets.agent", "push", "--deploy-root", str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps({"files": {}, "options": {}}).encode() + b"\n")
+    proc.stdin.flush()  # and kept open, as the SSH target keeps it
+    try:
+        lines = [json.loads(line) for line in proc.stdout]  # up to the agent's exit
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdin.close()
+        proc.stdout.close()
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+    assert "error" in lines[-1]  # an empty bundle is refused on the protocol
+    assert code == 1, stderr
+
+
 def test_facts_of_a_real_host_in_one_round_trip(ssh_target: SshTarget, ssh_deploy_host: SshHost) -> None:
     facts = ssh_target.facts()
     assert facts.machine == "x86_64"
