@@ -14,6 +14,7 @@ from typing import Any
 
 import platformdirs
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.fileio import atomic_write_text
 
 APP = "modeldeck"
 
@@ -116,10 +117,7 @@ def save_settings(settings: Settings) -> None:
         registry["tracking_uri"] = settings.tracking_uri
     if settings.registry_uri:
         registry["registry_uri"] = settings.registry_uri
-    settings.config_dir.mkdir(parents=True, exist_ok=True)
-    tmp = settings.config_file.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps({"registry": registry}), encoding="utf-8")
-    tmp.replace(settings.config_file)
+    atomic_write_text(settings.config_file, tomli_w.dumps({"registry": registry}))
 
 
 def with_tracking_uri(settings: Settings, uri: str | None) -> Settings:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.fileio import atomic_write_text
 from modeldeck.core.registry.client import redact_uri
 from modeldeck.core.settings import Settings
 
@@ -116,12 +115,4 @@ def remember_selection(settings: Settings, tracking_uri: str, selection: Selecti
     remembered.pop(key, None)
     remembered[key] = entry  # newest last; drop the oldest beyond the bound
     data["last_selection"] = dict(list(remembered.items())[-MAX_REMEMBERED_URIS:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(data, indent=2))

@@ -13,12 +13,9 @@ say why a host connects the way it does. Passwords are never stored here: see
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import logging
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.fileio import atomic_write_text
 from modeldeck.core.targets.ssh.connection import SshEndpoint
 
 log = logging.getLogger(__name__)
@@ -300,8 +298,8 @@ class Inventory:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_file():
             # Keep the last good version (the file parsed: reload() ran before every change).
-            _atomic_write(self.backup_path, self.path.read_text(encoding="utf-8"))
-        _atomic_write(self.path, text)
+            atomic_write_text(self.backup_path, self.path.read_text(encoding="utf-8"))
+        atomic_write_text(self.path, text)
         self._hosts = dict(hosts)
         log.info("inventory %s: %d hosts", self.path, len(hosts))
 
@@ -435,21 +433,6 @@ def host_from_dict(name: str, entry: Any) -> Host:
     )
     host.validate()
     return host
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # -- effective settings -----------------------------------------------------------------------------

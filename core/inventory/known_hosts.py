@@ -14,16 +14,14 @@ the user's files: a changed key is re-pinned in its own file, which then takes p
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 from modeldeck.core.errors import ConfigError, UnknownHostKey
+from modeldeck.core.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ class KnownHosts:
                     continue
                 lines.append(line)
         lines.append(f"{name} {key.get_name()} {key.get_base64()}")
-        _atomic_write(self.pins_file, "\n".join(lines) + "\n")
+        atomic_write_text(self.pins_file, "\n".join(lines) + "\n")
         log.info("pinned %s host key %s for %s", key.get_name(), fingerprint(key), name)
 
 
@@ -136,16 +134,3 @@ def _same_fingerprint(given: str, actual: str) -> bool:
     if not given.startswith("SHA256:"):
         given = "SHA256:" + given
     return given.rstrip("=") == actual
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

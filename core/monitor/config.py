@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modeldeck.core.errors import ConfigError
+from modeldeck.core.fileio import atomic_write_text
 from modeldeck.core.monitor.history import DEFAULT_MAX_ROWS, DEFAULT_RETENTION_DAYS
 from modeldeck.core.monitor.series import DEFAULT_RETENTION
 
@@ -127,8 +128,4 @@ def save_monitor_config(config_dir: Path, config: MonitorConfig) -> None:
         doc["prometheus_url"] = config.prometheus_url
     if config.endpoints:
         doc["endpoint"] = [{"name": n, "url": u} for n, u in config.endpoints]
-    config_dir.mkdir(parents=True, exist_ok=True)
-    path = config_dir / FILE_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tomli_w.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(config_dir / FILE_NAME, tomli_w.dumps(doc))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from modeldeck.core.errors import ModelDeckError
+from modeldeck.core.fileio import atomic_write_text
 from modeldeck.core.monitor.scrape import ScrapeError
 
 log = logging.getLogger(__name__)
@@ -170,18 +169,7 @@ def write_file_sd(path: Path, deployments: Iterable[ScrapeTarget]) -> None:
         if d.metrics_path != "/metrics":
             labels["__metrics_path__"] = d.metrics_path
         groups.append({"targets": [d.address], "labels": labels})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(groups, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # Prometheus often runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(groups, indent=2), mode=0o644)  # Prometheus often runs as another user
 
 
 _PANELS = (

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
-import tempfile
 import threading
 import time
 import tomllib
@@ -29,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from modeldeck.core.errors import Cancelled, ConfigError, ModelDeckError, TargetError
+from modeldeck.core.fileio import atomic_write_text
 from modeldeck.core.targets.base import DeploymentStatus, Target, open_target
 
 log = logging.getLogger(__name__)
@@ -159,18 +158,7 @@ def _write(path: Path, targets: list[KnownTarget]) -> None:
     doc: dict[str, Any] = {
         "targets": [{"url": t.url, **({"last_deployed": t.last_deployed} if t.last_deployed else {})} for t in targets]
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".targets-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("# Targets ModelDeck deployed to. No secrets are stored here.\n")
-            f.write(tomli_w.dumps(doc))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "# Targets ModelDeck deployed to. No secrets are stored here.\n" + tomli_w.dumps(doc))
 
 
 def remember(url: str, *, config_dir: Path | None = None) -> str | None:
