@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractItemModel, Qt
+from PySide6.QtCore import QAbstractItemModel, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -95,6 +95,48 @@ def readonly_table(model: QAbstractItemModel, *, stretch_last: bool = True) -> Q
     header.setStretchLastSection(stretch_last)
     model.modelReset.connect(lambda: fit_columns(view))
     return view
+
+
+def sortable_table(
+    model: QAbstractItemModel,
+    *,
+    sort_role: int,
+    sort_column: int,
+    widths: Sequence[int] = (),
+    multi_select: bool = False,
+) -> tuple[QSortFilterProxyModel, QTableView]:
+    """A read-only, row-selecting table sorted through a proxy on ``sort_role`` (raw values, not text).
+
+    Column widths are fixed starting points rather than fitted to contents: these tables fill in
+    live, and refitting on every refresh would make the columns jump under the user's eyes.
+    """
+    proxy = QSortFilterProxyModel(model)
+    proxy.setSourceModel(model)
+    proxy.setSortRole(sort_role)
+    view = QTableView()
+    view.setModel(proxy)
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(
+        QAbstractItemView.SelectionMode.ExtendedSelection
+        if multi_select
+        else QAbstractItemView.SelectionMode.SingleSelection
+    )
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    view.setAlternatingRowColors(True)
+    view.setShowGrid(False)
+    view.setWordWrap(False)
+    view.setSortingEnabled(True)
+    view.sortByColumn(sort_column, Qt.SortOrder.AscendingOrder)
+    view.verticalHeader().hide()
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 10)
+    header = view.horizontalHeader()
+    header.setHighlightSections(False)
+    header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    header.setStretchLastSection(True)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    for col, width in enumerate(widths):
+        view.setColumnWidth(col, width)
+    return proxy, view
 
 
 def fit_columns(view: QTableView, max_width: int = 320) -> None:

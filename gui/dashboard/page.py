@@ -27,18 +27,15 @@ from modeldeck.gui.dashboard.plots import PLOTTED_SERIES, DetailPlots
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource
 from modeldeck.gui.dashboard.sparkline import HealthChipDelegate, SparklineDelegate
 from modeldeck.gui.registry.models import RawRole
-from modeldeck.gui.widgets import MessageBanner
+from modeldeck.gui.widgets import MessageBanner, sortable_table
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -140,30 +137,15 @@ class MonitorPage(QWidget):
         outer.addWidget(splitter, 1)
 
         self.model = FleetModel(self)
-        self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(self.model)
-        self.proxy.setSortRole(RawRole)
-        self.view = QTableView()
-        self.view.setModel(self.proxy)
+        self.proxy, self.view = sortable_table(
+            self.model,
+            sort_role=RawRole,
+            sort_column=FleetModel.NAME,
+            widths=(170, 110, 70, 70, 80, 60, 90, 70),
+            multi_select=True,
+        )
         self.view.setItemDelegateForColumn(FleetModel.HEALTH, HealthChipDelegate(self.view))
         self.view.setItemDelegateForColumn(FleetModel.TREND, SparklineDelegate(self.view))
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.view.setAlternatingRowColors(True)
-        self.view.setShowGrid(False)
-        self.view.setWordWrap(False)
-        self.view.setSortingEnabled(True)
-        self.view.sortByColumn(FleetModel.NAME, Qt.SortOrder.AscendingOrder)
-        self.view.verticalHeader().hide()
-        self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
-        header = self.view.horizontalHeader()
-        header.setHighlightSections(False)
-        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        header.setStretchLastSection(True)
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((170, 110, 70, 70, 80, 60, 90, 70)):
-            self.view.setColumnWidth(col, width)
         self.empty_label = QLabel(
             "Nothing to monitor yet. Deploy a model (Deployments page) or add any /metrics URL with “Add endpoint…”."
         )

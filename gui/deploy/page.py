@@ -24,17 +24,15 @@ from modeldeck.gui.deploy import tasks
 from modeldeck.gui.deploy.models import DeploymentRow, DeploymentTableModel, TargetRole, target_label
 from modeldeck.gui.deploy.tasks import TargetPool, pretty_json
 from modeldeck.gui.registry.models import ObjectRole, RawRole
-from modeldeck.gui.widgets import MessageBanner
+from modeldeck.gui.widgets import MessageBanner, sortable_table
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QApplication,
     QDialog,
     QDialogButtonBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
@@ -43,7 +41,6 @@ from PySide6.QtWidgets import (
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -399,29 +396,13 @@ class DeploymentsPage(QWidget):
         left_layout.addLayout(head)
 
         self.table_model = DeploymentTableModel(self)
-        self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(self.table_model)
-        self.proxy.setSortRole(RawRole)
-        self.view = QTableView()
-        self.view.setModel(self.proxy)
+        self.proxy, self.view = sortable_table(
+            self.table_model,
+            sort_role=RawRole,
+            sort_column=DeploymentTableModel.TARGET,  # grouped by target
+            widths=(110, 110, 62, 104, 165, 100, 56, 130),
+        )
         self.view.setItemDelegateForColumn(DeploymentTableModel.STATE, StateDelegate(self.view))
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.view.setAlternatingRowColors(True)
-        self.view.setShowGrid(False)
-        self.view.setWordWrap(False)
-        self.view.setSortingEnabled(True)
-        self.view.sortByColumn(DeploymentTableModel.TARGET, Qt.SortOrder.AscendingOrder)  # grouped by target
-        self.view.verticalHeader().hide()
-        self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
-        header = self.view.horizontalHeader()
-        header.setHighlightSections(False)
-        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        header.setStretchLastSection(True)
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((0, 110), (1, 110), (2, 62), (3, 104), (4, 165), (5, 100), (6, 56), (7, 130)):
-            self.view.setColumnWidth(col, width)
         self.empty_label = QLabel(
             "No deployments yet. Select a version in the Registry and choose “Deploy locally…” or “Deploy to Docker…”."
         )
