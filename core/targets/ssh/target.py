@@ -762,7 +762,10 @@ class SshTarget:
         if outcome is None:
             tail = "\n".join(b"".join(err).decode("utf-8", "replace").strip().splitlines()[-5:])
             if exit_status == 127 or "No such file" in tail:
-                raise _RuntimeMissing(
+                # Only exit 127 (the shell found no interpreter, or the agent saw an incomplete install) means
+                # nothing ran: a deploy may then inspect the host and try again.
+                kind = _RuntimeMissing if exit_status == 127 else TargetError
+                raise kind(
                     f"{self.label}: the ModelDeck runtime is not installed under {facts.deploy_root}",
                     hint="deploy once to install it",
                 )
