@@ -702,6 +702,8 @@ class DockerTarget:
         cancel: threading.Event | None,
     ) -> str:
         """Poll the in-container probe until healthy (summary) or raise :class:`DeployError` saying why."""
+        import docker.errors
+
         deadline = time.monotonic() + start_period_s
         argv = ["python", "-c", _PROBE, images.READY_FILE, str(port), expect_sha, "1" if check_example else "0"]
         while True:
@@ -710,7 +712,19 @@ class DockerTarget:
                 container.reload()
                 if container.status not in ("running", "created"):
                     raise DeployError(f"the new runtime exited before it was ready{self._said(container)}")
-                code, output = container.exec_run(argv, user=_RUNTIME_UID)
+                try:
+                    code, output = container.exec_run(argv, user=_RUNTIME_UID)
+                except docker.errors.APIError:
+                    # It can exit between the reload and the exec (the engine then refuses the exec with
+                    # "is not running"): report it like an exit seen above, with the runtime's own reason.
+                    container.reload()
+                    if container.status not in ("running", "created"):
+                        raise DeployError(
+                            f"the new runtime exited before it was ready{self._said(container)}"
+                        ) from None
+                    if container.status != "created":
+                        raise
+                    code, output = None, b""  # not started yet: look again
             text = (output or b"").decode(errors="replace").strip()
             try:
                 info = json.loads(text.splitlines()[-1]) if text else {}
