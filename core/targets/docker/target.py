@@ -825,21 +825,15 @@ class DockerTarget:
         if not state.previous_release or not state.previous_image:
             raise DeployError(f"deployment {name!r} has no previous release to roll back to")
         self._ensure_image(state.previous_image, progress)
-        return self._switch(
+        return self._switch_to_recorded(
             name,
             state,
             state.previous_release,
             state.previous_image,
-            host=state.host,
-            port=state.port,
-            env=state.env,
-            settings=self._settings_of(state),
-            check_example=True,
-            start_period_s=30.0,
-            progress=progress,
-            cancel=cancel,
             outcome="rolled-back",
             previous=(state.active_release, state.active_image),
+            progress=progress,
+            cancel=cancel,
         )
 
     def start(self, name: str, progress: Progress = no_progress, cancel: threading.Event | None = None) -> DeployResult:
@@ -854,11 +848,35 @@ class DockerTarget:
             with self._engine(f"removing {c.name}"):
                 c.remove(force=True)
         stopped = replace(state, active_release=None)  # nothing of it runs: start without an old release
-        result = self._switch(
+        return self._switch_to_recorded(
             name,
             stopped,
             state.active_release,
             state.active_image,
+            outcome="deployed",
+            previous=(state.previous_release, state.previous_image),
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def _switch_to_recorded(
+        self,
+        name: str,
+        state: DockerState,
+        release_id: str,
+        image_ref: str,
+        *,
+        outcome: str,
+        previous: tuple[str | None, str | None],
+        progress: Progress,
+        cancel: threading.Event | None,
+    ) -> DeployResult:
+        """Health-gated switch to a release the state record already names, with the settings it ran with."""
+        return self._switch(
+            name,
+            state,
+            release_id,
+            image_ref,
             host=state.host,
             port=state.port,
             env=state.env,
@@ -867,10 +885,9 @@ class DockerTarget:
             start_period_s=30.0,
             progress=progress,
             cancel=cancel,
-            outcome="deployed",
-            previous=(state.previous_release, state.previous_image),
+            outcome=outcome,
+            previous=previous,
         )
-        return result
 
     def stop(self, name: str) -> DeploymentStatus:
         """Stop the deployment's containers (they drain) and record that it should stay stopped."""
