@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -354,24 +354,7 @@ class HostsDeployDialog(QDialog):
         if not hosts:
             return None
         self._start("preview", [h.name for h in hosts])
-        self.handle = run_task(
-            tasks.plan_hosts,
-            self.settings,
-            self.version.uri,
-            self.bundle_dir,
-            self.factory(),
-            hosts,
-            self.options(),
-            self.forks_spin.value(),
-            self.step_timeouts(),
-            self.events,
-            cancel=self.cancel_event,
-            on_result=self._previewed,
-            on_error=self._failed,
-            name=f"plan {self.version.ref} on hosts",
-            owner=self,
-        )
-        return self.handle
+        return self._run_on_hosts(tasks.plan_hosts, hosts, self._previewed, f"plan {self.version.ref} on hosts")
 
     def deploy(self) -> TaskHandle | None:
         hosts = self.chosen()
@@ -380,8 +363,14 @@ class HostsDeployDialog(QDialog):
             return None
         self.log_view.appendPlainText(f"— deploy {self.version.ref} to {len(hosts)} host(s)")
         self._start("deploy", [h.name for h in hosts])
+        return self._run_on_hosts(tasks.deploy_hosts, hosts, self._ran, f"deploy {self.version.ref} to hosts")
+
+    def _run_on_hosts(
+        self, task: Callable[..., Any], hosts: Sequence[Host], on_result: Callable[[Any], None], name: str
+    ) -> TaskHandle:
+        """Run a fleet task (plan or deploy) for ``hosts`` with this dialog's form values, off the UI thread."""
         self.handle = run_task(
-            tasks.deploy_hosts,
+            task,
             self.settings,
             self.version.uri,
             self.bundle_dir,
@@ -392,9 +381,9 @@ class HostsDeployDialog(QDialog):
             self.step_timeouts(),
             self.events,
             cancel=self.cancel_event,
-            on_result=self._ran,
+            on_result=on_result,
             on_error=self._failed,
-            name=f"deploy {self.version.ref} to hosts",
+            name=name,
             owner=self,
         )
         return self.handle
