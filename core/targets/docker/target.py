@@ -33,6 +33,7 @@ not name) are removed by the next operation on the deployment.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import logging
@@ -1040,6 +1041,15 @@ def container_usage(samples: list[dict[str, Any]]) -> dict[str, float]:
     return {"cpu_percent": round(cpu, 2), "memory_bytes": mem, "memory_limit_bytes": limit}
 
 
+def _started_ns(started_at: str) -> int:
+    """Docker's RFC 3339 ``State.StartedAt`` (nanosecond fraction, ``Z``) as ns since the epoch; 0 if unreadable."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$", started_at or "")
+    if not m:
+        return 0
+    whole = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+    return whole * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0")[:9])
+
+
 def watch_health(
     target: DockerTarget,
     *,
@@ -1054,13 +1064,18 @@ def watch_health(
 
     Docker marks a container *unhealthy* but never restarts it; this does, for deployments
     recorded with ``restart_unhealthy`` (or all, when ``restart_unhealthy`` is True; none when
-    False). Containers already unhealthy when the watch starts are reported first. Reads the
-    engine's event stream in windows of at most one second (``until``), so every call is bounded
-    and ``cancel`` is noticed within a second. ``stop_after`` ends the watch after that many events.
+    False). The engine's event stream is read in windows of at most one second (``until``), so
+    every call is bounded and ``cancel`` is noticed within a second. Events alone are not enough:
+    Docker sends ``health_status`` only on a change and filters windows by whole seconds, so an
+    event on a window's edge can be missed and then never comes again. After every window the
+    unhealthy containers are therefore listed too; each run of a container (``StartedAt``) is
+    reported unhealthy once, and an event older than the container's current run is stale (it
+    was about the run a restart just replaced). ``stop_after`` ends the watch after that many events.
     """
     client = target.client
     seen: list[HealthEvent] = []
     policy: dict[str, bool] = {}
+    reported: dict[str, int] = {}  # container id -> StartedAt (ns) of the run last reported unhealthy
 
     def wants_restart(deployment: str) -> bool:
         if restart_unhealthy is not None:
@@ -1070,7 +1085,24 @@ def watch_health(
             policy[deployment] = bool(state and state.restart_unhealthy)
         return policy[deployment]
 
-    def handle(container_id: str, deployment: str, container_name: str, status: str) -> None:
+    def started_ns(container_id: str) -> int | None:
+        try:
+            return _started_ns(client.containers.get(container_id).attrs["State"]["StartedAt"])
+        except Exception:  # gone since the event: nothing to report or restart
+            return None
+
+    def handle(container_id: str, deployment: str, container_name: str, status: str, started: int | None,
+               event_ns: int | None = None) -> None:  # fmt: skip
+        if started is None:
+            return
+        if event_ns is not None and started and event_ns < started:
+            return  # about a run that has since been replaced
+        if status == "unhealthy":
+            if reported.get(container_id) == started:
+                return
+            reported[container_id] = started
+        else:
+            reported.pop(container_id, None)
         restarted = False
         if status == "unhealthy" and wants_restart(deployment):
             log.warning("restarting unhealthy container %s of %s", container_name, deployment)
@@ -1084,16 +1116,21 @@ def watch_health(
         if on_event:
             on_event(event)
 
+    def sweep() -> None:
+        with target._engine("listing unhealthy containers"):
+            unhealthy = client.containers.list(filters={"label": labels, "health": "unhealthy"})
+        for c in unhealthy:
+            started = _started_ns(((c.attrs or {}).get("State") or {}).get("StartedAt", ""))
+            handle(c.id, (c.labels or {}).get(L_DEPLOYMENT, ""), c.name, "unhealthy", started)
+
+    def done() -> bool:
+        return (stop_after is not None and len(seen) >= stop_after) or (cancel is not None and cancel.is_set())
+
     labels = [f"{L_ROLE}=runtime"] + ([f"{L_DEPLOYMENT}={name}"] if name else [])
     since = int(time.time())
-    with target._engine("listing unhealthy containers"):
-        already = client.containers.list(filters={"label": labels, "health": "unhealthy"})
-    for c in already:
-        handle(c.id, (c.labels or {}).get(L_DEPLOYMENT, ""), c.name, "unhealthy")
+    sweep()  # containers already unhealthy when the watch starts come first
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not (cancel is not None and cancel.is_set()):
-        if stop_after is not None and len(seen) >= stop_after:
-            break
+    while time.monotonic() < deadline and not done():
         until = int(time.time()) + 1
         with target._engine("reading health events"):
             stream = client.events(
@@ -1103,12 +1140,18 @@ def watch_health(
                 for ev in stream:
                     action = str(ev.get("Action") or ev.get("status") or "")
                     status = action.split(":", 1)[1].strip() if ":" in action else action
-                    attrs = (ev.get("Actor") or {}).get("Attributes") or {}
-                    handle(str(ev.get("id") or (ev.get("Actor") or {}).get("ID")), attrs.get(L_DEPLOYMENT, ""),
-                           attrs.get("name", ""), status)  # fmt: skip
+                    actor = ev.get("Actor") or {}
+                    attrs = actor.get("Attributes") or {}
+                    cid = str(ev.get("id") or actor.get("ID"))
+                    handle(cid, attrs.get(L_DEPLOYMENT, ""), attrs.get("name", ""), status, started_ns(cid),
+                           int(ev.get("timeNano") or 0) or None)  # fmt: skip
+                    if done():
+                        break
             finally:
                 close = getattr(stream, "close", None)
                 if close:
                     close()
         since = until
+        if not done():
+            sweep()
     return seen
