@@ -100,6 +100,7 @@ class MonitorPage(QWidget):
         source.samplesArrived.connect(self._samples)
         source.eventArrived.connect(self._event)
         source.endpointsChanged.connect(self._endpoints_changed)
+        source.collectorProblem.connect(self._collector_problem)
         self.prometheus_timer = QTimer(self)
         self.prometheus_timer.setInterval(PROMETHEUS_REFRESH_MS)
         self.prometheus_timer.timeout.connect(self._query_prometheus)
@@ -390,6 +391,11 @@ class MonitorPage(QWidget):
         every = f"every {self.source.collector.interval:g} s"
         history = " · history saved" if self.config.history else ""
         self.source_label.setText(f"{n} endpoint{'s' * (n != 1)}, {where} {every}{history}")
+
+    def _collector_problem(self, message: str) -> None:
+        """The collection process failed: say so (restarted: a warning; given up: an error that stays)."""
+        stopped = bool(getattr(self.source.collector, "failure", ""))
+        self.banner.show_message(message, kind="error" if stopped else "warning")
 
     def _query_prometheus(self) -> None:
         url, names = self.config.prometheus_url, list(self.plots.names)

@@ -1,10 +1,14 @@
-"""The UI side of collection: owns a :class:`Collector`, drains it on a timer, forwards its events as signals.
+"""The UI side of collection: owns a collector, drains it on a timer, forwards its events as signals.
 
-The collector scrapes on its own threads; this object lives in the UI thread.
-A ``QTimer`` drains at ``drain_hz`` and emits one ``samplesArrived`` batch per tick
-(never a signal per sample); collector events (health, version, restart) are
-emitted from collector threads into a signal, which Qt delivers queued to the
-UI thread. Nothing here blocks: history writes go to the writer's thread.
+The collector is a :class:`CollectorProcess`: fetching and parsing 50 pages a
+second in this process held the GIL the UI thread needs, so it happens in a
+child process and only the derived figures come back (``in_process=True`` keeps
+the old in-process :class:`Collector`, for comparisons). This object lives in the
+UI thread. A ``QTimer`` drains at ``drain_hz`` and emits one ``samplesArrived``
+batch per tick (never a signal per sample); collector events (health, version,
+restart, and the child's own faults) are emitted from collector threads into a
+signal, which Qt delivers queued to the UI thread. Nothing here blocks: history
+writes go to the writer's thread.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.monitor.collector import Collector, Endpoint, MonitorEvent, Sample
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus
 from modeldeck.core.monitor.history import HistoryEvent, HistoryWriter
+from modeldeck.core.monitor.process import CollectorProcess
 from modeldeck.core.targets.base import DeploymentStatus, Target
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -116,11 +121,16 @@ class StatusPoller:
 
 
 class MonitorSource(QObject):
-    """Live samples for the dashboards. ``samplesArrived(list[Sample])`` per drain tick; ``eventArrived(event)``."""
+    """Live samples for the dashboards. ``samplesArrived(list[Sample])`` per drain tick; ``eventArrived(event)``.
+
+    ``collectorProblem(message)``: the collection process died, hung or broke its protocol (it is restarted,
+    a bounded number of times; ``collector.failure`` says when it was given up).
+    """
 
     samplesArrived = Signal(list)
     eventArrived = Signal(object)  # MonitorEvent, delivered queued in the UI thread
     endpointsChanged = Signal()
+    collectorProblem = Signal(str)
     _eventFromCollector = Signal(object)
 
     def __init__(
@@ -132,9 +142,13 @@ class MonitorSource(QObject):
         drain_hz: float = 5.0,
         policy: HealthPolicy | None = None,
         history: HistoryWriter | None = None,
+        in_process: bool = False,
     ) -> None:
         super().__init__(parent)
-        self.collector = Collector([], interval=interval, retention=retention, policy=policy, on_event=self._on_event)
+        factory = Collector if in_process else CollectorProcess
+        self.collector: Collector | CollectorProcess = factory(
+            [], interval=interval, retention=retention, policy=policy, on_event=self._on_event
+        )
         self.history = history
         self.monitored: dict[str, Monitored] = {}
         self.latest: dict[str, Sample] = {}
@@ -226,6 +240,9 @@ class MonitorSource(QObject):
         self._eventFromCollector.emit(event)
 
     def _deliver_event(self, event: MonitorEvent) -> None:
+        if event.kind == "collector":
+            self.collectorProblem.emit(event.detail[:1].upper() + event.detail[1:])
+            return
         if event.endpoint not in self.monitored:
             return
         if event.kind in ("version", "restart"):

@@ -1,0 +1,193 @@
+"""Collection in a child process: real runtimes on 127.0.0.1, a child killed, a child that speaks garbage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modeldeck.core.monitor.collector import Endpoint, MonitorEvent
+from modeldeck.core.monitor.health import HealthState
+from modeldeck.core.monitor.process import CollectorProcess
+
+from tests.fixtures.monitor import free_port
+from tests.fixtures.runtime import RuntimeProcess, start_runtime
+from tests.test_monitor_live import send, wait_until
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[float, MonitorEvent]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: MonitorEvent) -> None:
+        with self.lock:
+            self.items.append((time.monotonic(), event))
+
+    def of(self, kind: str, endpoint: str | None = None) -> list[tuple[float, MonitorEvent]]:
+        with self.lock:
+            return [(t, e) for t, e in self.items if e.kind == kind and (endpoint is None or e.endpoint == endpoint)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it has exited all the same
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_figures_of_a_runtime_under_load_arrive_from_the_child(
+    iris_runtime: RuntimeProcess, runtime_bundles: dict[str, Any]
+) -> None:
+    bundle = runtime_bundles["iris"]
+    body = {"dataframe_split": {"columns": bundle.feature_names, "data": bundle.X[:1].tolist()}}
+    collector = CollectorProcess([Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.3)
+    collector.start()
+    try:
+        assert collector.pid is not None and collector.pid != os.getpid()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # bounded load while it scrapes
+            send(iris_runtime.url, body, 20)
+        wait_until(lambda: collector.health().get("iris", None) is not None, 1, "health")
+        samples = collector.drain()
+    finally:
+        assert collector.stop(timeout=5)
+    figures = [s.derived for s in samples if s.derived is not None]
+    assert len(figures) >= 5
+    assert max(d.request_rate for d in figures[1:]) > 10
+    assert all(d.model_name == "iris" and d.model_version == "3" for d in figures)
+    assert samples[-1].health.state is HealthState.OK and collector.health()["iris"].state is HealthState.OK
+    t, v = collector.snapshot("iris", ["request_rate"])["request_rate"]
+    assert len(t) == len(v) == len(samples)
+
+
+def test_an_endpoint_that_dies_turns_down_within_two_intervals(
+    runtime_bundles: dict[str, Any], runtime_processes: list[RuntimeProcess], tmp_path: Path
+) -> None:
+    interval = 0.5
+    port = free_port()
+    rp = start_runtime(runtime_bundles["iris"].path, tmp_path / "run", "--port", str(port))
+    runtime_processes.append(rp)
+    events = Events()
+    collector = CollectorProcess(
+        [Endpoint("iris", f"http://127.0.0.1:{port}/metrics")], interval=interval, on_event=events
+    )
+    collector.start()
+    try:
+        wait_until(lambda: collector.health()["iris"].state is HealthState.OK, 10, "first healthy scrape")
+        rp.terminate()
+        died = time.monotonic()
+        wait_until(lambda: collector.health()["iris"].state is HealthState.DOWN, 5, "down after the runtime died")
+    finally:
+        assert collector.stop(timeout=5)
+    down_at, event = events.of("health", "iris")[-1]
+    assert event.detail.startswith("down:") and "unreachable" in event.detail
+    assert down_at - died <= 2 * interval
+
+
+def test_a_killed_child_is_reported_and_restarted_with_every_endpoint(iris_runtime: RuntimeProcess) -> None:
+    events = Events()
+    collector = CollectorProcess([Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.3, on_event=events)
+    collector.start()
+    try:
+        wait_until(lambda: len(collector.drain()) > 0, 10, "first sample")
+        first = collector.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: bool(events.of("collector")), 5, "the collector event")
+        wait_until(lambda: collector.pid not in (None, first), 5, "a new child")
+        collector.drain()
+        wait_until(lambda: any(s.derived is not None for s in collector.drain()), 10, "samples from the new child")
+    finally:
+        assert collector.stop(timeout=5)
+    detail = events.of("collector")[0][1].detail
+    assert "killed by SIGKILL" in detail and "restarting" in detail
+    assert collector.restarts == 1 and not collector.failure
+    assert not _alive(first)
+
+
+def test_a_child_that_breaks_the_protocol_is_a_clear_error_and_restarts_are_bounded() -> None:
+    garbage = [
+        sys.executable,
+        "-c",
+        "import sys; print('Traceback (most recent call last):', flush=True); sys.stdin.read()",
+    ]
+    events = Events()
+    collector = CollectorProcess(
+        [Endpoint("x", "http://127.0.0.1:9/metrics")], interval=0.3, on_event=events, max_restarts=2, command=garbage
+    )
+    collector.start()
+    try:
+        wait_until(lambda: bool(collector.failure), 10, "collection to give up")
+    finally:
+        assert collector.stop(timeout=5)
+    details = [e.detail for _, e in events.of("collector")]
+    assert len(details) == 3 and all("not its protocol" in d for d in details)
+    assert "Traceback" in details[0] and details[-1].startswith("monitoring stopped:")
+    assert "gave up after 2 restarts" in details[-1]
+    health = collector.health()["x"]
+    assert health.state is HealthState.UNKNOWN and "gave up" in health.reason
+
+
+def test_the_drawing_process_never_parses_a_metrics_page(iris_runtime: RuntimeProcess) -> None:
+    # in a fresh interpreter: this test process has imported the parser for other tests
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from modeldeck.core.monitor.collector import Endpoint
+        from modeldeck.core.monitor.process import CollectorProcess
+        c = CollectorProcess([Endpoint("iris", "{iris_runtime.url}/metrics")], interval=0.2)
+        c.start()
+        got = []
+        deadline = time.monotonic() + 15
+        while len([s for s in got if s.derived is not None]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got += c.drain()
+        c.stop(timeout=5)
+        print(json.dumps({{"figures": sum(s.derived is not None for s in got),
+                           "parser": [m for m in sys.modules if m.startswith("prometheus_client")]}}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["figures"] >= 3
+    assert result["parser"] == []
+
+
+def test_the_child_ends_when_its_parent_is_killed(iris_runtime: RuntimeProcess) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from modeldeck.core.monitor.collector import Endpoint
+        from modeldeck.core.monitor.process import CollectorProcess
+        c = CollectorProcess([Endpoint("iris", "{iris_runtime.url}/metrics")], interval=0.2)
+        c.start()
+        print(c.pid, flush=True)
+        time.sleep(30)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())  # type: ignore[union-attr]
+        assert _alive(child)
+        parent.kill()
+        parent.wait(5)
+        wait_until(lambda: not _alive(child), 5, "the orphaned child to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(5)
+        parent.stdout.close()  # type: ignore[union-attr]
