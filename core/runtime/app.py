@@ -39,6 +39,38 @@ def _error_body(message: str, code: str) -> bytes:
     return json.dumps({"error_code": code, "message": message}).encode()
 
 
+# Writes one response for the protocol's fast path: (status, body, content type, extra headers).
+Answer = Callable[[int, bytes, bytes, "list[tuple[bytes, bytes]] | tuple[()]"], None]
+
+
+class HotRequest:
+    """A prediction request the HTTP protocol serves without ASGI (see :meth:`RuntimeApp.hot_request`).
+
+    It is also the batcher's reply for the request: the batch's delivery calls
+    ``set_result``/``set_exception``, which format and write the response at once.
+    """
+
+    __slots__ = ("answer", "app", "extra", "finished", "route", "scope", "start")
+
+    def __init__(self, app: RuntimeApp, route: str, scope: Scope, answer: Answer) -> None:
+        self.app = app
+        self.route = route
+        self.scope = scope
+        self.answer = answer
+        self.start = time.perf_counter()
+        self.extra: Any = None
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, outputs: Any) -> None:
+        self.app._hot_outputs(self, outputs)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.app._hot_failed(self, exception)
+
+
 class RuntimeApp:
     """ASGI app serving one :class:`ServedModel`.
 
@@ -184,6 +216,110 @@ class RuntimeApp:
         if rest == ["infer"]:
             return ("/v2/models/{name}/infer", {"POST": self._v2_infer})
         return None
+
+    # -- the protocol's fast path for predictions --------------------------------------------------------------
+
+    def hot_request(self, scope: Scope, answer: Answer) -> HotRequest | None:
+        """A :class:`HotRequest` if ``scope`` is a prediction (``POST /invocations`` or ``POST
+        /v2/models/{name}/infer`` for this model), else ``None`` (the request goes through ASGI).
+
+        The protocol calls this once the request head is parsed, hands over the complete body with
+        :meth:`hot_body` (or :meth:`hot_abandon` if the client leaves first), and ``answer`` is called exactly
+        once with the response. Behaviour, errors and metrics are those of the ASGI path; what is skipped is the
+        ASGI machinery: a task, the receive/send coroutines and message dicts, the batcher's future.
+        """
+        if scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        if path == "/invocations":
+            route = "/invocations"
+        elif path.startswith("/v2/models/"):
+            entry = self._model_route(path)
+            if entry is None or entry[0] != "/v2/models/{name}/infer":
+                return None
+            route = entry[0]
+        else:
+            return None
+        self.metrics.in_flight += 1
+        return HotRequest(self, route, scope, answer)
+
+    def hot_abandon(self, request: HotRequest) -> None:
+        """The client disconnected before the body arrived: nothing is answered or counted (as with ASGI)."""
+        if not request.finished:
+            request.finished = True
+            self.metrics.in_flight -= 1
+
+    def hot_body(self, request: HotRequest, body: bytes, content_type: bytes | None, *, alone: bool = False) -> None:
+        """Validate and run (now if ``alone``: no other connection is open, else in the next batch); answers now
+        or once the batch has run."""
+        try:
+            if len(body) > self.config.max_body_bytes:  # the protocol sends only declared sizes within the limit
+                raise RequestError(
+                    f"request body exceeds the limit of {self.config.max_body_bytes} bytes",
+                    413,
+                    "REQUEST_LIMIT_EXCEEDED",
+                )
+            if not self.ready:
+                self._hot_answer(request, 503, self._not_ready)
+                return
+            ctype = content_type.decode("latin-1") if content_type is not None else None
+            if request.route == "/invocations":
+                item = self.model.parse_invocations(body, ctype)
+            else:
+                item, request.extra = self.model.parse_v2(body, ctype)
+            # Run now only when no other request can join: a request that runs now is answered before the protocol
+            # reads the other connections' requests of this loop iteration, so with several connections it is queued
+            # and the batch is cut on the next iteration (after all of them were read).
+            if self._no_batching or alone:
+                result = self.batcher.run_now(item)
+                if result is not None:
+                    if isinstance(result, Exception):
+                        self._hot_failed(request, result)
+                    else:
+                        self._hot_outputs(request, result)
+                    return
+            self.batcher.submit_to(item, request)
+        except RequestError as exc:
+            self._hot_answer(request, exc.status, _error_body(exc.message, exc.error_code))
+        except Exception:  # a bug: answer 500, keep serving, keep the traceback in the log
+            log.exception("internal error on POST %s", request.scope["path"])
+            self._hot_answer(request, 500, _error_body("internal error in the runtime", "INTERNAL_ERROR"))
+
+    def _hot_outputs(self, request: HotRequest, outputs: Any) -> None:
+        try:
+            if request.route == "/invocations":
+                body = self.model.format_predictions(outputs)
+            else:
+                body = self.model.format_v2(outputs, request.extra)
+        except Exception:
+            log.exception("internal error on POST %s", request.scope["path"])
+            self._hot_answer(request, 500, _error_body("internal error in the runtime", "INTERNAL_ERROR"))
+            return
+        self._hot_answer(request, 200, body)
+
+    def _hot_failed(self, request: HotRequest, exc: BaseException) -> None:
+        if isinstance(exc, InferenceError):
+            self.metrics.inference_errors += 1
+            self._hot_answer(request, 500, _error_body(exc.args[0], "INTERNAL_ERROR"))
+        elif isinstance(exc, TimeoutError):
+            message = f"the request waited longer than {self.config.request_timeout_s:g} s for the model"
+            self._hot_answer(request, 504, _error_body(message, "DEADLINE_EXCEEDED"))
+        else:
+            log.error("internal error on POST %s", request.scope["path"], exc_info=exc)
+            self._hot_answer(request, 500, _error_body("internal error in the runtime", "INTERNAL_ERROR"))
+
+    def _hot_answer(self, request: HotRequest, status: int, body: bytes) -> None:
+        if request.finished:
+            return
+        request.finished = True
+        metrics = self.metrics
+        try:
+            request.answer(status, body, JSON, self._cors_headers(request.scope) if self._cors else ())
+        except Exception:  # the protocol failed to write: the connection is gone or broken, the server goes on
+            log.exception("cannot answer POST %s", request.scope["path"])
+        finally:
+            metrics.in_flight -= 1
+            metrics.observe_request(request.route, status, time.perf_counter() - request.start)
 
     # -- body, CORS --------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from modeldeck.core.runtime.model import Batchable
 
@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[Sequence[Batchable]], list[Any]]
 RunOne = Callable[[Batchable], Any]
 Observe = Callable[[int, int, float], None]
+
+
+class Reply(Protocol):
+    """Where a queued request's outcome goes: an :class:`asyncio.Future`, or anything with the same three methods."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException) -> None: ...
 
 
 class Batcher:
@@ -53,7 +63,7 @@ class Batcher:
         self._max_wait = max_wait_s
         self._observe = observe
         self._timeout = timeout_s
-        self._queue: deque[tuple[Batchable, asyncio.Future[Any]]] = deque()
+        self._queue: deque[tuple[Batchable, Reply]] = deque()
         self._scheduled = False
         self._waited = False
         self._busy = False
@@ -86,12 +96,24 @@ class Batcher:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        self.submit_to(item, fut)
+        return fut
+
+    def submit_to(self, item: Batchable, reply: Reply) -> None:
+        """Queue one request whose outcome goes to ``reply`` when its batch has run.
+
+        For callers with no task to wake: the outputs (or the :class:`InferenceError`, or a ``TimeoutError`` for a
+        request queued past its deadline) are handed over inside the batch's delivery, with no future and no
+        extra event loop iteration. ``reply.set_result``/``set_exception`` must not raise.
+        """
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         item.deadline = time.monotonic() + self._timeout
-        self._queue.append((item, fut))
+        self._queue.append((item, reply))
         if not self._scheduled and not self._busy:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return fut
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -107,7 +129,7 @@ class Batcher:
             self._loop.call_later(self._max_wait, self._flush)
             return
         self._waited = False
-        batch: list[tuple[Batchable, asyncio.Future[Any]]] = []
+        batch: list[tuple[Batchable, Reply]] = []
         rows = 0
         now = time.monotonic()
         while queue and (not batch or rows + queue[0][0].rows <= self._max_rows):
@@ -136,7 +158,7 @@ class Batcher:
             job = self._loop.run_in_executor(self._executor, self._timed_run, [b[0] for b in batch])
             job.add_done_callback(lambda j: self._finished(batch, j))
 
-    def _finished(self, batch: list[tuple[Batchable, asyncio.Future[Any]]], job: asyncio.Future[Any]) -> None:
+    def _finished(self, batch: list[tuple[Batchable, Reply]], job: asyncio.Future[Any]) -> None:
         self._busy = False
         exc = job.exception()
         if exc is not None:
@@ -158,7 +180,7 @@ class Batcher:
         start = time.perf_counter()
         return self._run_batch(items), time.perf_counter() - start
 
-    def _deliver(self, batch: list[tuple[Batchable, asyncio.Future[Any]]], results: list[Any], seconds: float) -> None:
+    def _deliver(self, batch: list[tuple[Batchable, Reply]], results: list[Any], seconds: float) -> None:
         """Resolve the futures and record the batch (on the loop thread, so metrics need no lock)."""
         if self._observe is not None:
             self._observe(len(batch), sum(item.rows for item, _ in batch), seconds)

@@ -11,13 +11,60 @@ one segment instead of two, which on a 2-core host leaves more CPU to the server
 
 Everything else -- parsing, keep-alive, pipelining, flow control, shutdown --
 is uvicorn's own code, unchanged.
+
+Predictions (``POST /invocations``, ``POST /v2/models/{name}/infer``) take a
+fast path past ASGI: when such a request's head is parsed, the protocol asks the
+app (:meth:`RuntimeApp.hot_request`) instead of starting a task; when the body is
+complete (``on_message_complete``), it hands it to the app, which validates,
+runs or queues it for the batcher and answers through :meth:`_answer` -- one
+write of a cached head and the body, then uvicorn's own ``on_response`` (keep-alive
+timer, pipelined requests). No task, no receive/send coroutines, no message
+dicts, no future: ~40 % fewer instructions per request. It is taken only when
+uvicorn's request cycle has the attributes it relies on (checked once; uvicorn
+is pinned below 0.60), the app is the runtime itself (no middleware), there is
+no access log, no ``Expect: 100-continue``, and the body has a declared length
+within both the app's limit and uvicorn's read buffer (64 KiB, so reading is
+never paused). Anything else -- chunked or large bodies, other routes, ``HEAD``,
+CORS preflights -- goes through ASGI exactly as before. Shutdown needs nothing
+extra: uvicorn closes a connection after its in-flight response (the cycle's
+``keep_alive`` is cleared, which :meth:`_answer` honours) and waits for the
+connections to go.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+import uvicorn.protocols.http.httptools_impl as _httptools_impl
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+# What the fast path relies on in uvicorn's protocol and request cycle; if any of it is missing (another uvicorn),
+# every request goes through ASGI.
+_CYCLE_FIELDS = frozenset(
+    (
+        "scope",
+        "transport",
+        "keep_alive",
+        "disconnected",
+        "body",
+        "more_body",
+        "waiting_for_100_continue",
+        "response_started",
+        "response_complete",
+        "on_response",
+    )
+)
+_STATUS_LINE: dict[int, bytes] | None = getattr(_httptools_impl, "STATUS_LINE", None)
+FAST_PATH_SUPPORTED = (
+    isinstance(_STATUS_LINE, dict)
+    and set(RequestResponseCycle.__init__.__code__.co_names) >= _CYCLE_FIELDS
+    and all(
+        callable(getattr(HttpToolsProtocol, name, None))
+        for name in ("_start_asgi_task", "on_message_complete", "connection_lost", "on_response_complete")
+    )
+)
 
 
 class _ResponseWriter:
@@ -67,8 +114,117 @@ class _ResponseWriter:
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` whose responses leave in one write (head + body)."""
+    """:class:`HttpToolsProtocol` whose responses leave in one write (head + body), predictions past ASGI."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hot = getattr(self.app, "hot_request", None)
+        self._hot_request = hot if FAST_PATH_SUPPORTED and callable(hot) and not self.access_log else None
+        self._hot_waiting: Any = None  # (cycle, HotRequest) started, waiting for the rest of its body
+        self._heads: dict[tuple[int, bytes, int, bool], bytes] = {}
+        self._heads_for: Any = None  # the server's default headers (the date changes every second)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._hot_request is not None and app is self.app and self._start_hot(cycle):
+            return
         cycle.transport = _ResponseWriter(cycle.transport, cycle)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)
+
+    def _start_hot(self, cycle: RequestResponseCycle) -> bool:
+        """Serve ``cycle`` on the fast path if it is a prediction the fast path can take; ``False``: use ASGI."""
+        if cycle.waiting_for_100_continue:
+            return False
+        scope = cycle.scope
+        if scope["method"] != "POST":
+            return False
+        length = -1
+        content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if length != -1 or not value.isdigit():
+                    return False
+                length = int(value)
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"transfer-encoding":
+                return False
+        if length < 0 or length > HIGH_WATER_LIMIT or length > self.app.config.max_body_bytes:
+            return False
+        assert self._hot_request is not None
+        request = self._hot_request(scope, partial(self._answer, cycle))
+        if request is None:
+            return False
+        if cycle.more_body:
+            self._hot_waiting = (cycle, request, content_type)
+        else:  # a pipelined request, started once the one before it was answered: its body is already here
+            self.app.hot_body(request, bytes(cycle.body), content_type, alone=len(self.connections) == 1)
+        return True
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        waiting = self._hot_waiting
+        if waiting is not None and waiting[0] is self.cycle:
+            self._hot_waiting = None
+            cycle, request, content_type = waiting
+            self.app.hot_body(request, bytes(cycle.body), content_type, alone=len(self.connections) == 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiting = self._hot_waiting
+        if waiting is not None:  # the client left before the body was complete
+            self._hot_waiting = None
+            self.app.hot_abandon(waiting[1])
+        super().connection_lost(exc)
+
+    def _answer(
+        self,
+        cycle: RequestResponseCycle,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        headers: list[tuple[bytes, bytes]] | tuple[()],
+    ) -> None:
+        """Write a fast-path response in one write and complete the cycle as uvicorn's ``send`` does."""
+        if cycle.disconnected:
+            return
+        keep_alive = cycle.keep_alive
+        if headers:
+            head = self._head(status, content_type, len(body), keep_alive, headers)
+        else:
+            defaults = self.server_state.default_headers
+            if defaults is not self._heads_for:
+                self._heads.clear()
+                self._heads_for = defaults
+            key = (status, content_type, len(body), keep_alive)
+            head = self._heads.get(key)  # type: ignore[assignment]
+            if head is None:
+                if len(self._heads) >= 64:
+                    self._heads.clear()
+                head = self._heads[key] = self._head(status, content_type, len(body), keep_alive, ())
+        cycle.response_started = True
+        cycle.transport.write(head + body)
+        cycle.response_complete = True
+        if not keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
+
+    def _head(
+        self,
+        status: int,
+        content_type: bytes,
+        length: int,
+        keep_alive: bool,
+        headers: list[tuple[bytes, bytes]] | tuple[()],
+    ) -> bytes:
+        assert _STATUS_LINE is not None
+        parts = [_STATUS_LINE[status]]
+        for name, value in (
+            *self.server_state.default_headers,
+            (b"content-type", content_type),
+            (b"content-length", b"%d" % length),
+            *headers,
+        ):
+            parts += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
