@@ -8,13 +8,16 @@ process; each server scales the page's counters up a little on every GET so
 rates, error ratios and latency percentiles keep moving like live traffic. The
 GUI process is the app's: the Monitor page in a tall offscreen window (all 50
 rows and their sparklines visible) with ``--selected`` deployments overlaid in
-the detail plots, the collector at 1 Hz, drained at 5 Hz.
+the detail plots, the collector at 1 Hz, drained at 5 Hz. Collection runs in the app's child process
+(``CollectorProcess``) unless ``--in-process`` (the old in-process ``Collector``, for A/B runs).
 
 Reports:
 - UI-thread stall: a 10 ms ``QTimer`` probe, lag = how much later than scheduled each tick ran (p50/p99/max);
 - per drain tick: the slot's time (fleet rows + plots' ``setData``), and the time of every paint event of the
   fleet table (50 rows with sparklines) and of the plots, as Qt schedules them — together, the "frame";
-- resident memory every 10 s and its slope over the second half (MB/min);
+- resident memory every 10 s of the GUI process and of the collection process, and their slopes over the second
+  half (MB/min);
+- with ``--profile-plots``, the functions the plots' paints spend their time in (cProfile, cumulative);
 - gen2 GC passes (the process freezes start-up objects with ``gc.freeze()`` as the main window does).
 All traffic stays on 127.0.0.1; the run is bounded by ``--duration``.
 """
@@ -22,9 +25,11 @@ All traffic stays on 127.0.0.1; the run is bounded by ``--duration``.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import json
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -40,7 +45,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_monitor import capture_page, rss_mb  # noqa: E402
+from bench_monitor import capture_page  # noqa: E402
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
 
 # Each server answers the captured page with every cumulative counter scaled by a factor that grows by
 # 1-3 % per GET: counters stay monotonic and histograms consistent, so the collector derives real rates.
@@ -83,11 +99,12 @@ SERVERS = textwrap.dedent(
 class PaintTimer:
     """Times every paint event of a widget: the filter delivers the event itself, between two clock reads."""
 
-    def __init__(self, widget: object) -> None:
+    def __init__(self, widget: object, profile: object = None) -> None:
         from PySide6.QtCore import QEvent, QObject
         from PySide6.QtWidgets import QApplication
 
         self.ms: list[float] = []
+        self.profile = profile  # a cProfile.Profile enabled around each paint, or None
         self._busy = False
         outer = self
 
@@ -96,11 +113,15 @@ class PaintTimer:
                 if event.type() != QEvent.Type.Paint or outer._busy:
                     return False
                 outer._busy = True
+                if outer.profile is not None:
+                    outer.profile.enable()  # type: ignore[attr-defined]
                 t0 = time.perf_counter()
                 try:
                     QApplication.sendEvent(obj, event)
                 finally:
                     outer._busy = False
+                    if outer.profile is not None:
+                        outer.profile.disable()  # type: ignore[attr-defined]
                 outer.ms.append((time.perf_counter() - t0) * 1000)
                 return True
 
@@ -133,6 +154,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--range", default="5 min", help="detail plots' time range")
     ap.add_argument("--no-freeze", action="store_true", help="skip gc.freeze() after start-up")
+    ap.add_argument("--in-process", action="store_true", help="collect in the GUI process (the old Collector)")
+    ap.add_argument("--profile-plots", action="store_true", help="cProfile the plots' paints, print the top 25")
+    ap.add_argument("--screenshot", type=Path, help="save the page as a PNG at the end")
     args = ap.parse_args()
     if not 10 <= args.duration <= 3600:
         ap.error("--duration must be between 10 and 3600 s")
@@ -164,7 +188,7 @@ def main() -> None:
         )
         try:
             ports = json.loads(servers.stdout.readline())  # type: ignore[union-attr]
-            source = MonitorSource(interval=1.0, drain_hz=5.0)
+            source = MonitorSource(interval=1.0, drain_hz=5.0, in_process=args.in_process)
             page = MonitorPage(source, MonitorConfig())
             row_h = page.view.verticalHeader().defaultSectionSize()
             table_h = (args.endpoints + 1) * row_h + 8
@@ -194,9 +218,18 @@ def main() -> None:
             timer.setTimerType(Qt.TimerType.PreciseTimer)
             timer.setInterval(10)
             timer.timeout.connect(probe)
-            paints = {"table": PaintTimer(page.view.viewport()), "plots": PaintTimer(page.plots.graphics.viewport())}
+            profile = cProfile.Profile() if args.profile_plots else None
+            paints = {
+                "table": PaintTimer(page.view.viewport()),
+                "plots": PaintTimer(page.plots.graphics.viewport(), profile),
+            }
 
-            rss: list[tuple[float, float]] = []
+            rss: list[tuple[float, float, float]] = []  # (s, GUI MB, collection process MB)
+
+            def sample_rss() -> None:
+                child = getattr(source.collector, "pid", None)
+                rss.append((time.monotonic() - start, rss_mb(), rss_mb(child) if child else float("nan")))
+
             load0 = os.getloadavg()
             source.start()
             start = time.monotonic()
@@ -208,13 +241,14 @@ def main() -> None:
                     timer.start(),
                     last.__setitem__(0, time.perf_counter()),
                     *(p.reset() for p in paints.values()),
+                    profile.clear() if profile is not None else None,  # type: ignore[func-returns-value]
                 ),
             )
             rss_timer = QTimer()
             rss_timer.setInterval(10_000)
-            rss_timer.timeout.connect(lambda: rss.append((time.monotonic() - start, rss_mb())))
+            rss_timer.timeout.connect(sample_rss)
             rss_timer.start()
-            rss.append((0.0, rss_mb()))
+            sample_rss()
             QTimer.singleShot(int((warmup + args.duration) * 1000), loop.quit)
             loop.exec()
             timer.stop()
@@ -224,6 +258,9 @@ def main() -> None:
             samples = sum(len(source.snapshot(n, ["uptime"]).get("uptime", ((),))[0]) for n in source.monitored)
             updates = [t * 1000 for t in page.update_times]
             drawn = len(page.plots.curves)
+            if args.screenshot:
+                page.grab().save(str(args.screenshot))
+            restarts = getattr(source.collector, "restarts", 0)
             source.stop()
             gc.callbacks.remove(on_gc)
             if args.no_freeze is False:
@@ -236,7 +273,8 @@ def main() -> None:
         f"endpoints: {args.endpoints} at 1 Hz, {args.selected} overlaid ({drawn} curves), range {args.range}; "
         f"measured {args.duration:.0f} s after {warmup:.0f} s warm-up; load avg {load0[0]:.2f} -> {load1[0]:.2f}"
     )
-    print(f"samples in ring buffers: {samples} ({samples / elapsed:.1f}/s)")
+    where = "in the GUI process" if args.in_process else f"in a child process ({restarts} restarts)"
+    print(f"samples in ring buffers: {samples} ({samples / elapsed:.1f}/s); collection {where}")
     print(
         f"UI-thread stall (10 ms timer lag): p50 {statistics.median(lags):.2f} ms, p99 {pct(lags, 0.99):.1f} ms,"
         f" max {max(lags):.1f} ms ({len(lags)} ticks)"
@@ -255,12 +293,18 @@ def main() -> None:
         if times:
             print(f"gc gen{gen}: {len(times)} passes, max {1000 * max(times):.1f} ms")
     half = [p for p in rss if p[0] >= elapsed / 2]
-    print(
-        "RSS (MB) every 10 s: "
-        + " ".join(f"{v:.0f}" for _, v in rss)
-        + f"\nRSS slope over the second half: {slope_mb_per_min(half):+.2f} MB/min"
-        + f" (whole run {slope_mb_per_min(rss[1:]):+.2f} MB/min)"
-    )
+    for i, what in ((1, "GUI process"), (2, "collection process")):
+        if args.in_process and i == 2:
+            continue
+        points = [(p[0], p[i]) for p in rss]
+        print(
+            f"RSS of the {what} (MB) every 10 s: "
+            + " ".join(f"{v:.1f}" for _, v in points)
+            + f"\n  slope over the second half: {slope_mb_per_min([(p[0], p[i]) for p in half]):+.2f} MB/min"
+            + f" (from 10 s on {slope_mb_per_min(points[1:]):+.2f} MB/min)"
+        )
+    if profile is not None:
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
 
 
 if __name__ == "__main__":
