@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.registry.types import VersionDetails
@@ -62,6 +63,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("ModelDeck")
         self.resize(1400, 860)
 
+        self._page_refresh: dict[QWidget, Callable[[], object]] = {}
         self.pages = QTabWidget()
         self.pages.setDocumentMode(True)
         self.setCentralWidget(self.pages)
@@ -98,7 +100,7 @@ class MainWindow(QMainWindow):
         self.settings_action.triggered.connect(self.open_settings)
         self.refresh_action = QAction("Refresh", self)
         self.refresh_action.setShortcut(QKeySequence(Qt.Key.Key_F5))
-        self.refresh_action.setToolTip("Reload models, versions and details (F5)")
+        self.refresh_action.setToolTip("Reload the page shown: the registry, deployments or hosts (F5)")
         self.refresh_action.triggered.connect(self.refresh)
         self.compare_action = QAction("Compare", self)
         self.compare_action.setToolTip("Compare the two selected versions")
@@ -154,8 +156,13 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.registry_label)
 
     # -- public API -------------------------------------------------------------------------------
-    def add_page(self, title: str, widget: QWidget) -> int:
-        """Add a top-level page (e.g. "Deployments"); returns its tab index."""
+    def add_page(self, title: str, widget: QWidget, *, refresh: Callable[[], object] | None = None) -> int:
+        """Add a top-level page (e.g. "Deployments"); returns its tab index.
+
+        ``refresh`` is what Refresh (F5) does while the page is shown; pages without one refresh the registry.
+        """
+        if refresh is not None:
+            self._page_refresh[widget] = refresh
         return self.pages.addTab(widget, title)
 
     @property
@@ -188,7 +195,10 @@ class MainWindow(QMainWindow):
         )
 
     def refresh(self) -> None:
-        if self._registry is None:
+        page_refresh = self._page_refresh.get(self.pages.currentWidget())
+        if page_refresh is not None:
+            page_refresh()
+        elif self._registry is None:
             self.open_current_registry()
         else:
             self.registry_page.refresh()

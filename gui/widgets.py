@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import (
@@ -24,6 +26,24 @@ def home_abbreviated(text: str) -> str:
     if not home:
         return text
     return text.replace(home + "/", "~/").replace(f"({home})", "(~)")
+
+
+def pretty_json(value: Any, indent: int = 2) -> str:
+    """Indented JSON whose innermost lists (rows, predictions) stay on one line, so tables stay readable."""
+
+    def flat(v: Any) -> bool:
+        return isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v)
+
+    def render(v: Any, level: int) -> str:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(v, dict) and v:
+            items = [f"{inner}{json.dumps(k)}: {render(x, level + 1)}" for k, x in v.items()]
+            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+        if isinstance(v, list) and v and not flat(v):
+            return "[\n" + ",\n".join(inner + render(x, level + 1) for x in v) + "\n" + pad + "]"
+        return json.dumps(v, default=str)
+
+    return render(value, 0)
 
 
 class MessageBanner(QFrame):

@@ -42,7 +42,7 @@ class DeployUI(QObject):
             bundles_dir=window.settings.bundles_dir,
             **kwargs,
         )
-        self.page_index = window.add_page("Deployments", self.page)
+        self.page_index = window.add_page("Deployments", self.page, refresh=self.page.refresh)
         self.page.statusMessage.connect(window.show_status)
         self.bundle_dialog: BundleDialog | None = None
         self.deploy_dialog: DeployDialog | None = None
@@ -82,6 +82,8 @@ class DeployUI(QObject):
         selection.currentRowChanged.connect(self._update_actions)
         selection.selectionChanged.connect(self._update_actions)
         window.registryChanged.connect(self._update_actions)
+        # A model change resets the versions table without a currentRowChanged (e.g. a filter hiding the model).
+        window.registry_page.actionsChanged.connect(self._update_actions)
         self._update_actions()
 
     def selected_version(self) -> ModelVersion | None:

@@ -6,7 +6,6 @@ returns a value the UI thread shows; errors are core :class:`ModelDeckError` s.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.settings import Settings
 from modeldeck.core.targets.base import DeploymentStatus, DeployOptions, DeployResult, ProgressEvent, Target
 from modeldeck.core.targets.health import HttpAnswer, request_json
+from modeldeck.gui.widgets import pretty_json
 
 ProgressFn = Callable[[str, "float | None"], None]
 
@@ -88,24 +88,6 @@ def bundle_and_deploy(
 
     result = target.deploy(Path(report.out_dir), options, progress=deploy_progress, cancel=cancel)
     return BundleAndDeploy(report, result)
-
-
-def pretty_json(value: Any, indent: int = 2) -> str:
-    """Indented JSON whose innermost lists (rows, predictions) stay on one line, so tables stay readable."""
-
-    def flat(v: Any) -> bool:
-        return isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v)
-
-    def render(v: Any, level: int) -> str:
-        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
-        if isinstance(v, dict) and v:
-            items = [f"{inner}{json.dumps(k)}: {render(x, level + 1)}" for k, x in v.items()]
-            return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-        if isinstance(v, list) and v and not flat(v):
-            return "[\n" + ",\n".join(inner + render(x, level + 1) for x in v) + "\n" + pad + "]"
-        return json.dumps(v)
-
-    return render(value, 0)
 
 
 def statuses(target: Target) -> list[DeploymentStatus]:

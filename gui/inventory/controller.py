@@ -18,7 +18,7 @@ class InventoryUI(QObject):
         super().__init__(window)
         self.window = window
         self.page = InventoryPage(window.settings.config_dir)
-        self.page_index = window.add_page("Hosts", self.page)
+        self.page_index = window.add_page("Hosts", self.page, refresh=self.page.reload)
         self.page.statusMessage.connect(window.show_status)
         window.destroyed.connect(self.page.stop_watching)
         self.page.reload()

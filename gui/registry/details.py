@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 from modeldeck.core.formatting import format_size
 from modeldeck.core.registry.types import SignatureColumn, VersionDetails
 from modeldeck.gui import style
 from modeldeck.gui.registry.models import RowsModel, format_number, format_time
-from modeldeck.gui.widgets import MessageBanner, fit_columns, readonly_table
+from modeldeck.gui.widgets import MessageBanner, fit_columns, pretty_json, readonly_table
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QFrame,
@@ -147,6 +146,7 @@ class DetailsPane(QWidget):
         self.outputs_view = readonly_table(self.outputs_model)
         self.signature_note = QLabel()
         self.signature_note.setProperty("role", "muted")
+        self.signature_note.setWordWrap(True)  # a long note must not set the window's minimum width
         sig = QWidget()
         sig_layout = QVBoxLayout(sig)
         sig_layout.setContentsMargins(6, 6, 6, 6)
@@ -275,7 +275,7 @@ class DetailsPane(QWidget):
         if d.input_example is None:
             self.example.setPlainText("No input example was logged with this version.")
         else:
-            self.example.setPlainText(json.dumps(d.input_example, indent=2, default=str))
+            self.example.setPlainText(pretty_json(d.input_example))
         for view in (self.inputs_view, self.outputs_view, self.metrics_view, self.params_view, self.tags_view):
             fit_columns(view)
         self.stack.setCurrentIndex(1)

@@ -256,7 +256,8 @@ class VersionTableModel(QStandardItemModel):
         self.dataChanged.emit(self.index(min(rows), self.METRIC), self.index(max(rows), self.METRIC))
 
     def metric_names(self) -> list[str]:
-        return sorted({k for m in self._metrics.values() for k in m})
+        """Metrics of the runs behind the loaded versions (the cache also holds other models' runs)."""
+        return sorted({k for v in self._rows if v.run_id for k in self._metrics.get(v.run_id, {})})
 
     def versions(self) -> list[ModelVersion]:
         return list(self._rows)

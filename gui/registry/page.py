@@ -204,6 +204,7 @@ class RegistryPage(QWidget):
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 4, 0)
+        left.setMinimumWidth(180)  # model names stay readable in a small window; the other panes give way
         title = QLabel("Models")
         title.setProperty("role", "pane-title")
         self.filter_edit = QLineEdit()
@@ -315,7 +316,10 @@ class RegistryPage(QWidget):
         self.splitter.setSizes([230, 660, 510])
 
         # Wiring
-        self.filter_edit.textChanged.connect(self.model_proxy.setFilterFixedString)
+        self.filter_edit.textChanged.connect(self._filter_changed)
+        clear_filter = QShortcut(QKeySequence(Qt.Key.Key_Escape), self.filter_edit)
+        clear_filter.setContext(Qt.ShortcutContext.WidgetShortcut)
+        clear_filter.activated.connect(self.filter_edit.clear)
         self.filter_edit.returnPressed.connect(self.model_view.setFocus)
         self.model_view.selectionModel().currentChanged.connect(self._model_current_changed)
         self.version_view.selectionModel().currentRowChanged.connect(self._version_current_changed)
@@ -455,6 +459,23 @@ class RegistryPage(QWidget):
         self.models_stack.setCurrentWidget(self.models_empty)
         self.models_count.setText("")
 
+    def _filter_changed(self, text: str) -> None:
+        self.model_proxy.setFilterFixedString(text)
+        if self.model_list_model.rowCount() > 0:
+            self._show_filtered_models()
+
+    def _show_filtered_models(self) -> None:
+        """The model list, or — when the filter hides every model — a line saying so (not a blank list)."""
+        total, shown = self.model_list_model.rowCount(), self.model_proxy.rowCount()
+        if shown == 0 and total > 0:
+            self.models_empty.setText(
+                f"No model matches “{self.filter_edit.text()}”. Clear the filter (Esc) to see all {total}."
+            )
+            self.models_stack.setCurrentWidget(self.models_empty)
+        else:
+            self.models_stack.setCurrentWidget(self.model_view)
+        self.models_count.setText(f"{total} model(s)" if shown == total else f"{shown} of {total} model(s)")
+
     def _show_versions_state(self, text: str) -> None:
         self.versions_empty.setText(text)
         self.versions_stack.setCurrentWidget(self.versions_empty)
@@ -473,8 +494,7 @@ class RegistryPage(QWidget):
             self.details.show_empty("Nothing to show yet.")
             self._emit_first_screen()
             return
-        self.models_stack.setCurrentWidget(self.model_view)
-        self.models_count.setText(f"{len(models)} model(s)")
+        self._show_filtered_models()
         if want is not None and self.model_list_model.row_of(want.model) >= 0:
             self._want = self._resolve_alias(want, models)
             self.select_model(want.model)
@@ -515,6 +535,7 @@ class RegistryPage(QWidget):
         self.version_model.reset()
         self.details.show_empty()
         if model is None:
+            self._versions_channel.invalidate()  # e.g. the filter hid the model: its versions must not land
             self.versions_title.setText("Versions")
             self._model_aliases = {}
             self._show_versions_state("Select a model to see its versions.")

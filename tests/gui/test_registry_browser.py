@@ -127,6 +127,48 @@ def test_filter_narrows_the_model_list(qtbot: QtBot, open_window: OpenWindow, de
     qtbot.keyClicks(page.filter_edit, "no-such-model")
     assert visible_models(page) == []
     settle(qtbot)
+    # no blank list: the pane says nothing matches and how to get the models back
+    assert page.models_empty.isVisible()
+    assert "No model matches “no-such-model”" in page.models_empty.text() and "Esc" in page.models_empty.text()
+    assert page.models_count.text() == "0 of 3 model(s)"
+    # the deploy actions follow: no version is shown, so there is nothing to bundle or deploy
+    ui = window.deploy_ui
+    assert page.current_version() is None
+    assert not ui.deploy_action.isEnabled() and not ui.bundle_action.isEnabled()
+    qtbot.keyClick(page.filter_edit, Qt.Key.Key_Escape)
+    assert page.filter_edit.text() == "" and page.model_view.isVisible()
+    assert page.models_count.text() == "3 model(s)"
+    settle(qtbot)
+
+
+def test_the_metric_combo_offers_only_the_shown_models_metrics(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
+    page = open_window(demo_tracking_uri).registry_page
+    click_model(qtbot, page, "diabetes-regressor")
+    qtbot.waitUntil(lambda: page.metric_combo.currentText() == "r2", timeout=30_000)
+    click_model(qtbot, page, "iris-classifier")
+    combo = page.metric_combo
+    qtbot.waitUntil(lambda: "accuracy" in [combo.itemText(i) for i in range(combo.count())], timeout=30_000)
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert "r2" not in names, "a regressor's metric is not offered for a classifier"
+    assert combo.currentText() in names
+    assert all(version_cells(page, VersionTableModel.METRIC)), "the chosen metric has a value in every row"
+    settle(qtbot)
+
+
+def test_a_small_window_keeps_the_model_names_readable(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
+    window = open_window(demo_tracking_uri)
+    window.resize(1024, 640)
+    QApplication.processEvents()
+    for index in range(window.pages.count()):  # no page sets a minimum wider than a 1024 screen
+        window.pages.setCurrentIndex(index)
+        QApplication.processEvents()
+        assert window.width() == 1024, window.pages.tabText(index)
+    window.pages.setCurrentIndex(0)
+    assert window.registry_page.splitter.sizes()[0] >= 180
 
 
 def test_versions_sort_by_the_chosen_metric(qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str) -> None:
