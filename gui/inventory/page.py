@@ -37,7 +37,7 @@ from modeldeck.gui.registry.models import RowsModel
 from modeldeck.gui.widgets import MessageBanner, fit_columns, home_abbreviated, readonly_table
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
 from PySide6.QtCore import QFileSystemWatcher, QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtGui import QHideEvent, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -84,12 +84,17 @@ class InventoryPage(QWidget):
         self.import_ssh_button = QPushButton("Import SSH config…")
         self.import_ansible_button = QPushButton("Import Ansible…")
         self.test_button = QPushButton("Test")
-        self.test_button.setToolTip("Connect (host key verified first), log in and collect facts")
         self.password_button = QPushButton("Set password…")
         self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("Filter by name, address, group, label…")
+        self.filter_edit.setPlaceholderText("Filter hosts  (Ctrl+F)")
+        self.filter_edit.setToolTip("Shows the hosts whose name, address, group or label contains the text")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.setMinimumWidth(240)
+        self.filter_edit.setMinimumWidth(160)  # the button row must not set a wide window minimum
+        self.filter_edit.setMaximumWidth(280)
+        title = QLabel("Hosts")  # titled like the Deployments page's table
+        title.setProperty("role", "pane-title")
+        bar.addWidget(title)
+        bar.addSpacing(8)
         for button in (self.add_button, self.edit_button, self.remove_button):
             bar.addWidget(button)
         bar.addSpacing(12)
@@ -138,6 +143,8 @@ class InventoryPage(QWidget):
         self.test_button.clicked.connect(self.test_selected)
         self.password_button.clicked.connect(self.open_password_dialog)
         self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        find = QShortcut(QKeySequence.StandardKey.Find, self)
+        find.activated.connect(self.focus_filter)
         self.view.selectionModel().selectionChanged.connect(self._selection_changed)
         self.view.doubleClicked.connect(lambda _: self.open_edit_dialog())
         self._update_actions()
@@ -151,6 +158,10 @@ class InventoryPage(QWidget):
         self._watcher = QFileSystemWatcher(self)
         self._watcher.directoryChanged.connect(self._directory_changed)
         self._loaded_stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file last loaded
+
+    def focus_filter(self) -> None:
+        self.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.filter_edit.selectAll()
 
     def _build_details(self) -> QWidget:
         pane = QWidget()
@@ -190,6 +201,7 @@ class InventoryPage(QWidget):
         self.facts_view = readonly_table(self.facts_model)
         self.facts_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         layout.addWidget(self.facts_view, 1)
+        layout.addStretch(0)  # takes the room while the facts table is hidden
         self.warnings_title = QLabel("Import warnings")
         self.warnings_title.setProperty("role", "pane-title")
         self.warnings_label = QLabel()
@@ -299,10 +311,19 @@ class InventoryPage(QWidget):
     def _update_actions(self) -> None:
         selected = self.selected_hosts()
         one = len(selected) == 1
-        self.edit_button.setEnabled(one)
-        self.remove_button.setEnabled(one)
-        self.password_button.setEnabled(one)
+        why = "" if one else (" (select just one host)" if selected else " (select a host first)")
+        for button, what in (
+            (self.edit_button, "Edit the selected host's connection settings"),
+            (self.remove_button, "Remove the selected host from the inventory"),
+            (self.password_button, "Store the selected host's SSH password in the system keyring"),
+        ):
+            button.setEnabled(one)
+            button.setToolTip(what + why)
         self.test_button.setEnabled(bool(selected))
+        self.test_button.setToolTip(
+            "Connect (host key verified first), log in and collect facts"
+            + ("" if selected else " (select one or more hosts first)")
+        )
 
     def _selection_changed(self, *_: object) -> None:
         self._update_actions()
@@ -390,8 +411,9 @@ class InventoryPage(QWidget):
     def _show_outcome(self, name: str) -> None:
         outcome = self.model.outcome(name)
         if outcome is None:
-            self.test_label.setText("Not tested in this session.")
+            self.test_label.setText("Not tested in this session. Test connects and collects its facts.")
             self.facts_model.set_rows([])
+            self.facts_view.hide()
             return
         self.test_label.setText(outcome.detail or outcome.text)
         check = outcome.check
@@ -402,6 +424,7 @@ class InventoryPage(QWidget):
             rows += [("problem", p) for p in check.problems]
             rows.append(("time", f"{check.elapsed_s:.2f} s"))
         self.facts_model.set_rows(rows)
+        self.facts_view.setVisible(bool(rows))  # a failed test has no facts: no empty table under its error
         fit_columns(self.facts_view, max_width=160)
 
     # -- testing and host keys -------------------------------------------------------------------

@@ -365,7 +365,45 @@ def test_the_main_window_has_a_hosts_page(qtbot: QtBot, page: InventoryPage) -> 
     window.show()
     qtbot.waitUntil(lambda: ui.page.settings_model.rowCount() > 0, timeout=30_000)
     shot(window, "main-window")
+    # the window's shortcuts act on the page shown: F5 reloads the hosts, Ctrl+F goes to their filter
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    with qtbot.waitSignal(ui.page.hostsLoaded, timeout=30_000):
+        qtbot.keyClick(window, Qt.Key.Key_F5)
+    qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert ui.page.filter_edit.hasFocus()
+    assert "Ctrl+F" in ui.page.filter_edit.placeholderText()
+    idle(qtbot)
     window.close()
+
+
+def test_buttons_say_why_they_are_off_and_a_failed_test_shows_no_empty_facts_table(
+    qtbot: QtBot, page: InventoryPage
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    load(qtbot, page, Host("dead", "127.0.0.1", port=closed), Host("web1", "10.0.0.11"))
+    page.view.clearSelection()
+    assert not page.edit_button.isEnabled() and "select a host first" in page.edit_button.toolTip()
+    assert "select one or more hosts first" in page.test_button.toolTip()
+    page.view.selectAll()
+    assert not page.remove_button.isEnabled() and "select just one host" in page.remove_button.toolTip()
+    assert page.test_button.isEnabled()
+
+    with qtbot.waitSignal(page.detailsShown, timeout=30_000):
+        page.select_host("dead")
+    assert page.edit_button.isEnabled() and page.edit_button.toolTip() == "Edit the selected host's connection settings"
+    assert page.test_label.text().startswith("Not tested in this session.")
+    assert not page.facts_view.isVisible(), "no facts yet: no empty table"
+    page.test_host("dead")
+    qtbot.waitUntil(lambda: (o := page.model.outcome("dead")) is not None and o.state != "testing", timeout=30_000)
+    assert "cannot connect" in page.test_label.text()
+    assert not page.facts_view.isVisible(), "a failed test has no facts: its error is shown without an empty table"
+    shot(page, "dead-host")
+    idle(qtbot)
 
 
 def test_editing_an_imported_host_keeps_untouched_origins_and_remove_asks_first(
