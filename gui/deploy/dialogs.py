@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -313,6 +314,7 @@ class DeployDialog(_WorkDialog):
         note = QLabel("The model is bundled first; the new release only takes traffic once it answers its example.")
         note.setProperty("role", "muted")
         note.setWordWrap(True)
+        note.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)  # as wide as the fields
         self.form.addRow("", note)
         self.adjustSize()
 

@@ -35,12 +35,13 @@ TargetRole = Qt.ItemDataRole.UserRole + 20  # the row's target URL (as listed, e
 Index = QModelIndex | QPersistentModelIndex
 
 
-def format_since(iso: str | None) -> str:
-    """``2026-11-27T14:20:00Z`` -> ``2026-11-27 14:20`` in local time ('' if unknown)."""
+def format_since(iso: str | None, *, seconds: bool = False) -> str:
+    """``2026-11-27T14:20:00Z`` -> ``2026-11-27 14:20`` (``:00`` with ``seconds``) in local time ('' if unknown)."""
     if not iso:
         return ""
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M")
+        fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime(fmt)
     except ValueError:
         return iso
 
@@ -225,6 +226,8 @@ class DeploymentTableModel(QAbstractTableModel):
                 return s.endpoint
             if col == self.TARGET:
                 return f"{r.kind} target {r.target}"
+            if col == self.SINCE and s.since:
+                return f"{s.state} since {format_since(s.since, seconds=True)} (local time)"
             if col in (self.CPU, self.MEMORY) and r.resources:
                 source = "container stats" if r.kind == "docker" else "the runtime's /metrics"
                 return f"CPU {format_cpu(r.resources) or '-'}, memory {format_memory(r.resources) or '-'} ({source})"

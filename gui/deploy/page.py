@@ -22,9 +22,9 @@ from modeldeck.core.targets.health import HttpAnswer
 from modeldeck.gui import style
 from modeldeck.gui.deploy import tasks
 from modeldeck.gui.deploy.models import DeploymentRow, DeploymentTableModel, TargetRole, target_label
-from modeldeck.gui.deploy.tasks import TargetPool, pretty_json
+from modeldeck.gui.deploy.tasks import TargetPool
 from modeldeck.gui.registry.models import ObjectRole, RawRole
-from modeldeck.gui.widgets import MessageBanner, sortable_table
+from modeldeck.gui.widgets import MessageBanner, pretty_json, sortable_table
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
@@ -59,6 +59,9 @@ def _mono_editor(read_only: bool) -> QPlainTextEdit:
     edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
     edit.setTabChangesFocus(True)
     return edit
+
+
+ROLLBACK_TIP = "Switch back to the previous release (health-checked, start-first)"
 
 
 class TryItPanel(QWidget):
@@ -378,10 +381,11 @@ class DeploymentsPage(QWidget):
         self.undeploy_button = QPushButton("Undeploy…")
         self.logs_button = QPushButton("Logs…")
         self.forget_button = QPushButton("Forget target")
+        self.refresh_button.setToolTip("Ask every target for its deployments now (F5)")
         self.forget_button.setToolTip("Stop listing this target here (its deployments are not touched)")
         self.start_button.setToolTip("Start the stopped deployment again (health-checked)")
         self.stop_button.setToolTip("Drain and stop the runtime; it stays installed")
-        self.rollback_button.setToolTip("Switch back to the previous release (health-checked, start-first)")
+        self.rollback_button.setToolTip(ROLLBACK_TIP)
         self.undeploy_button.setToolTip("Stop the deployment and remove its releases and logs")
         for b in (
             self.refresh_button,
@@ -400,7 +404,8 @@ class DeploymentsPage(QWidget):
             self.table_model,
             sort_role=RawRole,
             sort_column=DeploymentTableModel.TARGET,  # grouped by target
-            widths=(110, 110, 62, 104, 165, 100, 56, 130),
+            # Sum 766: at the default window size the stretched Since column keeps ~130 px (no scroll bar).
+            widths=(110, 100, 60, 100, 160, 100, 56, 80),
         )
         self.view.setItemDelegateForColumn(DeploymentTableModel.STATE, StateDelegate(self.view))
         self.empty_label = QLabel(
@@ -556,6 +561,11 @@ class DeploymentsPage(QWidget):
         self.start_button.setEnabled(s is not None and not busy and not running)
         self.stop_button.setEnabled(s is not None and not busy and running)
         self.rollback_button.setEnabled(s is not None and not busy and bool(s.previous_release_id))
+        self.rollback_button.setToolTip(
+            ROLLBACK_TIP
+            if s is None or s.previous_release_id
+            else f"{ROLLBACK_TIP} — {s.name} has no previous release yet (it was deployed once)"
+        )
         self.undeploy_button.setEnabled(s is not None and not busy)
         self.logs_button.setEnabled(s is not None)
         self.forget_button.setVisible(
@@ -567,8 +577,9 @@ class DeploymentsPage(QWidget):
             )
         else:
             extra = f" — {s.message}" if s.message else ""
+            previous = f"previous {s.previous_release_id}" if s.previous_release_id else "no previous release"
             self.details.setText(
-                f"{s.name}: release {s.release_id or '-'}, previous {s.previous_release_id or '-'}, "
+                f"{s.name}: release {s.release_id or '-'}, {previous}, "
                 f"bundle {(s.bundle_sha256 or '-')[:12]}, pid {s.pid or '-'}{extra}"
             )
         self.try_it.set_deployment(s, url)

@@ -272,6 +272,21 @@ def test_cancelling_a_deploy_changes_nothing(qtbot: QtBot, deploy_window: tuple[
     dialog.close()
 
 
+def test_deploy_dialog_note_spans_the_field_column(qtbot: QtBot, tmp_path: Path) -> None:
+    from modeldeck.core.registry.types import ModelVersion
+    from modeldeck.gui.deploy.dialogs import DeployDialog
+
+    version = ModelVersion("iris-classifier", "1", 0, 0, "READY", "models:/iris-classifier/1", None)
+    dialog = DeployDialog(load_settings(), version, LocalTarget(tmp_path / "deployments"))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    QApplication.processEvents()
+    note = dialog.form.itemAt(dialog.form.rowCount() - 1, dialog.form.ItemRole.FieldRole).widget()
+    assert "bundled first" in note.text()
+    assert note.width() >= dialog.name_edit.width() - 2, "the note wraps at the fields' width, not in a narrow column"
+    dialog.close()
+
+
 def test_table_model_merges_listings_in_place(qtmodeltester) -> None:
     def st(name: str, state: str, version: str = "1") -> DeploymentStatus:
         return DeploymentStatus(name, "local://127.0.0.1:1", state, "http://127.0.0.1:1", "m", version)

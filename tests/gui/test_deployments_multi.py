@@ -98,6 +98,16 @@ def test_local_deployments_and_unreachable_targets_share_one_table(
     by_view = [page.proxy.index(r, 0).data(TargetRole) for r in range(page.proxy.rowCount())]
     assert by_view[0] == "local://" and set(by_view[1:]) == {hung, refused}
 
+    # at the default size every column fits (no scroll bar hiding Since); Since has its exact time
+    QApplication.processEvents()
+    assert not page.view.horizontalScrollBar().isVisible()
+    since = page.table_model.index(row_where(page, name="flowers"), DeploymentTableModel.SINCE)
+    assert since.data(Qt.ItemDataRole.ToolTipRole).startswith("running since 20")
+    # deployed once: Rollback is off and says why; the details say there is no previous release
+    page.select("flowers", "local://")
+    assert not page.rollback_button.isEnabled() and "no previous release" in page.rollback_button.toolTip()
+    assert "no previous release" in page.details.text()
+
     select_source_row(page, row_where(page, target=hung))
     for button in (page.start_button, page.stop_button, page.rollback_button, page.undeploy_button, page.logs_button):
         assert not button.isEnabled()
