@@ -122,11 +122,14 @@ class SettingsDialog(QDialog):
         else:
             self.uri_radio.setChecked(True)
             self.uri_box.setCurrentText(settings.tracking_uri or "")
+            line.setCursorPosition(0)  # a long URI shows its scheme and host, not its tail
         self.embedded_radio.toggled.connect(self._update)
         self.uri_box.editTextChanged.connect(self._update)
         self.registry_uri_edit.textChanged.connect(self._update)
         self.test_button.clicked.connect(self.test_connection)
         self.setMinimumWidth(560)
+        # Room for a typical server URL or sqlite path without scrolling it inside the field.
+        self.resize(max(720, self.sizeHint().width()), self.sizeHint().height())
         self._update()
 
     # -- state ------------------------------------------------------------------------------------

@@ -505,3 +505,18 @@ def test_settings_dialog_keeps_a_separate_registry_uri_and_tests_it(qtbot: QtBot
     assert load_settings().registry_uri == demo_tracking_uri
     dialog.embedded_radio.setChecked(True)
     assert dialog.chosen_settings().registry_uri is None
+
+
+def test_settings_dialog_opens_wide_enough_for_a_long_uri_and_shows_its_start(qtbot: QtBot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from modeldeck.gui.settings_dialog import SettingsDialog
+
+    uri = f"sqlite:///{tmp_path}/team-registries/fraud-detection/mlflow.db"
+    dialog = SettingsDialog(replace(load_settings(), tracking_uri=uri))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    QApplication.processEvents()
+    assert dialog.width() >= 720
+    line = dialog.uri_box.lineEdit()
+    assert line.text() == uri and line.cursorPosition() == 0, "the scheme is in view, not the tail"
