@@ -1,0 +1,55 @@
+"""The Monitor page over its collection process: a killed process is a banner and a restart, never a frozen page."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+from modeldeck.core.monitor.config import MonitorConfig
+from modeldeck.core.monitor.health import HealthState
+from modeldeck.core.monitor.process import CollectorProcess
+from modeldeck.gui.dashboard.page import MonitorPage
+from modeldeck.gui.dashboard.source import Monitored, MonitorSource
+from modeldeck.gui.workers import wait_for_workers
+from pytestqt.qtbot import QtBot
+
+from tests.fixtures.runtime import RuntimeProcess
+
+pytestmark = [pytest.mark.gui, pytest.mark.server]
+
+
+@pytest.fixture
+def page(qtbot: QtBot) -> Iterator[MonitorPage]:
+    source = MonitorSource(interval=0.3, drain_hz=10)
+    page = MonitorPage(source, MonitorConfig(interval=0.3))
+    qtbot.addWidget(page)
+    page.resize(1300, 820)
+    page.show()
+    source.start()
+    yield page
+    source.stop()
+    wait_for_workers(10)
+
+
+def test_the_page_collects_in_a_child_process_and_survives_its_death(
+    qtbot: QtBot, page: MonitorPage, iris_runtime: RuntimeProcess
+) -> None:
+    collector = page.source.collector
+    assert isinstance(collector, CollectorProcess)
+    page.source.add(Monitored("iris", f"{iris_runtime.url}/metrics", iris_runtime.url, "manual"))
+    page.select("iris")
+    qtbot.waitUntil(lambda: "iris" in page.source.latest, timeout=10_000)
+    first = collector.pid
+    assert first is not None and first != os.getpid()
+
+    os.kill(first, signal.SIGKILL)
+    qtbot.waitUntil(lambda: page.banner.isVisible(), timeout=5_000)
+    assert "killed by SIGKILL" in page.banner.label.text() and "restarting" in page.banner.label.text()
+    seen = page.source.latest["iris"].at
+    # the restarted process scrapes the same endpoints; the row and the plots go on
+    qtbot.waitUntil(lambda: page.source.latest["iris"].at > seen + 0.5, timeout=10_000)
+    assert collector.pid not in (None, first)
+    row = page.model.row_at(page.model.row_of("iris"))
+    assert row is not None and row.health.state is HealthState.OK
