@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--in-process", action="store_true", help="collect in the GUI process (the old Collector)")
     ap.add_argument("--profile-plots", action="store_true", help="cProfile the plots' paints, print the top 25")
     ap.add_argument("--screenshot", type=Path, help="save the page as a PNG at the end")
+    ap.add_argument("--arena-max", type=int, default=2, help="MALLOC_ARENA_MAX of the collection process (0: unset)")
     args = ap.parse_args()
     if not 10 <= args.duration <= 3600:
         ap.error("--duration must be between 10 and 3600 s")
@@ -189,6 +190,8 @@ def main() -> None:
         try:
             ports = json.loads(servers.stdout.readline())  # type: ignore[union-attr]
             source = MonitorSource(interval=1.0, drain_hz=5.0, in_process=args.in_process)
+            if not args.in_process:
+                source.collector.malloc_arena_max = args.arena_max or None  # type: ignore[union-attr]
             page = MonitorPage(source, MonitorConfig())
             row_h = page.view.verticalHeader().defaultSectionSize()
             table_h = (args.endpoints + 1) * row_h + 8
@@ -273,7 +276,11 @@ def main() -> None:
         f"endpoints: {args.endpoints} at 1 Hz, {args.selected} overlaid ({drawn} curves), range {args.range}; "
         f"measured {args.duration:.0f} s after {warmup:.0f} s warm-up; load avg {load0[0]:.2f} -> {load1[0]:.2f}"
     )
-    where = "in the GUI process" if args.in_process else f"in a child process ({restarts} restarts)"
+    where = (
+        "in the GUI process"
+        if args.in_process
+        else f"in a child process ({restarts} restarts, MALLOC_ARENA_MAX={args.arena_max or 'unset'})"
+    )
     print(f"samples in ring buffers: {samples} ({samples / elapsed:.1f}/s); collection {where}")
     print(
         f"UI-thread stall (10 ms timer lag): p50 {statistics.median(lags):.2f} ms, p99 {pct(lags, 0.99):.1f} ms,"
