@@ -11,6 +11,7 @@ from modeldeck.gui import style
 from modeldeck.gui.registry.models import RowsModel, format_number, format_time
 from modeldeck.gui.widgets import MessageBanner, fit_columns, pretty_json, readonly_table
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHeaderView,
@@ -67,10 +68,11 @@ def _titled(title: str, widget: QWidget) -> QWidget:
     return box
 
 
-def _facts_table(facts: list[tuple[str, str]], description: str) -> str:
-    """Label/value pairs two per row (the source run, often long, gets a row of its own), then the description."""
+def _facts_table(facts: list[tuple[str, str]], description: str, per_row: int = 2) -> str:
+    """Label/value pairs ``per_row`` to a row (the source run, often long, gets a row of its own), then the
+    description. One per row, values may wrap: a narrow pane shows every value instead of clipping the right half."""
     label_style = f'style="color:{style.MUTED}; padding-right:6px; white-space:nowrap;"'
-    value_style = 'style="padding-right:18px; white-space:nowrap;"'
+    value_style = 'style="padding-right:18px; white-space:nowrap;"' if per_row > 1 else 'style="padding-right:6px;"'
 
     def pair(label: str, value: str, span: int = 1) -> str:
         colspan = f' colspan="{span}"' if span > 1 else ""
@@ -83,10 +85,10 @@ def _facts_table(facts: list[tuple[str, str]], description: str) -> str:
             if pending:
                 rows.append("".join(pending))
                 pending = []
-            rows.append(pair(label, value, span=3))
+            rows.append(pair(label, value, span=2 * per_row - 1))
             continue
         pending.append(pair(label, value))
-        if len(pending) == 2:
+        if len(pending) == per_row:
             rows.append("".join(pending))
             pending = []
     if pending:
@@ -96,12 +98,17 @@ def _facts_table(facts: list[tuple[str, str]], description: str) -> str:
     return table + desc
 
 
+FACTS_TWO_COLUMNS_MIN_WIDTH = 520  # below it the header facts go one pair per row
+
+
 class DetailsPane(QWidget):
     """Header (name, version, aliases, status, run) over tabs: signature, metrics & params, artifacts, example."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.details: VersionDetails | None = None
+        self._facts: tuple[list[tuple[str, str]], str] | None = None
+        self._facts_per_row = 0
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         self.banner = MessageBanner()
@@ -201,6 +208,16 @@ class DetailsPane(QWidget):
         return box
 
     # -- states -----------------------------------------------------------------------------------
+    def _layout_facts(self) -> None:
+        per_row = 2 if self.width() >= FACTS_TWO_COLUMNS_MIN_WIDTH else 1
+        if self._facts is not None and per_row != self._facts_per_row:
+            self._facts_per_row = per_row
+            self.summary.setText(_facts_table(*self._facts, per_row=per_row))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._layout_facts()
+
     def show_empty(self, text: str | None = None) -> None:
         self.details = None
         self.empty_label.setText(text or "Select a version to see its signature, metrics, parameters and artifacts.")
@@ -237,7 +254,9 @@ class DetailsPane(QWidget):
         facts.append(("Flavors", ", ".join(d.flavors) or "none recorded"))
         if d.size_bytes is not None:
             facts.append(("Size", format_size(d.size_bytes)))
-        self.summary.setText(_facts_table(facts, v.description))
+        self._facts = (facts, v.description)
+        self._facts_per_row = 0
+        self._layout_facts()
         self.summary.setToolTip(d.model_uri)
 
         if d.warnings:

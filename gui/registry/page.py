@@ -28,7 +28,7 @@ from modeldeck.gui.registry.models import (
     VersionSortProxy,
     VersionTableModel,
 )
-from modeldeck.gui.widgets import MessageBanner, fit_columns
+from modeldeck.gui.widgets import ElidedLabel, MessageBanner, fit_columns
 from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPainter, QShortcut
@@ -42,7 +42,6 @@ from PySide6.QtWidgets import (
     QMenu,
     QMessageBox,
     QPushButton,
-    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QStyle,
@@ -120,7 +119,7 @@ class ModelItemDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         h = option.fontMetrics.height()
-        return QSize(200, 2 * h + 14)
+        return QSize(120, 2 * h + 14)  # narrower than the pane: names elide ("…") instead of a scroll bar
 
     def paint(
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -218,6 +217,7 @@ class RegistryPage(QWidget):
         self.model_view.setItemDelegate(ModelItemDelegate(self.model_view))
         self.model_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.model_view.setUniformItemSizes(True)
+        self.model_view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.models_stack = QStackedWidget()
         self.models_empty = QLabel()
         self.models_empty.setProperty("role", "empty")
@@ -238,10 +238,9 @@ class RegistryPage(QWidget):
         mid_layout = QVBoxLayout(middle)
         mid_layout.setContentsMargins(4, 0, 4, 0)
         head = QHBoxLayout()
-        self.versions_title = QLabel("Versions")
+        # Long model names must not set the window's minimum width: elided, full name in the tooltip.
+        self.versions_title = ElidedLabel("Versions")
         self.versions_title.setProperty("role", "pane-title")
-        # Long model names must not set the window's minimum width; they are clipped instead.
-        self.versions_title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.metric_combo = QComboBox()
         self.metric_combo.setToolTip("Metric of each version's source run shown in the table (sortable)")
         self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)

@@ -168,7 +168,23 @@ def test_a_small_window_keeps_the_model_names_readable(
         QApplication.processEvents()
         assert window.width() == 1024, window.pages.tabText(index)
     window.pages.setCurrentIndex(0)
-    assert window.registry_page.splitter.sizes()[0] >= 180
+    page = window.registry_page
+    assert page.splitter.sizes()[0] >= 180
+    assert not page.model_view.horizontalScrollBar().isVisible(), "long names elide instead"
+    click_model(qtbot, page, "breast-cancer-classifier")
+    settle(qtbot)
+    # a title that does not fit ends in "…" (full text in its tooltip) rather than being cut mid-word
+    title = page.versions_title
+    assert title.toolTip() == "Versions of breast-cancer-classifier"
+    shown = title.shown_text()
+    assert shown == title.text() or (shown.endswith("…") and title.text().startswith(shown[:-1]))
+    # the narrow details pane lists its facts one per row, so none is cut at the pane's edge
+    assert page.details.width() < 520
+    assert page.details.summary.text().count("<tr>") == 5  # status, created, source run, flavors, size
+    window.resize(1600, 860)
+    page.splitter.setSizes([200, 600, 800])
+    QApplication.processEvents()
+    assert page.details.summary.text().count("<tr>") == 3  # two pairs a row; the source run on its own
 
 
 def test_versions_sort_by_the_chosen_metric(qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str) -> None:
