@@ -135,6 +135,35 @@ def test_redeploy_of_the_same_bundle_is_already_installed_without_restart(
     assert again.status.release_id == first.status.release_id
 
 
+def test_deploy_does_not_wait_for_the_old_release_to_drain_and_the_old_runtime_still_exits(
+    local_target: LocalTarget, deploy_bundles
+) -> None:
+    port = free_port()
+    v1 = local_target.deploy(deploy_bundles["v1"], options(port))
+    body = json.dumps(EXAMPLE).encode()
+    held = socket.create_connection(("127.0.0.1", port), timeout=10)  # an in-flight request on v1: half its body
+    head = f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    held.sendall(head.encode() + b"\r\n\r\n" + body[:10])
+    try:
+        v2 = local_target.deploy(deploy_bundles["v2"], options(port))
+
+        assert v2.outcome == "deployed", v2.message
+        assert served_version(v2.status.endpoint) == "2"
+        assert pid_alive(v1.status.pid)  # still draining the held request: the deploy did not wait for it
+        held.sendall(body[10:])
+        answer = held.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]  # the old release finished what it had
+    finally:
+        held.close()
+    wait_until(lambda: not pid_alive(v1.status.pid), timeout=30)
+    wait_until(lambda: len(runtime_pids(local_target.root)) == 2, timeout=15)  # v2's supervisor + runtime only
+    (status,) = local_target.status()
+    assert status.release_id == v2.status.release_id
+    assert releases.read_state(local_target.root, "iris").retiring_pid in (None, v1.status.pid)
+    local_target.stop("iris")  # the next operation forgets the exited supervisor
+    assert releases.read_state(local_target.root, "iris").retiring_pid is None
+
+
 def switch_under_load(target: LocalTarget, bundles: dict[str, Path]) -> Load:
     """Deploy v1, then v2 while a light bounded load runs against the public port."""
     port = free_port()

@@ -45,8 +45,8 @@ class DeploymentState:
     """What ``state.json`` records about one deployment (the source of truth for ``status``).
 
     ``pid`` is the supervisor of the active release; ``retiring_pid`` is a supervisor that was
-    replaced but may not have been stopped yet (a deploy interrupted right after its commit), so
-    the next operation can finish the job.
+    replaced and may still be draining (a switch does not wait for it) or was never told to stop
+    (a deploy interrupted right after its commit), so the next operation can finish the job.
     """
 
     name: str

@@ -14,8 +14,8 @@ only (plus its sibling :mod:`.reuseport`), so it can run on any target that has 
 * deletes ``--clear-file`` (the runtime's ready file) before every start, so a stale
   file never claims readiness;
 * on SIGUSR1 pins new connections on ``--public-port`` to its runtime (writing ``--pin-file``),
-  on SIGUSR2 hands them to the newer runtime, waits for its accept queue to empty, then
-  drains and stops (see :mod:`modeldeck.core.targets.reuseport`);
+  on SIGUSR2 hands them to the newer runtime (writing ``--handover-file``), waits for its accept
+  queue to empty, then drains and stops (see :mod:`modeldeck.core.targets.reuseport`);
 * with ``--probation-fd FD``, reads the deployer's commit pipe: ``commit`` makes the
   release permanent; end-of-file without it (the deployer crashed or gave up) stops
   everything, unless ``--state-file`` already names ``--release`` as active. A deploy
@@ -133,6 +133,10 @@ class Supervisor:
         """SIGUSR2: send new connections to the new release, let our accept queue empty, then drain and stop."""
         shared = self._steer(1)
         if shared is not None:
+            if self.args.handover_file:  # the deployer returns now; the drain below is not its business
+                tmp = Path(self.args.handover_file + ".tmp")
+                tmp.write_text(f"{os.getpid()}\n")
+                tmp.replace(self.args.handover_file)
             shared.wait_until_drained()
             shared.close()
             self.log.note(f"handed port {self.args.public_port} over to the new release")
@@ -241,6 +245,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--daemon", action="store_true", help="fork into the background (a new session) at once")
     p.add_argument("--public-port", type=int, help="the shared public port (SIGUSR1 pins it, SIGUSR2 hands it over)")
     p.add_argument("--pin-file", help="written once SIGUSR1 has pinned the public port to this release")
+    p.add_argument("--handover-file", help="written once SIGUSR2 has sent new connections to the newer release")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
