@@ -100,10 +100,7 @@ class Manifest:
     @property
     def sha256(self) -> str:
         """A digest of the whole bundle: the sha256 of its sorted file list and sums."""
-        digest = hashlib.sha256()
-        for path in sorted(self.files):
-            digest.update(f"{path}\0{self.files[path]}\n".encode())
-        return digest.hexdigest()
+        return bundle_digest(self.files)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=list)
@@ -206,6 +203,16 @@ def read_manifest(root: Path) -> Manifest:
     if not isinstance(data, dict):
         raise BundleError(f"invalid manifest {path}: not a JSON object")
     return Manifest.from_dict(data)
+
+
+def bundle_digest(files: dict[str, str]) -> str:
+    """:attr:`Manifest.sha256` from a ``path -> sha256`` map (the manifest's own entry, if present, is left out),
+    so a deployer can name a release before the manifest itself has arrived."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        if path != MANIFEST_NAME:
+            digest.update(f"{path}\0{files[path]}\n".encode())
+    return digest.hexdigest()
 
 
 def verify_bundle(root: Path) -> Manifest:

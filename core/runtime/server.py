@@ -36,6 +36,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,31 @@ def write_ready_file(path: Path, info: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = None) -> int:
+class Phases:
+    """Seconds since the process started at which start-up reached each phase (reported in the ready file and
+    the log, so the time to ready can be told apart: imports, bundle arrival, verification, model load)."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+        self._t0 = time.monotonic() - _process_age()
+
+    def mark(self, phase: str) -> None:
+        self.marks[phase] = round(time.monotonic() - self._t0, 3)
+
+
+def _process_age() -> float:
+    """How long this process has been running (Linux: from /proc; elsewhere 0)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def serve(
+    bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = None, phases: Phases | None = None
+) -> int:
     """Serve ``bundle_dir`` until SIGTERM/SIGINT; returns the exit code (0 after a graceful stop).
 
     Raises :class:`ModelDeckError` (tampered bundle, taken port, model that
@@ -108,8 +133,12 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
     import uvicorn
     from modeldeck.core.runtime.http_protocol import OneWriteHttpToolsProtocol
 
+    phases = phases or Phases()
+    if "imported" not in phases.marks:  # a pre-started runtime marked it before waiting for its bundle
+        phases.mark("imported")
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
+    phases.mark("verified")
     model = ServedModel(bundle_dir, manifest, intra_op_threads=config.intra_op_threads)
     sockets: list[socket.socket] = []
     held: list[socket.socket] = []  # shared (reuse-port, fixed port): listen only once the model is warm
@@ -139,7 +168,14 @@ def serve(bundle_dir: Path, config: RuntimeConfig, *, ready_file: Path | None = 
         backlog=BACKLOG,
     )
     server = _RuntimeServer(
-        uv_config, app=app, model=model, config=config, ready_file=ready_file, addresses=addresses, held=held
+        uv_config,
+        app=app,
+        model=model,
+        config=config,
+        ready_file=ready_file,
+        addresses=addresses,
+        held=held,
+        phases=phases,
     )
     # uvicorn re-raises the signal it caught after shutting down; with these no-op handlers in place that
     # re-raise is harmless and the process exits 0 after a graceful stop, as service managers expect.
@@ -176,6 +212,7 @@ class _RuntimeServer:
         ready_file: Path | None,
         addresses: list[str],
         held: list[socket.socket],
+        phases: Phases,
     ) -> None:
         import uvicorn
 
@@ -211,6 +248,7 @@ class _RuntimeServer:
         self.ready_file = ready_file
         self.addresses = addresses
         self.held = held
+        self.phases = phases
         self.failure: ModelDeckError | None = None
         self.wrote_ready_file = False
         self._load_task: asyncio.Task[None] | None = None
@@ -232,6 +270,7 @@ class _RuntimeServer:
             self.failure = ModelDeckError(f"cannot load the model: {exc.__class__.__name__}: {exc}")
             self._server.should_exit = True
             return
+        self.phases.mark("loaded")
         self.app.mark_ready()
         if self._server.should_exit:  # stopped while loading: do not start taking shared traffic now
             return
@@ -242,6 +281,7 @@ class _RuntimeServer:
             self._server.should_exit = True
             return
         m = self.model.manifest
+        self.phases.mark("ready")
         if self.ready_file is not None:
             try:
                 write_ready_file(
@@ -253,6 +293,7 @@ class _RuntimeServer:
                         "model_version": m.model_version,
                         "bundle_sha256": m.sha256,
                         "runtime_version": RUNTIME_VERSION,
+                        "phases_s": self.phases.marks,
                     },
                 )
                 self.wrote_ready_file = True
@@ -261,3 +302,4 @@ class _RuntimeServer:
                 self._server.should_exit = True
                 return
         log.info("ready: %s version %s on %s", m.model_name, m.model_version, ", ".join(self.addresses))
+        log.info("start-up, seconds since the process started: %s", self.phases.marks)
