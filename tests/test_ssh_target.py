@@ -208,6 +208,37 @@ def test_a_known_host_is_redeployed_with_one_command_and_a_stale_cache_falls_bac
     ssh_target.undeploy(v2.name)
 
 
+def test_plan_status_and_logs_of_a_known_host_skip_the_facts_script_and_a_stale_cache_falls_back(
+    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = options(ssh_deploy_host)
+    first = ssh_target.deploy(deploy_bundles["v1"], opts)
+    assert first.ok, first.message
+    inspected: list[str] = []
+    real_facts = ssh_target.facts
+
+    def counting_facts(*args, **kwargs):  # type: ignore[no-untyped-def]
+        inspected.append("facts")
+        return real_facts(*args, **kwargs)
+
+    monkeypatch.setattr(ssh_target, "facts", counting_facts)
+    assert [s.step for s in ssh_target.plan(deploy_bundles["v1"], opts).steps] == ["facts", "noop"]
+    plan = ssh_target.plan(deploy_bundles["v2"], opts)
+    assert plan.replaces == first.status.release_id
+    assert "upload 2 file(s)" in next(s.description for s in plan.steps if s.step == "transfer")  # model+manifest
+    (status,) = ssh_target.status()
+    assert (status.state, status.release_id) == ("running", first.status.release_id)
+    assert "started runtime" in ssh_target.logs("iris")
+    assert inspected == []  # one agent command each, as for a deploy
+    # A cache whose interpreter is gone is noticed (nothing ran) and the host inspected again.
+    cache = next((ssh_target.cache_dir / "facts").glob("*.json"))
+    data = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**data, "deploy_root": data["deploy_root"] + "-gone"}))
+    (status,) = ssh_target.status()
+    assert status.release_id == first.status.release_id
+    assert inspected == ["facts"]
+
+
 def test_unchanged_weights_are_not_sent_again(
     ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, tmp_path: Path
 ) -> None:

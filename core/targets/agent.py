@@ -24,19 +24,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from modeldeck.core.errors import Cancelled, DeployError, ModelDeckError
+from modeldeck.core.runtime.manifest import bundle_digest
 from modeldeck.core.targets import releases
 from modeldeck.core.targets.base import DeployOptions, HealthGate, ProgressEvent
 
@@ -48,6 +52,8 @@ STAGING = "staging"
 OBJECT_GRACE_S = 3600.0  # unreferenced objects younger than this may belong to an upload in flight
 EXIT_GRACE_S = 60.0  # how long a cancelled operation may take to clean up after the lifeline broke
 LIFELINE = "modeldeck-lifeline"
+HOST_LOCK = ".lock"  # DEPLOY_ROOT/.lock: one push (upload, switch, garbage collection) at a time per deploy root
+HOST_LOCK_WAIT_S = 30.0
 
 
 # -- (de)serialisation shared with the SSH target ---------------------------------------------------
@@ -133,6 +139,57 @@ def _read_request() -> dict[str, Any]:
     return data
 
 
+# -- one deploy at a time per deploy root ---------------------------------------------------------------
+@contextlib.contextmanager
+def host_lock(deploy_root: Path, wait_s: float, out: _Output | None = None) -> Iterator[None]:
+    """Hold ``DEPLOY_ROOT/.lock`` (``flock``) for a whole push or undeploy, waiting at most ``wait_s`` for it.
+
+    Two deployers (two ModelDeck processes, the GUI and CI) would otherwise upload the same ``.part``
+    files at once, and one's garbage collection could delete an object the other has just found present.
+    The holder writes its pid and start time into the file, so a waiter can say who holds it; the lock
+    itself is the kernel's, so it is released however the holder exits. Raises :class:`DeployError`
+    after ``wait_s``.
+    """
+    deploy_root.mkdir(parents=True, exist_ok=True)
+    path = deploy_root / HOST_LOCK
+    fh = path.open("a+")
+    try:
+        deadline = time.monotonic() + wait_s
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _lock_holder(path)
+                where = f"{socket.gethostname()}:{deploy_root}"
+                if time.monotonic() >= deadline:
+                    raise DeployError(
+                        f"another deploy to {where} is in progress ({holder})",
+                        hint=f"wait for it to finish and deploy again (waited {wait_s:g} s); nothing was changed",
+                    ) from None
+                if not told and out is not None:
+                    out.progress(ProgressEvent("wait", f"waiting for another deploy to {where} ({holder})", None))
+                    told = True
+                time.sleep(0.05)
+        fh.seek(0)
+        fh.truncate()
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        fh.write(json.dumps({"pid": os.getpid(), "started": started}) + "\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the flock
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        data = json.loads(path.read_text() or "{}")
+        return f"pid {int(data['pid'])}, started {data['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
 # -- the object store ----------------------------------------------------------------------------------
 def missing_objects(deploy_root: Path, wanted: list[str]) -> list[str]:
     """The sha256s in ``wanted`` not yet in ``DEPLOY_ROOT/objects`` (complete objects only, never ``.part``)."""
@@ -213,6 +270,18 @@ def cmd_deploy(args: argparse.Namespace, out: _Output, cancel: threading.Event) 
     request = _read_request()
     threading.Thread(target=_watch_lifeline, args=(cancel,), name=LIFELINE, daemon=True).start()
     deploy_root = Path(args.deploy_root)
+    with host_lock(deploy_root, _lock_wait(request), out):
+        return _deploy_staged(deploy_root, request, out, cancel)
+
+
+def _lock_wait(request: dict[str, Any]) -> float:
+    try:
+        return max(0.0, float(request.get("lock_wait_s", HOST_LOCK_WAIT_S)))
+    except (TypeError, ValueError):
+        return HOST_LOCK_WAIT_S
+
+
+def _deploy_staged(deploy_root: Path, request: dict[str, Any], out: _Output, cancel: threading.Event) -> Any:
     files = {str(k): str(v) for k, v in request["files"].items()}
     options = options_from_dict(request.get("options") or {})
     out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
@@ -286,24 +355,41 @@ def cmd_push(args: argparse.Namespace, out: _Output, cancel: threading.Event) ->
     """
     request = _read_request()
     deploy_root = Path(args.deploy_root)
+    with host_lock(deploy_root, _lock_wait(request), out):
+        return _push_locked(deploy_root, request, out, cancel)
+
+
+def _push_locked(deploy_root: Path, request: dict[str, Any], out: _Output, cancel: threading.Event) -> Any:
     files = {str(k): str(v) for k, v in request["files"].items()}
-    missing = missing_objects(deploy_root, sorted(set(files.values())))
-    bad: list[str] = []
-    while missing:
-        out.line({"need": {"missing": missing, "bad": bad, "free_bytes": _free_bytes(deploy_root)}})
-        reply = sys.stdin.buffer.readline()
-        if reply.strip() != b"uploaded":
-            raise Cancelled("the deployer stopped before the upload finished; nothing was installed")
-        bad = _promote_uploads(deploy_root, missing)
-        missing = bad
-    threading.Thread(target=_watch_lifeline, args=(cancel,), name=LIFELINE, daemon=True).start()
     options = options_from_dict(request.get("options") or {})
-    out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
-    stage = stage_bundle(deploy_root, files)
+    missing = missing_objects(deploy_root, sorted(set(files.values())))
+    target = _target(deploy_root)
+    early = None
     try:
-        result = _target(deploy_root).deploy(stage, options, progress=out.progress, cancel=cancel)
+        bad: list[str] = []
+        while missing:
+            out.line({"need": {"missing": missing, "bad": bad, "free_bytes": _free_bytes(deploy_root)}})
+            if early is None and not bad:
+                # The new release's runtime imports its stack while the upload runs (it waits for the release
+                # folder, then verifies the bundle as always): measured, imports were ~70 % of its start-up.
+                early = target.prestart(bundle_digest(files), options)
+            reply = sys.stdin.buffer.readline()
+            if reply.strip() != b"uploaded":
+                raise Cancelled("the deployer stopped before the upload finished; nothing was installed")
+            bad = _promote_uploads(deploy_root, missing)
+            missing = bad
+        threading.Thread(target=_watch_lifeline, args=(cancel,), name=LIFELINE, daemon=True).start()
+        if early is None:  # nothing to upload: still overlaps the imports with staging and installing
+            early = target.prestart(bundle_digest(files), options)
+        out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
+        stage = stage_bundle(deploy_root, files)
+        try:
+            result = target.deploy(stage, options, progress=out.progress, cancel=cancel, prestarted=early)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if early is not None:
+            target.discard(early)  # a no-op once the switch took it over
     with contextlib.suppress(OSError):
         collect_garbage(deploy_root)
     return result
@@ -312,6 +398,17 @@ def cmd_push(args: argparse.Namespace, out: _Output, cancel: threading.Event) ->
 def cmd_have(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
     request = _read_request()
     return {"missing": missing_objects(Path(args.deploy_root), [str(s) for s in request.get("objects", [])])}
+
+
+def cmd_plan(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
+    """What a deploy would find: the objects the host lacks and the deployment's status (one round trip)."""
+    request = _read_request()
+    deploy_root = Path(args.deploy_root)
+    missing = missing_objects(deploy_root, [str(s) for s in request.get("objects", [])])
+    target = _target(deploy_root)
+    names = set(releases.list_deployments(target.root))
+    status = target.status(args.name) if args.name and args.name in names else []
+    return {"missing": missing, "status": status}
 
 
 def cmd_status(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
@@ -335,8 +432,11 @@ def cmd_stop(args: argparse.Namespace, out: _Output, cancel: threading.Event) ->
 def cmd_undeploy(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
     deploy_root = Path(args.deploy_root)
     _target(deploy_root).undeploy(args.name, progress=out.progress, cancel=cancel)
-    with contextlib.suppress(OSError):
-        collect_garbage(deploy_root, grace_s=0.0)  # undeploy leaves none of its files behind
+    try:
+        with host_lock(deploy_root, HOST_LOCK_WAIT_S, out):
+            collect_garbage(deploy_root, grace_s=0.0)  # undeploy leaves none of its files behind
+    except (DeployError, OSError) as exc:  # the deployment is gone; its objects go with the next push's collection
+        log.warning("unused objects left for the next deploy to collect: %s", exc)
     return None
 
 
@@ -354,6 +454,7 @@ COMMANDS = {
     "deploy": cmd_deploy,
     "push": cmd_push,
     "have": cmd_have,
+    "plan": cmd_plan,
     "status": cmd_status,
     "rollback": cmd_rollback,
     "start": cmd_start,
@@ -393,7 +494,7 @@ def _run(argv: list[str] | None) -> int:
     if args.command == "push" and not _runtime_complete():
         print("this runtime install is incomplete", file=sys.stderr)
         return 127  # like a missing interpreter: the deployer falls back to inspecting the host
-    needs_name = args.command not in ("deploy", "push", "have", "status")
+    needs_name = args.command not in ("deploy", "push", "have", "status", "plan")
     if needs_name and not args.name:
         print(f"{args.command} needs a deployment name", file=sys.stderr)
         return 2

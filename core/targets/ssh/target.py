@@ -82,6 +82,7 @@ class SshTimeouts:
     transfer_stall_s: float = 30.0  # an SFTP request unanswered this long fails the transfer
     install_s: float = 900.0  # creating the runtime venv and pip-installing into it
     switch_margin_s: float = 120.0  # agent's deploy: health gate's own bounds + this (drain, staging)
+    host_lock_s: float = 30.0  # how long a push waits for another deploy to the same deploy root
 
 
 @dataclass(frozen=True)
@@ -274,18 +275,29 @@ class SshTarget:
         name = validate_name(options.name or name_from_model(manifest.model_name))
         files = bundle_files(Path(bundle_dir), manifest)
         with self.connect() as conn:
-            facts = self.facts(conn, objects=[f.sha256 for f in files])
-            check_compatible(facts, self.label)
-            root = facts.deploy_root
-            steps = [PlannedStep("facts", f"{self.label}: {facts.machine}, Python {facts.python_version}")]
             runtime = self._runtime_version()
             current: DeploymentStatus | None = None
             missing: set[str] | None = None
-            if runtime in facts.runtime_versions:
-                missing = set(facts.missing_objects)
-                found = [self._status(s) for s in self._agent(conn, facts, "status") if s.get("name") == name]
-                current = found[0] if found else None
-            else:
+            facts = self._cached_facts(conn)
+            if facts is not None:  # a known host: one agent command, as a deploy would run
+                try:
+                    seen = self._agent(conn, facts, "plan", name=name, request={"objects": [f.sha256 for f in files]})
+                    missing = set(seen.get("missing") or [])
+                    found = [self._status(s) for s in seen.get("status") or [] if s.get("name") == name]
+                    current = found[0] if found else None
+                except _RuntimeMissing:
+                    self._forget_facts(conn)
+                    facts = None
+            if facts is None:
+                facts = self.facts(conn, objects=[f.sha256 for f in files])
+                check_compatible(facts, self.label)
+                if runtime in facts.runtime_versions:
+                    missing = set(facts.missing_objects)
+                    found = [self._status(s) for s in self._agent(conn, facts, "status") if s.get("name") == name]
+                    current = found[0] if found else None
+            root = facts.deploy_root
+            steps = [PlannedStep("facts", f"{self.label}: {facts.machine}, Python {facts.python_version}")]
+            if missing is None:
                 steps.append(
                     PlannedStep("runtime", f"install runtime {runtime} into {root}/runtime ({self.runtime_source})")
                 )
@@ -335,6 +347,11 @@ class SshTarget:
         files = bundle_files(Path(bundle_dir), manifest)
         if options.host in ("127.0.0.1", "") and self.bind_host:
             options = replace(options, host=self.bind_host)
+        from modeldeck.core.targets.releases import name_from_model, validate_name
+
+        # Named here, so the host's agent knows the deployment before the manifest has arrived (it pre-starts the
+        # runtime during the upload); the same name the local target would derive.
+        options = replace(options, name=validate_name(options.name or name_from_model(manifest.model_name)))
         self._emit(progress, "connect", f"connecting to {self.label}", 0.02)
         with self.connect() as conn:
             cached = self._cached_facts(conn)
@@ -474,10 +491,15 @@ class SshTarget:
                 self._emit(progress, "transfer", "the host already holds every file; nothing to send", 0.5)
             progress(event)
 
-        request = {"files": {f.rel: f.sha256 for f in files}, "options": agent_protocol.options_to_dict(options)}
+        request = {
+            "files": {f.rel: f.sha256 for f in files},
+            "options": agent_protocol.options_to_dict(options),
+            "lock_wait_s": self.timeouts.host_lock_s,
+        }
         gate = options.health
         timeout = (
-            gate.start_period_s
+            self.timeouts.host_lock_s
+            + gate.start_period_s
             + max(gate.retries, 1) * (gate.interval_s + gate.timeout_s) * 2
             + self.timeouts.switch_margin_s
         )
@@ -815,8 +837,17 @@ class SshTarget:
         return DeploymentStatus(**known)
 
     def _with_agent(self, fn: Callable[[SshConnection, HostFacts, str | None], Any]) -> Any:
-        """Connect, detect facts and pick the installed runtime (this version if present, else the newest)."""
+        """Connect, detect facts and pick the installed runtime (this version if present, else the newest).
+
+        A known host (facts cached by a deploy) skips the facts script: one remote command, as for a deploy.
+        """
         with self.connect() as conn:
+            cached = self._cached_facts(conn)
+            if cached is not None:
+                try:
+                    return fn(conn, cached, self._runtime_version())
+                except _RuntimeMissing:  # the runtime was removed: nothing ran; inspect the host again
+                    self._forget_facts(conn)
             facts = self.facts(conn)
             mine = self._runtime_version()
             if mine in facts.runtime_versions:
