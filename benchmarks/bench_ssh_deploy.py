@@ -39,6 +39,17 @@ from tests.fixtures.sshd import SshHost, _free_port, keygen  # noqa: E402
 MIB = 1024 * 1024
 
 
+def runtime_phases(deploy_root: Path, name: str, release_id: str | None) -> dict[str, float] | None:
+    """The serving runtime's start-up phases from its ready file (seconds since its process started)."""
+    import json
+
+    ready = deploy_root / "deployments" / name / "run" / f"{release_id}.ready.json"
+    try:
+        return json.loads(ready.read_text()).get("phases_s")
+    except (OSError, ValueError):
+        return None
+
+
 def main() -> int:
     seeds = sorted(
         (ROOT / ".cache" / "ssh-runtime").glob("*/runtime/*/installed.json"), key=lambda p: p.stat().st_mtime
@@ -90,6 +101,9 @@ def main() -> int:
             elapsed = time.perf_counter() - start
             print(f"{label:<44} {elapsed:6.2f} s  ({result.outcome})")
             assert result.ok, result.message
+            phases = runtime_phases(host.deploy_root, result.name, result.status.release_id if result.status else None)
+            if phases:
+                print(f"{'':<44} runtime start-up (s since its process began): {phases}")
             return elapsed
 
         first = timed("first deploy, 20 MiB bundle", bundles[0])

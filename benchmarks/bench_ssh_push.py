@@ -127,6 +127,26 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, value
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds this machine has been busy (all processes, all cores: neighbours' work included)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def runtime_phases(hosts: list[SshHost], name: str) -> str:
+    """Median start-up phases of the serving runtimes (seconds since each runtime process started)."""
+    import statistics
+
+    marks: dict[str, list[float]] = {}
+    for h in hosts:
+        for ready in (h.deploy_root / "deployments" / name / "run").glob("*.ready.json"):
+            with contextlib.suppress(OSError, ValueError):
+                for phase, t in (json.loads(ready.read_text()).get("phases_s") or {}).items():
+                    marks.setdefault(phase, []).append(float(t))
+    return ", ".join(f"{phase} {statistics.median(ts):.2f}" for phase, ts in marks.items())
+
+
 # -- bare transfers -------------------------------------------------------------------------------
 def ssh_options(known: Path) -> list[str]:
     return ["-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
@@ -353,6 +373,8 @@ class ModelDeckFigures:
     known_s: float | None = None  # a new 20 MB bundle to the same hosts: facts cached, one agent command each
     known_outcomes: str = ""
     known_steps: str = ""
+    known_cpu_s: float | None = None  # machine-wide busy CPU seconds during the known-hosts deploy
+    known_phases: str = ""
     note: str = ""
 
 
@@ -487,9 +509,12 @@ def modeldeck_push(
     figures.redeploy_steps = sent.breakdown()
     if second is not None:
         sent = SentBytes()
+        cpu0 = busy_cpu_s()
         figures.known_s, known = timed(lambda: deploy_many(targets, second, options, forks=8, progress=sent))
+        figures.known_cpu_s = busy_cpu_s() - cpu0
         figures.known_outcomes = f"{_outcomes(known)}; bytes sent {sent.total()}"
         figures.known_steps = sent.breakdown()
+        figures.known_phases = runtime_phases(hosts, "bench")
     for target in targets.values():
         with contextlib.suppress(Exception):
             target.undeploy("bench")
@@ -543,7 +568,9 @@ def main() -> int:
                     figures["modeldeck-known"] = md.known_s
 
             figures["scp"] = scp_all(hosts, known, bundle, "scp")
+            cpu0 = busy_cpu_s()
             figures["paramiko"] = paramiko_all(hosts, known, bundle, "paramiko")
+            paramiko_cpu_s = busy_cpu_s() - cpu0
             figures["paramiko-default-cipher"] = paramiko_all(hosts, known, bundle, "paramiko-ctr", cipher=None)
 
             if not args.skip_ansible:
@@ -586,6 +613,11 @@ def main() -> int:
         if md.known_s is not None:
             print(f"known hosts, new weights: {md.known_outcomes}")
             print(f"known hosts, median s per step:  {md.known_steps}")
+            print(f"known hosts, runtime start-up (median s since each runtime process began): {md.known_phases}")
+            print(
+                f"machine-wide busy CPU: known-hosts deploy {md.known_cpu_s:.1f} s, bare paramiko x8 "
+                f"{paramiko_cpu_s:.1f} s (2 cores: wall >= CPU / 2; neighbours' work included)"
+            )
         if md.redeploy_s is not None:
             print(f"no-change redeploy per host (8 in parallel): {md.redeploy_s:.2f} s wall")
     elif md.note:
