@@ -20,7 +20,7 @@ from modeldeck.gui.settings_dialog import SettingsDialog
 from modeldeck.gui.widgets import home_abbreviated
 from modeldeck.gui.workers import Channel, default_pool, describe_error, run_task
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QTabWidget, QToolBar, QWidget
 
 if TYPE_CHECKING:
@@ -88,6 +88,11 @@ class MainWindow(QMainWindow):
         from modeldeck.gui.inventory.controller import install_inventory_ui
 
         self.inventory_ui = install_inventory_ui(self)
+        # Ctrl+1…Ctrl+4 go to the pages (Registry, Deployments, Monitor, Hosts), as tabs do in a browser.
+        for index in range(self.pages.count()):
+            go = QShortcut(QKeySequence(f"Ctrl+{index + 1}"), self)
+            go.activated.connect(lambda i=index: self.pages.setCurrentIndex(i))
+            self.pages.setTabToolTip(index, f"{self.pages.tabText(index)} (Ctrl+{index + 1})")
 
     # -- construction -----------------------------------------------------------------------------
     def _build_actions(self) -> None:

@@ -21,7 +21,7 @@ from modeldeck.gui.fleet.dialog import HostsDeployDialog
 from modeldeck.gui.fleet.tasks import remember_targets
 from modeldeck.gui.workers import run_task
 from PySide6.QtCore import QObject
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QKeySequence
 
 if TYPE_CHECKING:
     from modeldeck.gui.main_window import MainWindow
@@ -50,13 +50,18 @@ class DeployUI(QObject):
         self.docker_dialog: DockerDeployDialog | None = None
 
         self.bundle_action = QAction("Bundle…", window)
-        self.bundle_action.setToolTip("Build a verified ONNX bundle of the selected version")
+        self.bundle_action.setShortcut(QKeySequence("Ctrl+B"))
+        self.bundle_action.setToolTip("Build a verified ONNX bundle of the selected version (Ctrl+B)")
         self.bundle_action.triggered.connect(self.open_bundle_dialog)
         self.deploy_action = QAction("Deploy locally…", window)
-        self.deploy_action.setToolTip("Bundle the selected version and serve it on this machine")
+        self.deploy_action.setShortcut(QKeySequence("Ctrl+D"))
+        self.deploy_action.setToolTip("Bundle the selected version and serve it on this machine (Ctrl+D)")
         self.deploy_action.triggered.connect(self.open_deploy_dialog)
         self.hosts_action = QAction("Deploy to hosts…", window)
-        self.hosts_action.setToolTip("Bundle the selected version and push it to SSH hosts from the inventory")
+        self.hosts_action.setShortcut(QKeySequence("Ctrl+Shift+D"))
+        self.hosts_action.setToolTip(
+            "Bundle the selected version and push it to SSH hosts from the inventory (Ctrl+Shift+D)"
+        )
         self.hosts_action.triggered.connect(self.open_hosts_dialog)
         self.hosts_dialog: HostsDeployDialog | None = None
         self.build_image_action = QAction("Build image…", window)

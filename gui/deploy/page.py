@@ -404,8 +404,8 @@ class DeploymentsPage(QWidget):
             self.table_model,
             sort_role=RawRole,
             sort_column=DeploymentTableModel.TARGET,  # grouped by target
-            # Sum 766: at the default window size the stretched Since column keeps ~130 px (no scroll bar).
-            widths=(110, 100, 60, 100, 160, 100, 56, 80),
+            # Sum 770: at the default window size the stretched Since column keeps ~130 px (no scroll bar).
+            widths=(104, 100, 60, 110, 160, 100, 56, 80),
         )
         self.view.setItemDelegateForColumn(DeploymentTableModel.STATE, StateDelegate(self.view))
         self.empty_label = QLabel(

@@ -536,3 +536,25 @@ def test_settings_dialog_opens_wide_enough_for_a_long_uri_and_shows_its_start(qt
     assert dialog.width() >= 720
     line = dialog.uri_box.lineEdit()
     assert line.text() == uri and line.cursorPosition() == 0, "the scheme is in view, not the tail"
+
+
+def test_keyboard_reaches_the_pages_and_the_deploy_dialogs(
+    qtbot: QtBot, open_window: OpenWindow, demo_tracking_uri: str
+) -> None:
+    window = open_window(demo_tracking_uri)
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key.Key_4, Qt.KeyboardModifier.ControlModifier)
+    assert window.pages.currentWidget() is window.inventory_ui.page
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.pages.currentWidget() is window.deploy_ui.page
+    assert window.pages.tabToolTip(1) == "Deployments (Ctrl+2)"
+    qtbot.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)
+    assert window.pages.currentWidget() is window.registry_page
+    version = window.registry_page.current_version()
+    assert version is not None
+    qtbot.keyClick(window, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier)
+    dialog = window.deploy_ui.deploy_dialog
+    assert dialog is not None and dialog.isVisible() and f"version {version.version}" in dialog.heading.text()
+    dialog.close()
+    settle(qtbot)
