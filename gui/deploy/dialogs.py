@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from modeldeck.core.errors import BundleError
 from modeldeck.core.registry.types import ModelVersion
 from modeldeck.core.settings import Settings
 from modeldeck.core.targets.base import DeployOptions, DeployResult, Target
@@ -272,6 +273,13 @@ class BundleDialog(_WorkDialog):
             name=f"bundle {self.version.ref}",
             owner=self,
         )
+
+    def _failed(self, error: BaseException) -> None:
+        # The core's hint names the CLI's --force; here the same choice is the "Replace the folder" box.
+        if isinstance(error, BundleError) and error.hint and "--force" in error.hint:
+            hint = "tick “Replace the folder if it is not empty”, or choose another folder"
+            error = BundleError(error.message, hint=hint)
+        super()._failed(error)
 
     def _built(self, report: Any) -> None:
         self._finish()

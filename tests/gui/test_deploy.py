@@ -205,6 +205,8 @@ def test_failed_bundle_shows_the_error_inside_the_dialog(
     qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: dialog.banner.isVisible(), timeout=60_000)
     assert "not empty" in dialog.banner.text()
+    # the dialog's own words (the replace box), not the CLI's --force / -o DIR
+    assert "Replace the folder if it is not empty" in dialog.banner.text() and "--force" not in dialog.banner.text()
     assert dialog.run_button.isEnabled()
     shot(dialog, "dialog-bundle-error")
     dialog.close()
