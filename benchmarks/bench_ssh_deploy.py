@@ -15,8 +15,11 @@ Prints seconds and ratios. Bounded: four deploys, one upload. Run:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import getpass
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -32,11 +35,36 @@ from modeldeck.core.targets.local import free_port  # noqa: E402
 from modeldeck.core.targets.ssh.connection import SshConnection, SshEndpoint  # noqa: E402
 from modeldeck.core.targets.ssh.target import CHUNK, SshTarget  # noqa: E402
 
-from tests.fixtures.deploy import make_iris_bundle  # noqa: E402
+from tests.fixtures.deploy import make_iris_bundle, runtime_pids  # noqa: E402
 from tests.fixtures.ssh_target import kill_runtimes, seed_runtime  # noqa: E402
 from tests.fixtures.sshd import SshHost, _free_port, keygen  # noqa: E402
 
 MIB = 1024 * 1024
+
+
+def cpu_seconds(deploy_root: Path, sshd_pid: int) -> float:
+    """CPU seconds used so far by this process, its reaped descendants, the runtimes serving from ``deploy_root``
+    and the sshd (with its finished sessions, which include the agent).
+
+    The benchmark is the child subreaper (see main), so the daemonised supervisors and runtimes count too: the
+    whole deploy's CPU on both ends of the connection, apart from neighbours' work.
+    """
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:  # reap exited orphans so their CPU lands in RUSAGE_CHILDREN
+            pass
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in runtime_pids(deploy_root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{sshd_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return total
 
 
 def runtime_phases(deploy_root: Path, name: str, release_id: str | None) -> dict[str, float] | None:
@@ -51,13 +79,20 @@ def runtime_phases(deploy_root: Path, name: str, release_id: str | None) -> dict
 
 
 def main() -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: daemonised supervisors stay our descendants (CPU counted)
     seeds = sorted(
         (ROOT / ".cache" / "ssh-runtime").glob("*/runtime/*/installed.json"), key=lambda p: p.stat().st_mtime
     )
     if not seeds:
         print("no cached runtime in .cache/ssh-runtime: run `pytest tests/test_ssh_target.py` once", file=sys.stderr)
         return 2
-    seed = seeds[-1].parents[2]  # the newest; its version is pinned below (the sources may have moved on)
+    from modeldeck.core.targets.runtime_dist import runtime_version
+
+    # This code's own runtime if the tests built it, else the newest (pinned below: the sources may have moved on).
+    mine = [p for p in seeds if p.parent.name == runtime_version()]
+    seed = (mine or seeds)[-1].parents[2]
+    print(f"host runtime: {seed.name}{'' if mine else ' (NOT this working tree: run the SSH tests first)'}")
     work = Path(tempfile.mkdtemp(prefix="bench-ssh-"))
     ip = "127.0.0.240"
     key = keygen(work / "client")
@@ -75,10 +110,10 @@ def main() -> int:
     seed_runtime(host, seed)
     weights = os.urandom(20 * MIB)
     bundles = []
-    for version in ("1", "2"):
+    for version in ("1", "2", "3"):
         out = work / f"bundle-{version}"
         out.mkdir()
-        (out / "weights.bin").write_bytes(weights)
+        (out / "weights.bin").write_bytes(weights if version != "3" else os.urandom(20 * MIB))
         bundles.append(make_iris_bundle(out, version=version))
     host.start()
     try:
@@ -96,10 +131,13 @@ def main() -> int:
         opts = DeployOptions(host=ip, port=free_port(ip))
 
         def timed(label: str, bundle: Path) -> float:
+            cpu = cpu_seconds(host.deploy_root, host.proc.pid)
             start = time.perf_counter()
             result = target.deploy(bundle, opts)
             elapsed = time.perf_counter() - start
-            print(f"{label:<44} {elapsed:6.2f} s  ({result.outcome})")
+            time.sleep(1.0)  # let a replaced release finish draining, so its CPU is counted with this deploy
+            spent = cpu_seconds(host.deploy_root, host.proc.pid) - cpu
+            print(f"{label:<44} {elapsed:6.2f} s  ({result.outcome}); CPU, all processes: {spent:.2f} s")
             assert result.ok, result.message
             phases = runtime_phases(host.deploy_root, result.name, result.status.release_id if result.status else None)
             if phases:
@@ -109,7 +147,9 @@ def main() -> int:
         first = timed("first deploy, 20 MiB bundle", bundles[0])
         again = timed("same bundle again", bundles[0])
         relabel = timed("new version, unchanged weights", bundles[1])
-        with SshConnection.open(endpoint, known) as conn:
+        timed("new 20 MiB weights replacing the serving release", bundles[2])
+        bare_cpu = cpu_seconds(host.deploy_root, host.proc.pid)
+        with SshConnection.open(endpoint, known) as conn:  # its own connection, so sshd's share is counted at its end
             sftp = conn.sftp()
             start = time.perf_counter()
             with (bundles[0] / "weights.bin").open("rb") as src, sftp.open(str(work / "bare.bin"), "wb") as dst:
@@ -118,11 +158,17 @@ def main() -> int:
                     dst.write(chunk)
             bare = time.perf_counter() - start
             cipher = conn.client.get_transport().local_cipher  # type: ignore[union-attr]
+        time.sleep(0.5)
+        bare_cpu = cpu_seconds(host.deploy_root, host.proc.pid) - bare_cpu
+        with SshConnection.open(endpoint, known) as conn:
             start = time.perf_counter()
             for _ in range(5):
                 conn.run("true", timeout=60)
             round_trip = (time.perf_counter() - start) / 5
-        print(f"{'bare SFTP upload of the 20 MiB (' + cipher + ')':<44} {bare:6.2f} s  ({20 / bare:.0f} MiB/s)")
+        print(
+            f"{'bare SFTP upload of the 20 MiB (' + cipher + ')':<44} {bare:6.2f} s  ({20 / bare:.0f} MiB/s); "
+            f"CPU, all processes (incl. the SSH handshake): {bare_cpu:.2f} s"
+        )
         print(f"{'one remote command (`true`, login shell incl.)':<44} {round_trip:6.2f} s")
         print(f"first deploy / bare upload: {first / bare:.1f}x; no-change redeploy: {again * 1000:.0f} ms")
         print(f"version switch with unchanged weights: {relabel:.2f} s; load average: {os.getloadavg()[0]:.1f}")
