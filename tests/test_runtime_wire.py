@@ -296,3 +296,18 @@ def test_the_installed_uvicorn_has_what_the_prediction_fast_path_relies_on() -> 
     from modeldeck.core.runtime import http_protocol
 
     assert http_protocol.FAST_PATH_SUPPORTED
+
+
+def test_a_long_pipeline_of_predictions_is_answered_in_full(iris_runtime: RuntimeProcess) -> None:
+    """Behind a request still being answered (here one through ASGI), the predictions queue up; each starts once
+    the one before it is answered, and hundreds of them must not nest one answer inside the other."""
+    n = 400
+    with _connect(iris_runtime) as sock:
+        sock.settimeout(30)
+        sock.sendall(
+            b"GET /ping HTTP/1.1\r\nHost: t\r\n\r\n"
+            + _request() * n
+            + b"GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        data = _read_all(sock)
+    assert data.count(b"HTTP/1.1 200 OK\r\n") == n + 2 and data.count(b'{"predictions": [0]}') == n

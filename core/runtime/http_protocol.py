@@ -156,9 +156,15 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             return False
         if cycle.more_body:
             self._hot_waiting = (cycle, request, content_type)
-        else:  # a pipelined request, started once the one before it was answered: its body is already here
-            self.app.hot_body(request, bytes(cycle.body), content_type, alone=len(self.connections) == 1)
+        else:
+            # A pipelined request, started from the answer to the one before it, with its body already here: served
+            # on the next loop iteration (as uvicorn's task would be), not from inside that answer -- a long
+            # pipeline would otherwise recurse once per request.
+            self.loop.call_soon(self._serve_pipelined, cycle, request, content_type)
         return True
+
+    def _serve_pipelined(self, cycle: RequestResponseCycle, request: Any, content_type: bytes | None) -> None:
+        self.app.hot_body(request, bytes(cycle.body), content_type, alone=len(self.connections) == 1)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
