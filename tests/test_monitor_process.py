@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from modeldeck.core.monitor.collector import Endpoint, MonitorEvent
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
+from modeldeck.core.monitor.worker import MonitorProcessError, sample_from_wire
 
 from tests.fixtures.monitor import free_port
 from tests.fixtures.runtime import RuntimeProcess, start_runtime
@@ -142,6 +144,35 @@ def test_a_child_that_breaks_the_protocol_is_a_clear_error_and_restarts_are_boun
     assert health.state is HealthState.UNKNOWN and "gave up" in health.reason
 
 
+def test_a_silent_child_is_taken_for_hung_killed_and_restarted() -> None:
+    says_hello_then_nothing = "import sys; print('{\"hello\": 1}', flush=True); sys.stdin.read()"
+    events = Events()
+    collector = CollectorProcess(
+        [Endpoint("x", "http://127.0.0.1:9/metrics")],
+        on_event=events,
+        command=[sys.executable, "-c", says_hello_then_nothing],
+        hang_after=0.5,
+        max_restarts=1,
+    )
+    collector.start()
+    first = collector.pid
+    try:
+        wait_until(lambda: bool(collector.failure), 10, "collection to give up")
+    finally:
+        assert collector.stop(timeout=5)
+    assert "sent nothing for 0.5 s (hung); restarting it" in events.of("collector")[0][1].detail
+    assert first is not None and not _alive(first)
+
+
+def test_a_malformed_sample_names_the_field_it_got_wrong() -> None:
+    with pytest.raises(MonitorProcessError, match="time = 'soon', not a number"):
+        sample_from_wire(["x", "soon", None, 1, "", ""])
+    with pytest.raises(MonitorProcessError, match="unknown health state 7"):
+        sample_from_wire(["x", 1.0, None, 7, "", ""])
+    with pytest.raises(MonitorProcessError, match="malformed figures"):
+        sample_from_wire(["x", 1.0, [1.0, 2.0], 1, "", ""])
+
+
 def test_the_drawing_process_never_parses_a_metrics_page(iris_runtime: RuntimeProcess) -> None:
     # in a fresh interpreter: this test process has imported the parser for other tests
     script = textwrap.dedent(
@@ -149,6 +180,7 @@ def test_the_drawing_process_never_parses_a_metrics_page(iris_runtime: RuntimePr
         import json, sys, time
         from modeldeck.core.monitor.collector import Endpoint
         from modeldeck.core.monitor.process import CollectorProcess
+from modeldeck.core.monitor.worker import MonitorProcessError, sample_from_wire
         c = CollectorProcess([Endpoint("iris", "{iris_runtime.url}/metrics")], interval=0.2)
         c.start()
         got = []
@@ -173,6 +205,7 @@ def test_the_child_ends_when_its_parent_is_killed(iris_runtime: RuntimeProcess) 
         import sys, time
         from modeldeck.core.monitor.collector import Endpoint
         from modeldeck.core.monitor.process import CollectorProcess
+from modeldeck.core.monitor.worker import MonitorProcessError, sample_from_wire
         c = CollectorProcess([Endpoint("iris", "{iris_runtime.url}/metrics")], interval=0.2)
         c.start()
         print(c.pid, flush=True)

@@ -71,7 +71,8 @@ class CollectorProcess:
     ``remove_endpoint``, ``on_event``), plus :attr:`pid` and :attr:`restarts`.
     ``malloc_arena_max`` goes into the child's environment: glibc otherwise gives
     each scrape thread its own arena, and their memory creeps. ``command`` replaces the child's
-    command line (tests use it to start a process that breaks the protocol).
+    command line (tests use it to start a process that breaks the protocol); a child silent for
+    ``hang_after`` seconds is taken for hung.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class CollectorProcess:
         max_restarts: int = 5,
         malloc_arena_max: int | None = 2,
         command: list[str] | None = None,
+        hang_after: float = HANG_S,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -100,6 +102,7 @@ class CollectorProcess:
         self.max_restarts = max_restarts
         self.malloc_arena_max = malloc_arena_max
         self.command = command or [sys.executable, "-m", "modeldeck.core.monitor.worker"]
+        self.hang_after = hang_after
         self.restarts = 0
         self.failure = ""  # why collection stopped for good ('' while it runs)
         self._endpoints: dict[str, Endpoint] = {ep.name: ep for ep in endpoints}
@@ -266,8 +269,8 @@ class CollectorProcess:
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while not self._stop.is_set():
-                if not sel.select(HANG_S):
-                    return MonitorProcessError(f"the monitor process sent nothing for {HANG_S:g} s (hung)")
+                if not sel.select(self.hang_after):
+                    return MonitorProcessError(f"the monitor process sent nothing for {self.hang_after:g} s (hung)")
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     return None
