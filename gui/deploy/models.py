@@ -35,15 +35,21 @@ TargetRole = Qt.ItemDataRole.UserRole + 20  # the row's target URL (as listed, e
 Index = QModelIndex | QPersistentModelIndex
 
 
-def format_since(iso: str | None, *, seconds: bool = False) -> str:
-    """``2026-11-27T14:20:00Z`` -> ``2026-11-27 14:20`` (``:00`` with ``seconds``) in local time ('' if unknown)."""
+def format_since(iso: str | None, *, seconds: bool = False, now: datetime | None = None) -> str:
+    """``2026-11-27T14:20:00Z`` in local time, as short as the table needs: ``14:20`` today, ``11-27 14:20``
+    this year, ``2025-11-27`` before; ``seconds`` gives the full ``2026-11-27 14:20:00`` (tooltips). '' if unknown."""
     if not iso:
         return ""
     try:
-        fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime(fmt)
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
     except ValueError:
         return iso
+    if seconds:
+        return when.strftime("%Y-%m-%d %H:%M:%S")
+    today = (now or datetime.now(when.tzinfo)).astimezone(when.tzinfo).date()
+    if when.date() == today:
+        return when.strftime("%H:%M")
+    return when.strftime("%m-%d %H:%M" if when.year == today.year else "%Y-%m-%d")
 
 
 def target_label(url: str) -> str:
@@ -90,7 +96,11 @@ def format_memory(resources: dict[str, float]) -> str:
         return ""
     limit = resources.get("memory_limit_bytes")
     if limit and not math.isnan(limit) and limit < 2**50:
-        return f"{format_size(int(used))} / {format_size(int(limit))}"
+        used_text, limit_text = format_size(int(used)), format_size(int(limit))
+        value, _, unit = used_text.partition(" ")
+        if limit_text.endswith(f" {unit}"):  # "44.4 / 512.0 MiB": one unit, so it fits the column
+            return f"{value} / {limit_text}"
+        return f"{used_text} / {limit_text}"
     return format_size(int(used))
 
 

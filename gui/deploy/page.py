@@ -404,8 +404,9 @@ class DeploymentsPage(QWidget):
             self.table_model,
             sort_role=RawRole,
             sort_column=DeploymentTableModel.TARGET,  # grouped by target
-            # Sum 770: at the default window size the stretched Since column keeps ~130 px (no scroll bar).
-            widths=(104, 100, 60, 110, 160, 100, 56, 80),
+            # Sum 808: at the default window size the stretched Since column keeps ~100 px ("11-27 14:20")
+            # with no scroll bar; Memory fits a container's "44.4 / 512.0 MiB", URL a full loopback endpoint.
+            widths=(104, 96, 60, 110, 158, 100, 62, 118),
         )
         self.view.setItemDelegateForColumn(DeploymentTableModel.STATE, StateDelegate(self.view))
         self.empty_label = QLabel(
@@ -432,7 +433,7 @@ class DeploymentsPage(QWidget):
         splitter.addWidget(self.try_it)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
-        splitter.setSizes([880, 460])
+        splitter.setSizes([930, 410])
 
         self.refresh_button.clicked.connect(self.refresh)
         self.start_button.clicked.connect(lambda: self._operate("start"))

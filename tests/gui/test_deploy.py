@@ -289,6 +289,28 @@ def test_deploy_dialog_note_spans_the_field_column(qtbot: QtBot, tmp_path: Path)
     dialog.close()
 
 
+def test_since_is_as_short_as_the_date_allows() -> None:
+    from datetime import datetime, timedelta
+
+    from modeldeck.gui.deploy.models import format_since
+
+    now = datetime.now().astimezone().replace(month=6, day=15, hour=12, minute=0, second=0, microsecond=0)
+    iso = lambda d: d.astimezone(datetime.now().astimezone().tzinfo).isoformat()  # noqa: E731
+    assert format_since(iso(now.replace(hour=9, minute=5)), now=now) == "09:05"
+    assert format_since(iso(now - timedelta(days=3)), now=now) == "06-12 12:00"
+    assert format_since(iso(now.replace(year=now.year - 1)), now=now) == f"{now.year - 1}-06-15"
+    assert format_since(iso(now), seconds=True, now=now).endswith(" 12:00:00")
+    assert format_since(None) == "" and format_since("yesterday") == "yesterday"
+
+
+def test_memory_with_a_limit_names_the_unit_once_when_both_share_it() -> None:
+    from modeldeck.gui.deploy.models import format_memory
+
+    assert format_memory({"memory_bytes": 44.4 * 2**20, "memory_limit_bytes": 512 * 2**20}) == "44.4 / 512.0 MiB"
+    assert format_memory({"memory_bytes": 900 * 2**20, "memory_limit_bytes": 2 * 2**30}) == "900.0 MiB / 2.0 GiB"
+    assert format_memory({"memory_bytes": 74.5 * 2**20}) == "74.5 MiB"
+
+
 def test_table_model_merges_listings_in_place(qtmodeltester) -> None:
     def st(name: str, state: str, version: str = "1") -> DeploymentStatus:
         return DeploymentStatus(name, "local://127.0.0.1:1", state, "http://127.0.0.1:1", "m", version)

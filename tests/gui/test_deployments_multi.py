@@ -101,6 +101,10 @@ def test_local_deployments_and_unreachable_targets_share_one_table(
     # at the default size every column fits (no scroll bar hiding Since); Since has its exact time
     QApplication.processEvents()
     assert not page.view.horizontalScrollBar().isVisible()
+    local_row, metrics = row_where(page, name="flowers"), page.view.fontMetrics()
+    for col in range(DeploymentTableModel.SINCE + 1):  # every value of the running row is shown whole
+        text = page.table_model.index(local_row, col).data() or ""
+        assert metrics.horizontalAdvance(text) + 8 <= page.view.columnWidth(col), (COLUMNS[col], text)
     since = page.table_model.index(row_where(page, name="flowers"), DeploymentTableModel.SINCE)
     assert since.data(Qt.ItemDataRole.ToolTipRole).startswith("running since 20")
     # deployed once: Rollback is off and says why; the details say there is no previous release
