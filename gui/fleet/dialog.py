@@ -454,6 +454,7 @@ class HostsDeployDialog(QDialog):
         self.drain()
         self._finish_run()
         self.plans = plans
+        self.progress_model.apply_plans(plans)
         lines = []
         for hp in plans:
             if hp.plan is None:
@@ -520,5 +521,6 @@ def _table(model: Any) -> QTableView:
     header = view.horizontalHeader()
     header.setStretchLastSection(True)
     header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)  # as every other table
     view.setWordWrap(False)
     return view

@@ -13,7 +13,7 @@ from typing import Any
 
 from modeldeck.core.inventory.hosts import Host
 from modeldeck.core.targets.base import ProgressEvent
-from modeldeck.core.targets.fleet import HostResult
+from modeldeck.core.targets.fleet import HostPlan, HostResult
 from modeldeck.gui import style
 from modeldeck.gui.registry.models import ObjectRole, RawRole
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
@@ -30,6 +30,8 @@ OUTCOME_COLOURS = {
     "failed": (style.ERROR_FG, style.ERROR_BG),
     "timed out": (style.ERROR_FG, style.ERROR_BG),
     "cancelled": (style.WARN_FG, style.WARN_BG),
+    "can deploy": (style.OK_FG, "#dcfce7"),
+    "cannot deploy": (style.ERROR_FG, style.ERROR_BG),
     "not started": (style.MUTED, "#eef1f5"),
     "skipped": (style.MUTED, "#eef1f5"),
 }
@@ -206,6 +208,24 @@ class HostProgressModel(QAbstractTableModel):
         if touched:
             self.dataChanged.emit(self.index(min(touched), 0), self.index(max(touched), len(self.COLUMNS) - 1))
 
+    def apply_plans(self, plans: Sequence[HostPlan]) -> None:
+        """A preview's answer per host: "can deploy" with what it would do, or "cannot deploy" and why
+        (not "queued": nothing runs after a preview)."""
+        touched: list[int] = []
+        for hp in plans:
+            i = self._index.get(hp.host)
+            if i is None:
+                continue
+            if hp.plan is None:
+                row = HostRow(hp.host, step="previewed", fraction=None, message=hp.error or "", outcome="cannot deploy")
+            else:
+                steps = "; ".join(step.description for step in hp.plan.steps)
+                row = HostRow(hp.host, step="previewed", fraction=None, message=steps, outcome="can deploy")
+            self._rows[i] = row
+            touched.append(i)
+        if touched:
+            self.dataChanged.emit(self.index(min(touched), 0), self.index(max(touched), len(self.COLUMNS) - 1))
+
     def rows(self) -> list[HostRow]:
         return list(self._rows)
 
@@ -234,6 +254,8 @@ class HostProgressModel(QAbstractTableModel):
             raw = (row.host, row.fraction, row.step, row.outcome, row.release, row.duration_s, row.message)
             return raw[col]
         if role == ProgressRole and col == self.PROGRESS_COLUMN:
+            if row.step == "previewed":  # nothing runs: no bar (an unknown fraction would paint a busy one)
+                return None
             return -1 if row.fraction is None else int(row.fraction * 1000)
         if role == Qt.ItemDataRole.ToolTipRole and col in (3, 6):
             return row.message or None

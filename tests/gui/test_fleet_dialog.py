@@ -19,7 +19,7 @@ from modeldeck.core.inventory.hosts import Host, Inventory
 from modeldeck.core.registry.types import ModelVersion
 from modeldeck.core.settings import config_dir, load_settings
 from modeldeck.core.targets.base import DeployOptions, ProgressEvent, Target
-from modeldeck.core.targets.fleet import HostResult, StepTimeouts, deploy_many, status_many
+from modeldeck.core.targets.fleet import HostPlan, HostResult, StepTimeouts, deploy_many, status_many
 from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.ssh_hosts import targets_for_hosts
 from modeldeck.gui.fleet.dialog import HostsDeployDialog
@@ -134,6 +134,20 @@ def test_host_choice_and_progress_models_pass_the_model_tester(qtmodeltester) ->
     qtmodeltester.check(progress)
 
 
+def test_a_preview_leaves_each_host_row_saying_whether_it_can_deploy_not_queued(qtmodeltester) -> None:
+    from modeldeck.core.targets.base import Plan, PlannedStep
+
+    progress = HostProgressModel()
+    progress.start(["a", "b"])
+    plan = Plan(target_url="ssh://a", name="iris", steps=(PlannedStep("upload", "upload 3 file(s)"),))
+    progress.apply_plans([HostPlan("a", "ssh://a", plan=plan), HostPlan("b", "ssh://b", error="cannot connect")])
+    qtmodeltester.check(progress)
+    assert [progress.index(r, 3).data() for r in (0, 1)] == ["can deploy", "cannot deploy"]
+    assert progress.index(0, 6).data() == "upload 3 file(s)" and progress.index(1, 6).data() == "cannot connect"
+    assert "queued" not in [progress.index(r, 2).data() for r in (0, 1)]
+    assert progress.index(0, 1).data(ProgressRole) is None, "no (busy) bar for a run that did not happen"
+
+
 def test_deploy_to_a_group_shows_each_hosts_progress_and_rolls_back(qtbot: QtBot, fleet: Fleet, deploy_bundles) -> None:
     # v1 is already serving everywhere; the dialog deploys v2 to the "web" group, then rolls back.
     targets = fleet.factory(fleet.inventory.hosts, StepTimeouts())
@@ -209,6 +223,9 @@ def test_an_unreachable_host_is_a_failed_row_and_the_others_deploy(qtbot: QtBot,
         plans = {hp.host: hp for hp in preview.args[0]}
         assert plans["web1"].plan is not None and plans["web2"].plan is None
         assert "web2: cannot deploy:" in dialog.log_view.toPlainText()
+        rows = {dialog.progress_model.index(r, 0).data(): r for r in range(dialog.progress_model.rowCount())}
+        assert dialog.progress_model.index(rows["web1"], 3).data() == "can deploy"
+        assert dialog.progress_model.index(rows["web2"], 3).data() == "cannot deploy"
         assert dialog.banner.isVisible()
         with qtbot.waitSignal(dialog.finishedRun, timeout=RUN_TIMEOUT_MS) as run:
             qtbot.mouseClick(dialog.deploy_button, Qt.MouseButton.LeftButton)
