@@ -363,13 +363,14 @@ def _push_locked(deploy_root: Path, request: dict[str, Any], out: _Output, cance
     files = {str(k): str(v) for k, v in request["files"].items()}
     options = options_from_dict(request.get("options") or {})
     missing = missing_objects(deploy_root, sorted(set(files.values())))
-    target = _target(deploy_root)
+    target = None
     early = None
     try:
         bad: list[str] = []
         while missing:
             out.line({"need": {"missing": missing, "bad": bad, "free_bytes": _free_bytes(deploy_root)}})
-            if early is None and not bad:
+            if target is None:  # imported while the upload runs, not before it starts
+                target = _target(deploy_root)
                 # The new release's runtime imports its stack while the upload runs (it waits for the release
                 # folder, then verifies the bundle as always): measured, imports were ~70 % of its start-up.
                 early = target.prestart(bundle_digest(files), options)
@@ -379,7 +380,8 @@ def _push_locked(deploy_root: Path, request: dict[str, Any], out: _Output, cance
             bad = _promote_uploads(deploy_root, missing)
             missing = bad
         threading.Thread(target=_watch_lifeline, args=(cancel,), name=LIFELINE, daemon=True).start()
-        if early is None:  # nothing to upload: still overlaps the imports with staging and installing
+        if target is None:  # nothing to upload: still overlaps the imports with staging and installing
+            target = _target(deploy_root)
             early = target.prestart(bundle_digest(files), options)
         out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
         stage = stage_bundle(deploy_root, files)
@@ -388,7 +390,7 @@ def _push_locked(deploy_root: Path, request: dict[str, Any], out: _Output, cance
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     finally:
-        if early is not None:
+        if target is not None and early is not None:
             target.discard(early)  # a no-op once the switch took it over
     with contextlib.suppress(OSError):
         collect_garbage(deploy_root)
