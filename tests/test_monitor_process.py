@@ -180,7 +180,6 @@ def test_the_drawing_process_never_parses_a_metrics_page(iris_runtime: RuntimePr
         import json, sys, time
         from modeldeck.core.monitor.collector import Endpoint
         from modeldeck.core.monitor.process import CollectorProcess
-from modeldeck.core.monitor.worker import MonitorProcessError, sample_from_wire
         c = CollectorProcess([Endpoint("iris", "{iris_runtime.url}/metrics")], interval=0.2)
         c.start()
         got = []
@@ -205,7 +204,6 @@ def test_the_child_ends_when_its_parent_is_killed(iris_runtime: RuntimeProcess) 
         import sys, time
         from modeldeck.core.monitor.collector import Endpoint
         from modeldeck.core.monitor.process import CollectorProcess
-from modeldeck.core.monitor.worker import MonitorProcessError, sample_from_wire
         c = CollectorProcess([Endpoint("iris", "{iris_runtime.url}/metrics")], interval=0.2)
         c.start()
         print(c.pid, flush=True)
