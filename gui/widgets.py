@@ -189,8 +189,10 @@ def fit_columns(view: QTableView, max_width: int = 320) -> None:
     model = view.model()
     if model is None:
         return
-    last = model.columnCount() - 1
-    for col in range(model.columnCount()):
+    # The stretched section is the last *visible* one (e.g. a signature without shapes hides Shape).
+    visible = [c for c in range(model.columnCount()) if not view.isColumnHidden(c)]
+    last = visible[-1] if visible else -1
+    for col in visible:
         if col == last and header.stretchLastSection():
             continue
         view.resizeColumnToContents(col)

@@ -558,3 +558,12 @@ def test_keyboard_reaches_the_pages_and_the_deploy_dialogs(
     assert dialog is not None and dialog.isVisible() and f"version {version.version}" in dialog.heading.text()
     dialog.close()
     settle(qtbot)
+
+
+def test_a_signature_without_shapes_fits_its_table_without_a_scroll_bar(qtbot: QtBot, demo_tracking_uri: str) -> None:
+    page = open_on(qtbot, demo_tracking_uri, "iris-classifier@champion").registry_page
+    QApplication.processEvents()
+    inputs = page.details.inputs_view
+    assert inputs.isColumnHidden(SIGNATURE_HEADERS.index("Shape"))
+    assert inputs.horizontalHeader().length() <= inputs.viewport().width()
+    assert not inputs.horizontalScrollBar().isVisible()
