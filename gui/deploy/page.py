@@ -410,7 +410,8 @@ class DeploymentsPage(QWidget):
         )
         self.view.setItemDelegateForColumn(DeploymentTableModel.STATE, StateDelegate(self.view))
         self.empty_label = QLabel(
-            "No deployments yet. Select a version in the Registry and choose “Deploy locally…” or “Deploy to Docker…”."
+            "No deployments yet. Select a version in the Registry and choose “Deploy locally…”, “Deploy to hosts…” "
+            "or “Deploy to Docker…”."
         )
         self.empty_label.setProperty("role", "empty")
         self.empty_label.setWordWrap(True)

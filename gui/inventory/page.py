@@ -118,7 +118,8 @@ class InventoryPage(QWidget):
         self.view.sortByColumn(HostTableModel.NAME, Qt.SortOrder.AscendingOrder)
         self.empty_label = QLabel(EMPTY_TEXT)
         self.empty_label.setProperty("role", "empty")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        # at the top, as the Registry and Deployments pages show theirs
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         self.empty_label.setWordWrap(True)
         left = QWidget()
         left_layout = QVBoxLayout(left)
@@ -142,7 +143,10 @@ class InventoryPage(QWidget):
         self.import_ansible_button.clicked.connect(lambda: self.open_import_dialog("ansible"))
         self.test_button.clicked.connect(self.test_selected)
         self.password_button.clicked.connect(self.open_password_dialog)
-        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter_edit.textChanged.connect(self._filter_changed)
+        clear_filter = QShortcut(QKeySequence(Qt.Key.Key_Escape), self.filter_edit)
+        clear_filter.setContext(Qt.ShortcutContext.WidgetShortcut)
+        clear_filter.activated.connect(self.filter_edit.clear)
         find = QShortcut(QKeySequence.StandardKey.Find, self)
         find.activated.connect(self.focus_filter)
         self.view.selectionModel().selectionChanged.connect(self._selection_changed)
@@ -158,6 +162,24 @@ class InventoryPage(QWidget):
         self._watcher = QFileSystemWatcher(self)
         self._watcher.directoryChanged.connect(self._directory_changed)
         self._loaded_stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the file last loaded
+
+    def _filter_changed(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        if not self.banner.isVisible() or self.model.rowCount():  # keep a broken file's message
+            self._show_filtered_hosts()
+
+    def _show_filtered_hosts(self) -> None:
+        """The table, or a line saying why it is empty: no hosts yet, or none matching the filter."""
+        total, shown = self.model.rowCount(), self.proxy.rowCount()
+        if not total:
+            text = EMPTY_TEXT
+        elif not shown:
+            text = f"No host matches “{self.filter_edit.text()}”. Clear the filter (Esc) to see all {total}."
+        else:
+            text = ""
+        self.empty_label.setText(text)
+        self.empty_label.setVisible(bool(text))
+        self.view.setVisible(shown > 0)
 
     def focus_filter(self) -> None:
         self.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
@@ -277,11 +299,9 @@ class InventoryPage(QWidget):
 
     def set_hosts(self, hosts: list[Host]) -> None:
         self.banner.hide()
-        self.empty_label.setText(EMPTY_TEXT)
         self.model.set_hosts(hosts)
         fit_columns(self.view)
-        self.empty_label.setVisible(not hosts)
-        self.view.setVisible(bool(hosts))
+        self._show_filtered_hosts()
         if hosts and not self.selected_hosts():
             self.select_host(self.proxy.index(0, 0).data() or hosts[0].name)
         else:
@@ -331,7 +351,8 @@ class InventoryPage(QWidget):
         if host is None:
             self._details_channel.invalidate()
             count = len(self.selected_hosts())
-            self.details_title.setText(f"{count} hosts selected." if count else "Select a host.")
+            none = "Select a host." if self.model.rowCount() else ""  # no hosts: the empty text says what to do
+            self.details_title.setText(f"{count} hosts selected." if count else none)
             self.details_body.hide()
             self.details_source.clear()
             self.keys_label.clear()

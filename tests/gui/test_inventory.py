@@ -118,6 +118,9 @@ def test_add_host_marks_bad_fields_inline_and_saves_a_good_one(
 
 
 def test_filter_narrows_by_group_label_and_address(qtbot: QtBot, page: InventoryPage) -> None:
+    # no hosts: the page says how to add some, and the details pane asks for no selection
+    assert page.empty_label.isVisible() and page.empty_label.text().startswith("No hosts yet.")
+    assert page.details_title.text() == ""
     load(
         qtbot,
         page,
@@ -131,6 +134,15 @@ def test_filter_narrows_by_group_label_and_address(qtbot: QtBot, page: Inventory
     assert page.proxy.rowCount() == 2
     page.filter_edit.setText("10.0.0.21")
     assert page.proxy.index(0, 0).data() == "db1"
+    # a filter matching nothing says so instead of leaving a blank table; Esc clears it
+    page.filter_edit.setText("no-such-host")
+    assert not page.view.isVisible() and page.empty_label.isVisible()
+    assert page.empty_label.text() == "No host matches “no-such-host”. Clear the filter (Esc) to see all 3."
+    page.activateWindow()
+    page.filter_edit.setFocus()
+    qtbot.waitUntil(page.filter_edit.hasFocus, timeout=5000)
+    qtbot.keyClick(page.filter_edit, Qt.Key.Key_Escape)
+    assert page.filter_edit.text() == "" and page.view.isVisible() and not page.empty_label.isVisible()
 
 
 def test_import_ssh_config_previews_hosts_with_their_warnings_then_imports(
