@@ -52,6 +52,22 @@ def test_a_prestarted_runtime_serves_the_deploy_it_was_started_for(local_target:
     assert v2.status.previous_release_id == v1.status.release_id
 
 
+def test_a_first_deploy_without_a_port_uses_the_prestarted_runtime_and_its_port(
+    local_target: LocalTarget, deploy_bundles
+) -> None:
+    opts = DeployOptions(name="iris")  # no port: a free one is picked
+    early = local_target.prestart(read_manifest(deploy_bundles["v1"]).sha256, opts)
+    assert early is not None
+    try:
+        result = local_target.deploy(deploy_bundles["v1"], opts, prestarted=early)
+    finally:
+        local_target.discard(early)
+
+    assert result.outcome == "deployed", result.message
+    assert (result.status.release_id, result.status.pid) == (early.release_id, early.pid)
+    assert result.status.endpoint.endswith(f":{early.port}")
+
+
 def test_a_prestarted_runtime_nobody_takes_over_leaves_nothing_behind(
     local_target: LocalTarget, deploy_bundles
 ) -> None:

@@ -246,6 +246,10 @@ class LocalTarget:
         progress(ProgressEvent("verify", "verifying the bundle", 0.02))
         manifest = self._checked_bundle(bundle_dir)
         name = self._name_for(manifest, options)
+        if prestarted is not None and prestarted.name == name and not options.port and not self.port:
+            # No port asked for: the one the pre-started runtime was given (a first deploy would pick another
+            # free port, and the pre-started runtime would be wasted -- measured: +3 s at 8 SSH hosts).
+            options = replace(options, port=prestarted.port)
         # Validate port and options before anything is written (re-checked under the lock below).
         host, port = self._choose_port(name, releases.read_state(self.root, name), options, check=True)
         self._runtime_config(name, host, port, options)
