@@ -574,9 +574,14 @@ class DeploymentsPage(QWidget):
             row is not None and row.target != self.pool.primary.url and not self.pool.is_inventory_host(row.target)
         )
         if s is None:
-            self.details.setText(
-                f"{target_label(row.target)} is unreachable: {row.error}" if row is not None and row.error else ""
-            )
+            text = ""
+            if row is not None and row.error:
+                text = f"{target_label(row.target)} is unreachable: {row.error}"
+                host = self.pool.host_name(row.target)
+                if host and "host key" in row.error:
+                    # the hint names the CLI's --accept-host-key; in the app a key is trusted on the Hosts page
+                    text += f"\nIn the app: on the Hosts page, select “{host}” and press Test to review its key."
+            self.details.setText(text)
         else:
             extra = f" — {s.message}" if s.message else ""
             previous = f"previous {s.previous_release_id}" if s.previous_release_id else "no previous release"

@@ -173,6 +173,11 @@ class TargetPool:
         with self._lock:
             return url in self._hosts
 
+    def host_name(self, url: str) -> str | None:
+        """The inventory host listed under ``url`` (None for other targets)."""
+        with self._lock:
+            return self._hosts.get(url)
+
     def get(self, url: str) -> Target:
         """The target listed under ``url``, opened on first use; raises :class:`TargetError`."""
         from modeldeck.core.targets.catalog import open_known

@@ -151,6 +151,34 @@ def test_forget_target_drops_its_row_and_the_catalog_entry(qtbot: QtBot, tmp_pat
     settle(qtbot)
 
 
+@pytest.mark.server
+def test_an_inventory_host_with_an_unknown_key_points_to_the_hosts_page(
+    qtbot: QtBot,
+    tmp_path: Path,
+    sshd_factory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modeldeck.core.inventory.hosts import Host, Inventory
+    from modeldeck.core.settings import config_dir
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))  # no known_hosts: the host's key is unknown
+    sshd = sshd_factory()
+    Inventory.for_config_dir(config_dir()).add(
+        Host("edge-new", sshd.ip, port=sshd.port, user=sshd.user, identity_files=(str(sshd.client_key),))
+    )
+    page = make_page(qtbot, LocalTarget(tmp_path / "deployments"), [])
+    page.pool.extra_urls = tasks.catalog_urls
+    page.show()
+    qtbot.waitUntil(lambda: page.table_model.rowCount() == 1, timeout=20_000)
+    select_source_row(page, 0)
+    assert "unknown host key" in page.details.text()
+    assert "on the Hosts page, select “edge-new” and press Test" in page.details.text()
+    page.timer.stop()
+    settle(qtbot)
+
+
 def test_a_superseded_refresh_is_dropped(qtbot: QtBot, tmp_path: Path, silent_port: int) -> None:
     page = make_page(qtbot, LocalTarget(tmp_path / "deployments"), [f"docker+tcp://127.0.0.1:{silent_port}"])
     listed: list[object] = []
