@@ -196,6 +196,11 @@ class InventoryPage(QWidget):
         self.details_source.setProperty("role", "muted")
         self.details_source.setWordWrap(True)
         layout.addWidget(self.details_title)
+        self.selection_hint = QLabel("Test checks each of them; Edit, Remove and Set password work on one host.")
+        self.selection_hint.setProperty("role", "muted")
+        self.selection_hint.setWordWrap(True)
+        self.selection_hint.hide()
+        layout.addWidget(self.selection_hint)
         self.details_body = QWidget()  # hidden unless exactly one host is selected
         outer = layout
         layout = QVBoxLayout(self.details_body)
@@ -353,6 +358,7 @@ class InventoryPage(QWidget):
             count = len(self.selected_hosts())
             none = "Select a host." if self.model.rowCount() else ""  # no hosts: the empty text says what to do
             self.details_title.setText(f"{count} hosts selected." if count else none)
+            self.selection_hint.setVisible(count > 1)
             self.details_body.hide()
             self.details_source.clear()
             self.keys_label.clear()
@@ -367,6 +373,7 @@ class InventoryPage(QWidget):
             self.keys_label.clear()
             self.details_source.clear()
         self.details_title.setText(host.name)
+        self.selection_hint.hide()
         self.details_body.show()
         self._show_outcome(host.name)
         self._show_warnings(host)

@@ -269,6 +269,7 @@ def test_testing_several_hosts_reports_each_row_and_opens_no_dialog(
     dead.stop()
     page.view.selectAll()
     assert len(page.selected_hosts()) == 3 and page.details_title.text() == "3 hosts selected."
+    assert page.selection_hint.isVisible() and "Test checks each of them" in page.selection_hint.text()
     qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
     done = lambda: all(  # noqa: E731
         (page.model.outcome(n) or CheckOutcome("testing", "")).state != "testing"
@@ -403,11 +404,13 @@ def test_buttons_say_why_they_are_off_and_a_failed_test_shows_no_empty_facts_tab
     assert "select one or more hosts first" in page.test_button.toolTip()
     page.view.selectAll()
     assert not page.remove_button.isEnabled() and "select just one host" in page.remove_button.toolTip()
+    assert page.selection_hint.isVisible()
     assert page.test_button.isEnabled()
 
     with qtbot.waitSignal(page.detailsShown, timeout=30_000):
         page.select_host("dead")
     assert page.edit_button.isEnabled() and page.edit_button.toolTip() == "Edit the selected host's connection settings"
+    assert not page.selection_hint.isVisible()
     assert page.test_label.text().startswith("Not tested in this session.")
     assert not page.facts_view.isVisible(), "no facts yet: no empty table"
     page.test_host("dead")
