@@ -171,9 +171,9 @@ class DetailPlots(QWidget):
                 ax.setStyle(tickFont=tick_font)
             plot.getAxis("left").setWidth(48)
             if panel.key not in _BOTTOM_ROW:
-                # the x axes are aligned, so times are labelled once, under the bottom row; the others keep
-                # their ticks and vertical grid lines (no tick text to lay out and draw on every axis change)
-                plot.getAxis("bottom").setStyle(showValues=False)
+                # the x axes are aligned, so time is shown once, under the bottom row: three date axes fewer to
+                # regenerate (ticks, text, vertical grid) each time the range steps on
+                plot.hideAxis("bottom")
             line = pg.InfiniteLine(
                 angle=90, movable=False, pen=pg.mkPen("#9aa5b1", width=1, style=Qt.PenStyle.DashLine)
             )
