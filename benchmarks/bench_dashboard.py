@@ -25,6 +25,7 @@ All traffic stays on 127.0.0.1; the run is bounded by ``--duration``.
 from __future__ import annotations
 
 import argparse
+import array
 import cProfile
 import gc
 import json
@@ -48,14 +49,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_monitor import capture_page  # noqa: E402
 
 
-def rss_mb(pid: int | str = "self") -> float:
+def proc_status(pid: int | str = "self", field: str = "VmRSS") -> int | None:
+    """A number from /proc/PID/status (kB for memory fields), None when the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
     except OSError:
         pass
-    return float("nan")
+    return None
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    kb = proc_status(pid)
+    return kb / 1024 if kb is not None else float("nan")
 
 
 # Each server answers the captured page with every cumulative counter scaled by a factor that grows by
@@ -209,7 +216,7 @@ def main() -> None:
                 gc.freeze()
             gc.callbacks.append(on_gc)
 
-            lags: list[float] = []
+            lags = array.array("d")  # 8 bytes a tick, not a float object: the probe must not show as RSS growth
             last = [time.perf_counter()]
 
             def probe() -> None:
@@ -229,9 +236,12 @@ def main() -> None:
 
             rss: list[tuple[float, float, float]] = []  # (s, GUI MB, collection process MB)
 
+            threads: list[int | None] = []  # of the collection process: its scrape pool grows threads lazily
+
             def sample_rss() -> None:
                 child = getattr(source.collector, "pid", None)
                 rss.append((time.monotonic() - start, rss_mb(), rss_mb(child) if child else float("nan")))
+                threads.append(proc_status(child, "Threads") if child else None)
 
             load0 = os.getloadavg()
             source.start()
@@ -283,7 +293,7 @@ def main() -> None:
     )
     print(f"samples in ring buffers: {samples} ({samples / elapsed:.1f}/s); collection {where}")
     print(
-        f"UI-thread stall (10 ms timer lag): p50 {statistics.median(lags):.2f} ms, p99 {pct(lags, 0.99):.1f} ms,"
+        f"UI-thread stall (10 ms timer lag): p50 {statistics.median(lags):.2f} ms, p99 {pct(list(lags), 0.99):.1f} ms,"
         f" max {max(lags):.1f} ms ({len(lags)} ticks)"
     )
     print(
@@ -292,6 +302,8 @@ def main() -> None:
     )
     for what, timer_ in paints.items():
         ms = timer_.ms
+        if not ms:
+            continue
         print(
             f"paint of the {what}: p50 {statistics.median(ms):.1f} ms, p99 {pct(ms, 0.99):.1f} ms,"
             f" max {max(ms):.1f} ms ({len(ms)} paints, {len(ms) / args.duration:.1f}/s)"
@@ -310,6 +322,8 @@ def main() -> None:
             + f"\n  slope over the second half: {slope_mb_per_min([(p[0], p[i]) for p in half]):+.2f} MB/min"
             + f" (from 10 s on {slope_mb_per_min(points[1:]):+.2f} MB/min)"
         )
+    if not args.in_process:
+        print("threads of the collection process every 10 s: " + " ".join(str(n) for n in threads))
     if profile is not None:
         pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
 
