@@ -120,7 +120,12 @@ class CollectorProcess:
         if self._thread is not None:
             raise RuntimeError("collector already started")
         with self._lock:
-            self._spawn()
+            try:
+                self._spawn()
+            except OSError as exc:
+                raise MonitorProcessError(
+                    f"cannot start the monitor process: {exc}", hint="is the machine out of memory or processes?"
+                ) from exc
         self._thread = threading.Thread(target=self._run, name="modeldeck-monitor-reader", daemon=True)
         self._thread.start()
 
@@ -254,8 +259,9 @@ class CollectorProcess:
             except subprocess.TimeoutExpired:
                 code = None
             proc.stdout.close()
-            if proc.stdin is not None:
-                proc.stdin.close()
+            with self._lock:  # _send writes to this fd under the lock: never to a closed (or reused) number
+                if proc.stdin is not None:
+                    proc.stdin.close()
             reason = str(error) if error is not None else f"the monitor process {_describe_exit(code)}"
             if not self._restart(reason):
                 return
@@ -292,6 +298,9 @@ class CollectorProcess:
                     except MonitorProcessError as exc:
                         log.error("%s", exc.one_line())
                         return exc
+                    except Exception as exc:  # a bug here must end in a restart, not in a reader that is gone
+                        log.exception("reading the monitor process failed")
+                        return MonitorProcessError(f"internal error reading the monitor process: {exc!r}"[:300])
         return None
 
     def _apply(self, message: dict[str, object]) -> None:
@@ -330,7 +339,17 @@ class CollectorProcess:
         if self._stop.wait(pause):
             return False
         with self._lock:
-            self._spawn()
+            if self._stop.is_set():  # stop() ran meanwhile: it must not miss a child started after it looked
+                return False
+            try:
+                self._spawn()
+            except OSError as exc:
+                self.failure = f"cannot start the monitor process again: {exc}"
+                self._proc = None
+                self._health = dict.fromkeys(self._endpoints, HealthStatus(HealthState.UNKNOWN, self.failure))
+        if self.failure:
+            self._emit([MonitorEvent("collector", "", time.time(), f"monitoring stopped: {self.failure}")])
+            return False
         return True
 
     def _emit(self, events: list[MonitorEvent]) -> None:
