@@ -181,3 +181,110 @@ def test_before_ready_predictions_and_probes_answer_503(runtime_bundles: dict[st
         "/invocations": 503,
         "/v2/models/iris/infer": 503,
     }
+
+
+# -- the same through the HTTP protocol's fast path (uvicorn's protocol on in-memory transports) --------------
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.data = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _through_protocol(app: RuntimeApp, bodies: list[bytes], path: bytes = b"/invocations") -> list[tuple[int, Any]]:
+    """Each body on its own connection, all read in one loop iteration (as one epoll wake-up would deliver them)."""
+    import uvicorn
+    from modeldeck.core.runtime.http_protocol import OneWriteHttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    config = uvicorn.Config(  # as server.py runs it (proxy_headers would wrap the app: then no fast path)
+        app, http=OneWriteHttpToolsProtocol, lifespan="off", access_log=False, proxy_headers=False, log_level="warning"
+    )
+    config.load()
+    state = ServerState()
+
+    async def run() -> list[tuple[int, Any]]:
+        loop = asyncio.get_running_loop()
+        conns = []
+        for body in bodies:
+            protocol = OneWriteHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+            transport = _Transport()
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            conns.append((protocol, transport, body))
+        for protocol, _, body in conns:
+            protocol.data_received(
+                b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (path, len(body), body)
+            )
+        for _ in range(100):
+            if all(t.data for _, t, _ in conns):
+                break
+            await asyncio.sleep(0)
+        assert not state.tasks, "a prediction went through ASGI"
+        answers = []
+        for _, transport, _ in conns:
+            head, _, payload = transport.data.partition(b"\r\n\r\n")
+            answers.append((int(head.split()[1]), json.loads(payload)))
+        return answers
+
+    return asyncio.run(run())
+
+
+def test_predictions_read_together_on_several_connections_share_one_session_run(
+    runtime_bundles: dict[str, Any],
+) -> None:
+    """The fast path answers a lone connection at once, but requests read in the same loop iteration on several
+    connections must still be queued and run as one batch, each answer going back on its own connection."""
+    bundle = runtime_bundles["iris"]
+    app = _app(bundle.path, max_batch_size=64)
+    slices = [bundle.X[i : i + 1 + i % 3].tolist() for i in range(0, 150, 19)]
+    bodies = [json.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows}}).encode() for rows in slices]
+    answers = _through_protocol(app, bodies)
+    for (status, body), rows in zip(answers, slices, strict=True):
+        assert status == 200
+        assert body["predictions"] == bundle.model.predict(np.array(rows)).tolist()
+    m = app.metrics
+    assert sum(m.batch_requests.counts) == 1 and m.batch_requests.total == len(slices)
+    assert m.in_flight == 0 and m.requests[("/invocations", 200)] == len(slices)
+
+
+def test_fast_path_failures_answer_like_asgi(runtime_bundles: dict[str, Any]) -> None:
+    """onnxruntime failing for one request of a batch: 500 for it alone; a bad body: 400; v2 too."""
+    app = _app(runtime_bundles["fragile"], max_batch_size=64)
+    bodies = [
+        json.dumps({"dataframe_split": {"columns": list("abcd"), "data": [[1.0, 2.0, 3.0, 4.0]] * n}}).encode()
+        for n in (1, 3, 2, 6)
+    ] + [b"{not json"]
+    statuses = [status for status, _ in _through_protocol(app, bodies)]
+    assert statuses == [500, 200, 500, 200, 400]
+    assert app.metrics.inference_errors == 2 and app.metrics.in_flight == 0
+    v2 = json.dumps({"inputs": [{"name": "X", "shape": [3, 4], "datatype": "FP32", "data": [1.0] * 12}]}).encode()
+    [(status, body)] = _through_protocol(app, [v2], b"/v2/models/fragile/infer")
+    assert status == 200 and body["model_name"] == "fragile"
+
+
+def test_fast_path_answers_503_before_the_model_is_ready(runtime_bundles: dict[str, Any]) -> None:
+    bundle = runtime_bundles["iris"].path
+    app = RuntimeApp(ServedModel(bundle, verify_bundle(bundle)), RuntimeConfig(), "test")  # not loaded yet
+    body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[1, 2, 3, 4]]}}).encode()
+    [(status, answer)] = _through_protocol(app, [body])
+    assert status == 503 and answer["error_code"] == "TEMPORARILY_UNAVAILABLE"
