@@ -135,6 +135,24 @@ def test_redeploy_of_the_same_bundle_is_already_installed_without_restart(
     assert again.status.release_id == first.status.release_id
 
 
+def test_new_registry_version_with_identical_weights_is_a_new_release_not_already_installed(
+    local_target: LocalTarget, deploy_bundles, tmp_path: Path
+) -> None:
+    """Re-registering the same run as version 2 must deploy version 2: /version and status name what was deployed."""
+    same_files = tmp_path / "v1-as-v2"
+    shutil.copytree(deploy_bundles["v1"], same_files)
+    manifest_path = same_files / "manifest.json"
+    data = json.loads(manifest_path.read_text())
+    data["model_version"] = "2"
+    manifest_path.write_text(json.dumps(data))
+    port = free_port()
+    first = local_target.deploy(deploy_bundles["v1"], options(port))
+    second = local_target.deploy(same_files, options(port))
+    assert second.outcome == "deployed" and second.status.release_id != first.status.release_id
+    assert second.status.model_version == "2" and served_version(second.status.endpoint) == "2"
+    assert local_target.deploy(same_files, options(port)).outcome == "already-installed"
+
+
 def test_deploy_does_not_wait_for_the_old_release_to_drain_and_the_old_runtime_still_exits(
     local_target: LocalTarget, deploy_bundles
 ) -> None:

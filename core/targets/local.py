@@ -202,7 +202,7 @@ class LocalTarget:
         state = releases.read_state(self.root, name)
         host, port = self._choose_port(name, state, options, check=True)
         url = f"local://{host}:{port}"
-        if state is not None and state.bundle_sha256 == manifest.sha256 and self._serving(state):
+        if state is not None and self._serves(state, manifest) and self._serving(state):
             return Plan(
                 url,
                 name,
@@ -286,7 +286,7 @@ class LocalTarget:
             log.info("the pre-started runtime was for another bundle or port; starting a new one")
             self.discard(prestarted)
             prestarted = None
-        if state is not None and state.bundle_sha256 == manifest.sha256 and state.active_release:
+        if state is not None and self._serves(state, manifest) and state.active_release:
             installed = releases.release_dir(self.root, name, state.active_release).is_dir()
             if installed and self._serving(state) and state.port == port and state.host == host:
                 progress(ProgressEvent("done", "already installed; nothing to do", 1.0))
@@ -842,6 +842,10 @@ class LocalTarget:
         if state is None:
             raise DeployError(f"no deployment named {name!r}", hint="see `modeldeck status`")
         return state
+
+    @staticmethod
+    def _serves(state: DeploymentState, manifest: Manifest) -> bool:
+        return releases.serves_bundle(state.bundle_sha256, state.model_name, state.model_version, manifest)
 
     def _serving(self, state: DeploymentState) -> bool:
         return state.desired == "running" and _is_our_supervisor(state.pid)

@@ -26,9 +26,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modeldeck.core.errors import DeployError
+
+if TYPE_CHECKING:
+    from modeldeck.core.runtime.manifest import Manifest
 
 RELEASES = "releases"
 CURRENT = "current"
@@ -69,6 +72,23 @@ class DeploymentState:
     def from_dict(cls, data: dict[str, Any]) -> DeploymentState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def serves_bundle(
+    bundle_sha256: str | None, model_name: str | None, model_version: str | None, manifest: Manifest
+) -> bool:
+    """Whether a deployment recorded as serving these files *as this registered version* already serves ``manifest``.
+
+    The bundle digest covers the files, not the manifest, so a new registry version with
+    identical weights has the same digest; it is still a new release (its ``/version`` and
+    ``status`` must name the version the user deployed). Older records without a name or
+    version compare by files alone.
+    """
+    if bundle_sha256 != manifest.sha256:
+        return False
+    if model_name is None and model_version is None:
+        return True
+    return (model_name, str(model_version)) == (manifest.model_name, str(manifest.model_version))
 
 
 def validate_name(name: str) -> str:

@@ -446,7 +446,7 @@ class DockerTarget:
         host, port = self._choose_port(state, options)
         if (
             state is not None
-            and state.bundle_sha256 == manifest.sha256
+            and releases.serves_bundle(state.bundle_sha256, state.model_name, state.model_version, manifest)
             and state.port == port
             and state.host == host
             and (settings.image is None or settings.image == state.active_image)

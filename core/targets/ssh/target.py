@@ -49,6 +49,7 @@ from modeldeck.core.errors import Cancelled, DeployError, HostUnreachable, Model
 from modeldeck.core.inventory.known_hosts import KnownHosts
 from modeldeck.core.runtime.manifest import MANIFEST_NAME, Manifest, verify_bundle
 from modeldeck.core.targets import agent as agent_protocol
+from modeldeck.core.targets import releases
 from modeldeck.core.targets.base import (
     DeploymentStatus,
     DeployOptions,
@@ -303,7 +304,11 @@ class SshTarget:
                 )
             serving = current is not None and current.state == "running"
             replaces = current.release_id if serving and current is not None else None
-            if serving and current is not None and current.bundle_sha256 == manifest.sha256:
+            if (
+                serving
+                and current is not None
+                and releases.serves_bundle(current.bundle_sha256, current.model_name, current.model_version, manifest)
+            ):
                 steps.append(PlannedStep("noop", "this bundle is already installed and serving"))
                 return Plan(self.url, name, tuple(steps), replaces=replaces)
             if missing is None:
