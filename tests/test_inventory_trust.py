@@ -10,7 +10,7 @@ import pytest
 from modeldeck.core.errors import HostKeyChanged, HostKeyError, HostUnreachable
 from modeldeck.core.inventory.known_hosts import KnownHosts
 from modeldeck.core.inventory.trust import check_key, fetch_host_key, trust
-from modeldeck.core.targets.ssh.connection import SshEndpoint
+from modeldeck.core.targets.ssh.connection import SshConnection, SshEndpoint
 
 from tests.fixtures.sshd import SshHost
 
@@ -66,5 +66,12 @@ def test_a_changed_key_needs_replace_and_the_new_fingerprint(ssh_host: SshHost, 
 
 
 def test_a_closed_port_is_unreachable_not_a_hang() -> None:
-    with pytest.raises(HostUnreachable, match="cannot connect"):
+    with pytest.raises(HostUnreachable, match="cannot connect: connection refused") as err:
         fetch_host_key(SshEndpoint("127.0.0.1", 1, connect_timeout_s=5))
+    assert "Errno" not in err.value.message
+
+
+def test_a_closed_port_through_ssh_says_refused_not_errno_none(tmp_path: Path) -> None:
+    with pytest.raises(HostUnreachable, match="cannot connect: connection refused") as err:
+        SshConnection.open(SshEndpoint("127.0.0.1", 1, connect_timeout_s=5), KnownHosts(tmp_path / "pins", []))
+    assert "Errno" not in err.value.message

@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import paramiko
 from modeldeck.core.errors import HostKeyChanged, HostKeyError, HostUnreachable
 from modeldeck.core.inventory.known_hosts import KnownHosts, _same_fingerprint, fingerprint, host_key_name
-from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint
+from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint, socket_reason
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def _presented_key(
         raise
     except (OSError, paramiko.SSHException) as exc:
         _close(jump)
-        raise HostUnreachable(f"{endpoint.label}: cannot connect: {exc}") from exc
+        raise HostUnreachable(f"{endpoint.label}: cannot connect: {socket_reason(exc)}") from exc
     transport = paramiko.Transport(sock)
     transport.banner_timeout = endpoint.connect_timeout_s
     transport.handshake_timeout = endpoint.connect_timeout_s

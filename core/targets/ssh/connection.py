@@ -263,6 +263,19 @@ def _close(conn: SshConnection | None) -> None:
         conn.close()
 
 
+def socket_reason(exc: BaseException) -> str:
+    """Why a TCP connect failed, in words (paramiko's "[Errno None] Unable to connect to port …" hides the cause)."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:
+        exc = next(iter(exc.errors.values()))
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port: is sshd running there?)"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host name ({exc.strerror or exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__
+
+
 def _translate(endpoint: SshEndpoint, exc: BaseException) -> BaseException:
     label = endpoint.label
     if isinstance(exc, HostKeyError):
@@ -277,7 +290,7 @@ def _translate(endpoint: SshEndpoint, exc: BaseException) -> BaseException:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return HostUnreachable(f"{label}: no answer within {endpoint.connect_timeout_s:.0f} s")
     if isinstance(exc, (ConnectionRefusedError, socket.gaierror, OSError)):
-        return HostUnreachable(f"{label}: cannot connect: {exc}")
+        return HostUnreachable(f"{label}: cannot connect: {socket_reason(exc)}")
     if isinstance(exc, paramiko.SSHException) and "No authentication methods available" in str(exc):
         return SshAuthError(
             f"{label}: no key, ssh-agent identity or password to offer",
