@@ -587,7 +587,7 @@ class DeploymentsPage(QWidget):
             previous = f"previous {s.previous_release_id}" if s.previous_release_id else "no previous release"
             self.details.setText(
                 f"{s.name}: release {s.release_id or '-'}, {previous}, "
-                f"bundle {(s.bundle_sha256 or '-')[:12]}, pid {s.pid or '-'}{extra}"
+                f"bundle {(s.bundle_sha256 or '-')[:12]}{f', pid {s.pid}' if s.pid else ''}{extra}"
             )
         self.try_it.set_deployment(s, url)
 
