@@ -60,6 +60,15 @@ def proc_status(pid: int | str = "self", field: str = "VmRSS") -> int | None:
     return None
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far (NaN when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int | str = "self") -> float:
     kb = proc_status(pid)
     return kb / 1024 if kb is not None else float("nan")
@@ -248,9 +257,16 @@ def main() -> None:
             start = time.monotonic()
             loop = QEventLoop()
             warmup = 10.0  # ring buffers fill their first points, pyqtgraph builds its caches
+            cpu0: list[float] = []  # GUI, collection process at the end of the warm-up
+
+            def cpu_now() -> list[float]:
+                child = getattr(source.collector, "pid", None)
+                return [cpu_seconds(), cpu_seconds(child) if child else 0.0]
+
             QTimer.singleShot(
                 int(warmup * 1000),
                 lambda: (
+                    cpu0.extend(cpu_now()),
                     timer.start(),
                     last.__setitem__(0, time.perf_counter()),
                     *(p.reset() for p in paints.values()),
@@ -266,6 +282,7 @@ def main() -> None:
             loop.exec()
             timer.stop()
             rss_timer.stop()
+            cpu1 = cpu_now()
             elapsed = time.monotonic() - start
             load1 = os.getloadavg()
             samples = sum(len(source.snapshot(n, ["uptime"]).get("uptime", ((),))[0]) for n in source.monitored)
@@ -308,6 +325,11 @@ def main() -> None:
             f"paint of the {what}: p50 {statistics.median(ms):.1f} ms, p99 {pct(ms, 0.99):.1f} ms,"
             f" max {max(ms):.1f} ms ({len(ms)} paints, {len(ms) / args.duration:.1f}/s)"
         )
+    gui_cpu, child_cpu = ((b - a) / args.duration for a, b in zip(cpu0, cpu1, strict=True))
+    print(
+        f"CPU per second of run: GUI process {gui_cpu * 1000:.0f} ms"
+        + ("" if args.in_process else f", collection process {child_cpu * 1000:.0f} ms")
+    )
     for gen, times in gc_times.items():
         if times:
             print(f"gc gen{gen}: {len(times)} passes, max {1000 * max(times):.1f} ms")
