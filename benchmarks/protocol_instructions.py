@@ -1,6 +1,6 @@
 """Instructions per request through the HTTP protocol, in-process and independent of the machine's load.
 
-    .venv/bin/python benchmarks/protocol_instructions.py [-k 1,8] [--waves 1000] [--server runtime|bare]
+    .venv/bin/python benchmarks/protocol_instructions.py [-k 1,8] [--waves 1000] [--server runtime|bare] [--idle 1]
     PYTHONPATH=OLD_TREE .venv/bin/python benchmarks/protocol_instructions.py   # an older runtime, same harness
 
 k fake connections (in-memory transports on uvloop) each send one ``POST /invocations``
@@ -9,6 +9,9 @@ everything the server's Python does for a request -- httptools parsing, uvicorn'
 protocol, the app, batching, ``session.run`` -- but no syscalls and no client.
 ``--server runtime`` is the runtime (its protocol and app, default config);
 ``--server bare`` is ``bare_app.py`` with one ``session.run`` on stock uvicorn.
+``--idle N`` keeps N more connections open that never send (a scraper's or a
+health checker's idle keep-alive). Batch sizes (requests per ``session.run``) are
+printed with ``--time``.
 Under callgrind (``valgrind`` on PATH) it prints instructions per request, counted
 only over the measured waves; with ``--time`` it prints CPU µs per request instead.
 Model: the 50-tree iris forest that ``bench_runtime.py`` serves.
@@ -58,7 +61,7 @@ class _Transport:
         pass
 
 
-def _serve(bundle: Path, server: str, k: int, waves: int, flag: Path | None) -> float:
+def _serve(bundle: Path, server: str, k: int, waves: int, flag: Path | None, idle: int = 0) -> float:
     """Run the waves; with ``flag``, hand-shake with the parent around the measured part (for callgrind)."""
     import uvicorn
     import uvloop
@@ -107,6 +110,8 @@ def _serve(bundle: Path, server: str, k: int, waves: int, flag: Path | None) -> 
             transport = _Transport()
             protocol.connection_made(transport)
             conns.append((protocol, transport))
+        for _ in range(idle):
+            protocol_class(config=config, server_state=state, app_state={}, _loop=loop).connection_made(_Transport())
 
         async def wave() -> None:
             want = [t.writes + 1 for _, t in conns]
@@ -124,10 +129,14 @@ def _serve(bundle: Path, server: str, k: int, waves: int, flag: Path | None) -> 
             flag.write_text("measure")
             while flag.exists():
                 time.sleep(0.1)
+        batches = app.metrics.batch_requests.counts[:] if server == "runtime" else None
         start = time.thread_time()
         for _ in range(waves):
             await wave()
         seconds = time.thread_time() - start
+        if batches is not None and flag is None:
+            runs = sum(app.metrics.batch_requests.counts) - sum(batches)
+            print(f"  {k * waves / max(runs, 1):.2f} requests per session.run", flush=True)
         if flag is not None:
             flag.with_suffix(".done").write_text("done")
             while flag.with_suffix(".done").exists():
@@ -158,6 +167,8 @@ def _callgrind(args: argparse.Namespace, k: int, bundle: Path, work: Path) -> in
         str(k),
         "--waves",
         str(args.waves),
+        "--idle",
+        str(args.idle),
     ]
     with open(work / f"valgrind-{k}.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -194,25 +205,29 @@ def main() -> int:
     parser.add_argument("--waves", type=int, default=1000)
     parser.add_argument("--server", choices=("runtime", "bare"), default="runtime")
     parser.add_argument("--time", action="store_true", help="CPU time per request instead of callgrind")
+    parser.add_argument("--idle", type=int, default=0, help="more connections, open and idle")
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        _serve(args.bundle, args.server, int(args.k), args.waves, args.child)
+        _serve(args.bundle, args.server, int(args.k), args.waves, args.child, args.idle)
         return 0
     sys.path.insert(0, str(ROOT))
     import modeldeck.core.runtime
 
     from tests.fixtures.runtime import make_iris_bundle
 
-    print(f"{args.server} from {Path(modeldeck.core.runtime.__file__).parent}; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.server} from {Path(modeldeck.core.runtime.__file__).parent}, {args.idle} idle connection(s); "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory(prefix="protocol-instructions-") as tmp:
         work = Path(tmp)
         bundle = make_iris_bundle(work / "bundle", n_estimators=50).path
         for k in (int(x) for x in args.k.split(",")):
             waves = max(1, args.waves // k)
             if args.time:
-                best = min(_serve(bundle, args.server, k, waves, None) for _ in range(5))
+                best = min(_serve(bundle, args.server, k, waves, None, args.idle) for _ in range(5))
                 print(f"k={k}: {best / (k * waves) * 1e6:.1f} µs CPU per request (best of 5)", flush=True)
             else:
                 args.waves = waves

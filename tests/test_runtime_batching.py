@@ -288,3 +288,70 @@ def test_fast_path_answers_503_before_the_model_is_ready(runtime_bundles: dict[s
     body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[1, 2, 3, 4]]}}).encode()
     [(status, answer)] = _through_protocol(app, [body])
     assert status == 503 and answer["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_a_lone_client_runs_inline_beside_idle_connections_and_concurrent_clients_still_share_batches(
+    runtime_bundles: dict[str, Any],
+) -> None:
+    """A scraper's or health checker's idle keep-alive must not push a lone client into the batch queue (answered
+    inside the read, no loop iteration), and taking turns with other clients must still queue and coalesce: every
+    wave of 8 connections read in one loop iteration is one ``session.run``, the first of each wave included, once
+    the clients have taken turns."""
+    import uvicorn
+    from modeldeck.core.runtime.http_protocol import OneWriteHttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    bundle = runtime_bundles["iris"]
+    app = _app(bundle.path, max_batch_size=64)
+    config = uvicorn.Config(
+        app, http=OneWriteHttpToolsProtocol, lifespan="off", access_log=False, proxy_headers=False, log_level="warning"
+    )
+    config.load()
+    state = ServerState()
+    body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": bundle.X[:1].tolist()}}).encode()
+    request = b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    request %= (len(body), body)
+    batches = app.metrics.batch_requests
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        conns = []
+        for _ in range(9):  # the last one stays idle throughout
+            protocol = OneWriteHttpToolsProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+            transport = _Transport()
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            conns.append((protocol, transport))
+
+        async def wave(active: list[tuple[OneWriteHttpToolsProtocol, _Transport]]) -> list[bool]:
+            """Send one request on each; which were answered inside their read."""
+            inline = []
+            for protocol, transport in active:
+                transport.data = b""
+                protocol.data_received(request)
+                inline.append(bool(transport.data))
+            for _ in range(100):
+                if all(t.data for _, t in active):
+                    break
+                await asyncio.sleep(0)
+            assert all(t.data.startswith(b"HTTP/1.1 200") for _, t in active)
+            return inline
+
+        assert await wave(conns[:1]) == [False]  # a connection's first request, others open: it may have company
+        for _ in range(4):
+            assert await wave(conns[:1]) == [True]
+        # Others join: the lone client's first request cannot know (nobody else was active), theirs queue.
+        runs = sum(batches.counts)
+        assert await wave(conns[:8]) == [True] + [False] * 7
+        assert sum(batches.counts) == runs + 2
+        for _ in range(4):  # from then on each wave is one batch
+            runs = sum(batches.counts)
+            assert await wave(conns[:8]) == [False] * 8
+            assert sum(batches.counts) == runs + 1
+        # Back to one client: its first request follows the others' and queues; then it runs inline again.
+        assert await wave(conns[:1]) == [False]
+        for _ in range(3):
+            assert await wave(conns[:1]) == [True]
+        assert not state.tasks, "a prediction went through ASGI"
+
+    asyncio.run(run())
+    assert batches.total == 5 + 5 * 8 + 4 and app.metrics.in_flight == 0

@@ -85,6 +85,8 @@ class RuntimeApp:
         self.ready = False
         # How many requests the server holds right now (set by the server; see _predict). None: unknown.
         self.pending_requests: Callable[[], int] | None = None
+        # Fast-path predictions started so far: the protocol tells from it whether other connections are active.
+        self.hot_started = 0
         m = model.manifest
         self.metrics = RuntimeMetrics(
             model_name=m.model_name,
@@ -241,6 +243,7 @@ class RuntimeApp:
         else:
             return None
         self.metrics.in_flight += 1
+        self.hot_started += 1
         return HotRequest(self, route, scope, answer)
 
     def hot_abandon(self, request: HotRequest) -> None:
@@ -250,8 +253,8 @@ class RuntimeApp:
             self.metrics.in_flight -= 1
 
     def hot_body(self, request: HotRequest, body: bytes, content_type: bytes | None, *, alone: bool = False) -> None:
-        """Validate and run (now if ``alone``: no other connection is open, else in the next batch); answers now
-        or once the batch has run."""
+        """Validate and run (now if ``alone``: no other connection has a prediction in flight or started one since
+        this connection's last, else in the next batch); answers now or once the batch has run."""
         try:
             if len(body) > self.config.max_body_bytes:  # the protocol sends only declared sizes within the limit
                 raise RequestError(

@@ -122,9 +122,11 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         hot = getattr(self.app, "hot_request", None)
         self._hot_request = hot if FAST_PATH_SUPPORTED and callable(hot) and not self.access_log else None
-        self._hot_waiting: Any = None  # (cycle, HotRequest) started, waiting for the rest of its body
+        self._hot_waiting: Any = None  # (cycle, HotRequest, content type, quiet) waiting for the rest of its body
         self._heads: dict[tuple[int, bytes, int, bool], bytes] = {}
         self._heads_for: Any = None  # the server's default headers (the date changes every second)
+        # The app's count of fast-path predictions when this connection's last one started (None: not yet).
+        self._last_started: int | None = None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if self._hot_request is not None and app is self.app and self._start_hot(cycle):
@@ -156,25 +158,42 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         request = self._hot_request(scope, partial(self._answer, cycle))
         if request is None:
             return False
+        # Company: did another connection start a prediction since this one's last? Open connections alone say
+        # nothing (a scraper's or a health checker's idle keep-alive), and the batcher being idle says too little:
+        # at the start of an epoll wake-up the batch is empty while the other connections' requests are still
+        # unread, and a request run now is answered before they are read, which ended batching at k=8 (an earlier
+        # attempt). Concurrent clients take turns, so each one's previous request was followed by theirs. A
+        # connection's first prediction has no previous one: alone only on the only connection (connections opened
+        # together send together).
+        started = self.app.hot_started
+        last = self._last_started
+        quiet = last == started - 1 if last is not None else len(self.connections) == 1
+        self._last_started = started
         if cycle.more_body:
-            self._hot_waiting = (cycle, request, content_type)
+            self._hot_waiting = (cycle, request, content_type, quiet)
         else:
             # A pipelined request, started from the answer to the one before it, with its body already here: served
             # on the next loop iteration (as uvicorn's task would be), not from inside that answer -- a long
             # pipeline would otherwise recurse once per request.
-            self.loop.call_soon(self._serve_pipelined, cycle, request, content_type)
+            self.loop.call_soon(self._serve_pipelined, cycle, request, content_type, quiet)
         return True
 
-    def _serve_pipelined(self, cycle: RequestResponseCycle, request: Any, content_type: bytes | None) -> None:
-        self.app.hot_body(request, bytes(cycle.body), content_type, alone=len(self.connections) == 1)
+    def _alone(self, quiet: bool) -> bool:
+        """Run now: no other connection started a prediction since this one's last, none has one in flight."""
+        return quiet and self.app.metrics.in_flight == 1
+
+    def _serve_pipelined(
+        self, cycle: RequestResponseCycle, request: Any, content_type: bytes | None, quiet: bool
+    ) -> None:
+        self.app.hot_body(request, bytes(cycle.body), content_type, alone=self._alone(quiet))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         waiting = self._hot_waiting
         if waiting is not None and waiting[0] is self.cycle:
             self._hot_waiting = None
-            cycle, request, content_type = waiting
-            self.app.hot_body(request, bytes(cycle.body), content_type, alone=len(self.connections) == 1)
+            cycle, request, content_type, quiet = waiting
+            self.app.hot_body(request, bytes(cycle.body), content_type, alone=self._alone(quiet))
 
     def connection_lost(self, exc: Exception | None) -> None:
         waiting = self._hot_waiting
