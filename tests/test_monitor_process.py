@@ -144,6 +144,28 @@ def test_a_child_that_breaks_the_protocol_is_a_clear_error_and_restarts_are_boun
     assert health.state is HealthState.UNKNOWN and "gave up" in health.reason
 
 
+def test_collection_that_gave_up_resumes_on_request_with_every_endpoint(iris_runtime: RuntimeProcess) -> None:
+    """The user's "Restart monitoring": a fresh child with the same endpoints, restart budget reset."""
+    collector = CollectorProcess(
+        [Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.3, max_restarts=0, hang_after=30
+    )
+    assert not collector.resume()  # nothing to resume before it has given up
+    collector.start()
+    try:
+        wait_until(lambda: any(s.derived for s in collector.drain()), 10, "a first sample")
+        first = collector.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: bool(collector.failure), 10, "collection to give up (no restarts allowed)")
+        wait_until(lambda: collector.resume(), 5, "the reader to finish so collection can resume")
+        assert collector.failure == "" and collector.pid not in (None, first)
+        collector.drain()
+        wait_until(lambda: any(s.endpoint == "iris" and s.derived for s in collector.drain()), 10, "samples again")
+        assert collector.health()["iris"].state is HealthState.OK
+    finally:
+        assert collector.stop(timeout=5)
+
+
 def test_a_silent_child_is_taken_for_hung_killed_and_restarted() -> None:
     says_hello_then_nothing = "import sys; print('{\"hello\": 1}', flush=True); sys.stdin.read()"
     events = Events()

@@ -147,6 +147,23 @@ class CollectorProcess:
             self._thread.join(max(0.1, deadline - time.monotonic()))
         return (proc is None or proc.poll() is not None) and not (self._thread and self._thread.is_alive())
 
+    def resume(self) -> bool:
+        """Collect again after giving up (the user's "Restart monitoring"); False if it never stopped or is stopping."""
+        with self._lock:
+            if not self.failure or self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
+                return False
+            self.failure = ""
+            self._restart_times.clear()
+            self._health = dict.fromkeys(self._endpoints, _UNKNOWN)
+            try:
+                self._spawn()
+            except OSError as exc:
+                self.failure = f"cannot start the monitor process: {exc}"
+                raise MonitorProcessError(self.failure, hint="is the machine out of memory or processes?") from exc
+        self._thread = threading.Thread(target=self._run, name="modeldeck-monitor-reader", daemon=True)
+        self._thread.start()
+        return True
+
     def __enter__(self) -> CollectorProcess:
         self.start()
         return self

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.monitor.config import MonitorConfig
 from modeldeck.core.monitor.history import HistoryStore
 from modeldeck.core.monitor.prometheus import PrometheusClient
@@ -395,7 +396,18 @@ class MonitorPage(QWidget):
     def _collector_problem(self, message: str) -> None:
         """The collection process failed: say so (restarted: a warning; given up: an error that stays)."""
         stopped = bool(getattr(self.source.collector, "failure", ""))
-        self.banner.show_message(message, kind="error" if stopped else "warning")
+        if stopped and hasattr(self.source.collector, "resume"):
+            self.banner.show_message(
+                message, kind="error", action_text="Restart monitoring", action=self._resume_collection
+            )
+        else:
+            self.banner.show_message(message, kind="error" if stopped else "warning")
+
+    def _resume_collection(self) -> None:
+        try:
+            self.source.collector.resume()
+        except ModelDeckError as exc:
+            self.banner.show_message(describe_error(exc), kind="error")
 
     def _query_prometheus(self) -> None:
         url, names = self.config.prometheus_url, list(self.plots.names)

@@ -53,3 +53,23 @@ def test_the_page_collects_in_a_child_process_and_survives_its_death(
     assert collector.pid not in (None, first)
     row = page.model.row_at(page.model.row_of("iris"))
     assert row is not None and row.health.state is HealthState.OK
+
+
+def test_monitoring_that_gave_up_says_so_and_restarts_from_the_banner(
+    qtbot: QtBot, page: MonitorPage, iris_runtime: RuntimeProcess
+) -> None:
+    collector = page.source.collector
+    assert isinstance(collector, CollectorProcess)
+    collector.max_restarts = 0  # the next death is one too many
+    page.source.add(Monitored("iris", f"{iris_runtime.url}/metrics", iris_runtime.url, "manual"))
+    qtbot.waitUntil(lambda: "iris" in page.source.latest, timeout=10_000)
+    first = collector.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    qtbot.waitUntil(lambda: page.banner.isVisible() and "Monitoring stopped" in page.banner.label.text(), timeout=5_000)
+    assert page.banner.action_button.isVisible() and page.banner.action_button.text() == "Restart monitoring"
+    seen = page.source.latest["iris"].at
+    qtbot.waitUntil(lambda: not (collector._thread and collector._thread.is_alive()), timeout=5_000)
+    page.banner.action_button.click()
+    qtbot.waitUntil(lambda: page.source.latest["iris"].at > seen + 0.5, timeout=10_000)
+    assert collector.failure == "" and collector.pid not in (None, first) and not page.banner.isVisible()
