@@ -376,3 +376,13 @@ def test_missing_bundle_is_a_clear_error(local_target: LocalTarget, tmp_path: Pa
 def test_unknown_deployment_is_a_clear_error(local_target: LocalTarget) -> None:
     with pytest.raises(DeployError, match="no deployment named 'ghost'"):
         local_target.stop("ghost")
+
+
+def test_private_port_is_the_one_the_runtime_names_even_with_the_public_ports_number() -> None:
+    """127.0.0.1:0 may be given the public port's number when the public bind is on another address (seen in CI)."""
+    from modeldeck.core.targets.local import _private_bind
+
+    ready = {"binds": ["127.0.0.38:42741", "127.0.0.1:42741"], "private_binds": ["127.0.0.1:42741"]}
+    assert _private_bind(ready, "127.0.0.38", 42741) == "127.0.0.1:42741"
+    # an older runtime without private_binds: by elimination, as before
+    assert _private_bind({"binds": ["127.0.0.38:42741", "127.0.0.1:5000"]}, "127.0.0.38", 42741) == "127.0.0.1:5000"

@@ -66,6 +66,7 @@ def test_ready_file_names_the_actual_ports_and_the_model(
     assert ready["binds"][0] == f"127.0.0.1:{port}"
     private = ready["binds"][1]
     assert private.startswith("127.0.0.1:") and not private.endswith(":0")
+    assert ready["private_binds"] == [private]  # the port-0 bind, named as such (not guessed from port numbers)
     assert (ready["model_name"], ready["model_version"], ready["bundle_sha256"]) == ("iris", "3", manifest.sha256)
     for url in (rp.url_of(0), rp.url_of(1)):
         assert _predict(url).json() == {"predictions": [0]}

@@ -289,6 +289,12 @@ class _RuntimeServer:
                     {
                         "pid": os.getpid(),
                         "binds": self.addresses,
+                        # the port-0 binds, resolved: a supervisor's private health port. Told apart by what was
+                        # asked for, not by comparing ports: 127.0.0.1:0 may get the public port's number when the
+                        # public bind is on another address.
+                        "private_binds": [
+                            a for b, a in zip(self.config.binds, self.addresses, strict=True) if b.port == 0
+                        ],
                         "model_name": m.model_name,
                         "model_version": m.model_version,
                         "bundle_sha256": m.sha256,

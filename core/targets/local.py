@@ -890,8 +890,11 @@ def _bind_text(host: str, port: int) -> str:
 def _private_bind(ready: dict[str, Any], host: str, port: int) -> str:
     """The bind from the ready file that is not the public one (the private health port)."""
     binds = [str(b) for b in ready.get("binds") or []]
-    public = {_bind_text(host, port), f"{_url_host(host)}:{port}"}
-    private = [b for b in binds if b not in public and not b.endswith(f":{port}")]
+    if "private_binds" in ready:  # the runtime says which binds were port 0; older runtimes: by elimination
+        private = [str(b) for b in ready.get("private_binds") or []]
+    else:
+        public = {_bind_text(host, port), f"{_url_host(host)}:{port}"}
+        private = [b for b in binds if b not in public and not b.endswith(f":{port}")]
     if not private:
         raise DeployError(f"the new runtime reported no private port (binds: {binds})")
     return private[0]

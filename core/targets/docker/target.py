@@ -86,7 +86,9 @@ try:
     ready = json.load(open(ready_path))
 except (OSError, ValueError):
     done(3, message="not ready")
-binds = [b for b in ready.get("binds", []) if not b.endswith(":" + public_port)]
+binds = ready.get("private_binds")
+if binds is None:
+    binds = [b for b in ready.get("binds", []) if not b.endswith(":" + public_port)]
 if not binds:
     done(1, message="the runtime reported no private port: %s" % ready.get("binds"))
 base = "http://" + binds[-1]
