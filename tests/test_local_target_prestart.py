@@ -19,28 +19,26 @@ from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import LocalTarget, free_port, pid_alive
 
 from tests.fixtures.deploy import runtime_pids
+from tests.test_local_target import wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
+def deploy_prestarted(target: LocalTarget, started_for: Path, deployed: Path, opts: DeployOptions):
+    """Pre-start a runtime for bundle ``started_for``, deploy ``deployed`` with it, discard it whatever happens."""
+    early = target.prestart(read_manifest(started_for).sha256, opts)
+    assert early is not None
+    try:
+        return early, target.deploy(deployed, opts, prestarted=early)
+    finally:
+        target.discard(early)
 
 
 def test_a_prestarted_runtime_serves_the_deploy_it_was_started_for(local_target: LocalTarget, deploy_bundles) -> None:
     port = free_port()
     v1 = local_target.deploy(deploy_bundles["v1"], DeployOptions(port=port))
     opts = DeployOptions(name="iris", port=port)
-    early = local_target.prestart(read_manifest(deploy_bundles["v2"]).sha256, opts)
-    assert early is not None
-    try:
-        v2 = local_target.deploy(deploy_bundles["v2"], opts, prestarted=early)
-    finally:
-        local_target.discard(early)
+    early, v2 = deploy_prestarted(local_target, deploy_bundles["v2"], deploy_bundles["v2"], opts)
 
     assert v2.outcome == "deployed", v2.message
     assert (v2.status.release_id, v2.status.pid) == (early.release_id, early.pid)
@@ -56,12 +54,7 @@ def test_a_first_deploy_without_a_port_uses_the_prestarted_runtime_and_its_port(
     local_target: LocalTarget, deploy_bundles
 ) -> None:
     opts = DeployOptions(name="iris")  # no port: a free one is picked
-    early = local_target.prestart(read_manifest(deploy_bundles["v1"]).sha256, opts)
-    assert early is not None
-    try:
-        result = local_target.deploy(deploy_bundles["v1"], opts, prestarted=early)
-    finally:
-        local_target.discard(early)
+    early, result = deploy_prestarted(local_target, deploy_bundles["v1"], deploy_bundles["v1"], opts)
 
     assert result.outcome == "deployed", result.message
     assert (result.status.release_id, result.status.pid) == (early.release_id, early.pid)
@@ -89,17 +82,12 @@ def test_a_prestarted_runtime_for_another_bundle_is_replaced_not_used(
     local_target: LocalTarget, deploy_bundles
 ) -> None:
     opts = DeployOptions(name="iris", port=free_port())
-    early = local_target.prestart(read_manifest(deploy_bundles["v2"]).sha256, opts)
-    assert early is not None
-    try:
-        result = local_target.deploy(deploy_bundles["v1"], opts, prestarted=early)
-    finally:
-        local_target.discard(early)
+    early, result = deploy_prestarted(local_target, deploy_bundles["v2"], deploy_bundles["v1"], opts)
 
     assert result.outcome == "deployed", result.message
     assert result.status.release_id != early.release_id
     assert not pid_alive(early.pid)
-    wait_until(lambda: len(runtime_pids(local_target.root)) == 2)  # v1's supervisor and runtime only
+    wait_until(lambda: len(runtime_pids(local_target.root)) == 2, timeout=30.0)  # v1's supervisor and runtime only
 
 
 def test_a_waiting_runtime_refuses_a_bundle_that_does_not_match_its_manifest(tmp_path: Path, deploy_bundles) -> None:
