@@ -179,12 +179,8 @@ def test_redeploy_of_the_same_bundle_sends_nothing_and_keeps_the_process(
     assert "the host already holds every file; nothing to send" in [e.message for e in steps.events]
 
 
-def test_a_known_host_is_redeployed_with_one_command_and_a_stale_cache_falls_back_to_the_facts(
-    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    opts = options(ssh_deploy_host)
-    first = ssh_target.deploy(deploy_bundles["v1"], opts)
-    assert first.ok, first.message
+def count_facts_runs(ssh_target: SshTarget, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that gets one entry each time the target runs the host-facts script."""
     inspected: list[str] = []
     real_facts = ssh_target.facts
 
@@ -193,13 +189,29 @@ def test_a_known_host_is_redeployed_with_one_command_and_a_stale_cache_falls_bac
         return real_facts(*args, **kwargs)
 
     monkeypatch.setattr(ssh_target, "facts", counting_facts)
+    return inspected
+
+
+def make_facts_cache_stale(ssh_target: SshTarget) -> tuple[Path, dict]:
+    """Point the cached facts at a deploy root that is gone (its interpreter with it); returns the file and old data."""
+    cache = next((ssh_target.cache_dir / "facts").glob("*.json"))
+    data = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**data, "deploy_root": data["deploy_root"] + "-gone"}))
+    return cache, data
+
+
+def test_a_known_host_is_redeployed_with_one_command_and_a_stale_cache_falls_back_to_the_facts(
+    ssh_target: SshTarget, ssh_deploy_host: SshHost, deploy_bundles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = options(ssh_deploy_host)
+    first = ssh_target.deploy(deploy_bundles["v1"], opts)
+    assert first.ok, first.message
+    inspected = count_facts_runs(ssh_target, monkeypatch)
     again = ssh_target.deploy(deploy_bundles["v1"], opts)
     assert again.outcome == "already-installed", again.message
     assert inspected == []  # the cached facts were enough: one agent command
     # A cache whose interpreter is gone (here: a deploy root that moved) is noticed and replaced.
-    cache = next((ssh_target.cache_dir / "facts").glob("*.json"))
-    data = json.loads(cache.read_text())
-    cache.write_text(json.dumps({**data, "deploy_root": data["deploy_root"] + "-gone"}))
+    cache, data = make_facts_cache_stale(ssh_target)
     v2 = ssh_target.deploy(deploy_bundles["v2"], opts)
     assert v2.outcome == "deployed", v2.message
     assert inspected == ["facts"]
@@ -214,14 +226,7 @@ def test_plan_status_and_logs_of_a_known_host_skip_the_facts_script_and_a_stale_
     opts = options(ssh_deploy_host)
     first = ssh_target.deploy(deploy_bundles["v1"], opts)
     assert first.ok, first.message
-    inspected: list[str] = []
-    real_facts = ssh_target.facts
-
-    def counting_facts(*args, **kwargs):  # type: ignore[no-untyped-def]
-        inspected.append("facts")
-        return real_facts(*args, **kwargs)
-
-    monkeypatch.setattr(ssh_target, "facts", counting_facts)
+    inspected = count_facts_runs(ssh_target, monkeypatch)
     assert [s.step for s in ssh_target.plan(deploy_bundles["v1"], opts).steps] == ["facts", "noop"]
     plan = ssh_target.plan(deploy_bundles["v2"], opts)
     assert plan.replaces == first.status.release_id
@@ -231,9 +236,7 @@ def test_plan_status_and_logs_of_a_known_host_skip_the_facts_script_and_a_stale_
     assert "started runtime" in ssh_target.logs("iris")
     assert inspected == []  # one agent command each, as for a deploy
     # A cache whose interpreter is gone is noticed (nothing ran) and the host inspected again.
-    cache = next((ssh_target.cache_dir / "facts").glob("*.json"))
-    data = json.loads(cache.read_text())
-    cache.write_text(json.dumps({**data, "deploy_root": data["deploy_root"] + "-gone"}))
+    make_facts_cache_stale(ssh_target)
     (status,) = ssh_target.status()
     assert status.release_id == first.status.release_id
     assert inspected == ["facts"]
