@@ -8,34 +8,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from modeldeck.core.monitor.collector import Endpoint, MonitorEvent
+from modeldeck.core.monitor.collector import Endpoint
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
 from modeldeck.core.monitor.worker import MonitorProcessError, sample_from_wire
 
 from tests.fixtures.monitor import free_port
 from tests.fixtures.runtime import RuntimeProcess, start_runtime
-from tests.test_monitor_live import send, wait_until
-
-
-class Events:
-    def __init__(self) -> None:
-        self.items: list[tuple[float, MonitorEvent]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, event: MonitorEvent) -> None:
-        with self.lock:
-            self.items.append((time.monotonic(), event))
-
-    def of(self, kind: str, endpoint: str | None = None) -> list[tuple[float, MonitorEvent]]:
-        with self.lock:
-            return [(t, e) for t, e in self.items if e.kind == kind and (endpoint is None or e.endpoint == endpoint)]
+from tests.test_monitor_live import Events, send, wait_until
 
 
 def _alive(pid: int) -> bool:
@@ -95,7 +80,7 @@ def test_an_endpoint_that_dies_turns_down_within_two_intervals(
         wait_until(lambda: collector.health()["iris"].state is HealthState.DOWN, 5, "down after the runtime died")
     finally:
         assert collector.stop(timeout=5)
-    down_at, event = events.of("health", "iris")[-1]
+    down_at, event = events.of("iris", "health")[-1]
     assert event.detail.startswith("down:") and "unreachable" in event.detail
     assert down_at - died <= 2 * interval
 
@@ -109,13 +94,13 @@ def test_a_killed_child_is_reported_and_restarted_with_every_endpoint(iris_runti
         first = collector.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        wait_until(lambda: bool(events.of("collector")), 5, "the collector event")
+        wait_until(lambda: bool(events.of("", "collector")), 5, "the collector event")
         wait_until(lambda: collector.pid not in (None, first), 5, "a new child")
         collector.drain()
         wait_until(lambda: any(s.derived is not None for s in collector.drain()), 10, "samples from the new child")
     finally:
         assert collector.stop(timeout=5)
-    detail = events.of("collector")[0][1].detail
+    detail = events.of("", "collector")[0][1].detail
     assert "killed by SIGKILL" in detail and "restarting" in detail
     assert collector.restarts == 1 and not collector.failure
     assert not _alive(first)
@@ -136,7 +121,7 @@ def test_a_child_that_breaks_the_protocol_is_a_clear_error_and_restarts_are_boun
         wait_until(lambda: bool(collector.failure), 10, "collection to give up")
     finally:
         assert collector.stop(timeout=5)
-    details = [e.detail for _, e in events.of("collector")]
+    details = [e.detail for _, e in events.of("", "collector")]
     assert len(details) == 3 and all("not its protocol" in d for d in details)
     assert "Traceback" in details[0] and details[-1].startswith("monitoring stopped:")
     assert "gave up after 2 restarts" in details[-1]
@@ -182,7 +167,7 @@ def test_a_silent_child_is_taken_for_hung_killed_and_restarted() -> None:
         wait_until(lambda: bool(collector.failure), 10, "collection to give up")
     finally:
         assert collector.stop(timeout=5)
-    assert "sent nothing for 0.5 s (hung); restarting it" in events.of("collector")[0][1].detail
+    assert "sent nothing for 0.5 s (hung); restarting it" in events.of("", "collector")[0][1].detail
     assert first is not None and not _alive(first)
 
 
