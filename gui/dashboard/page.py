@@ -396,6 +396,8 @@ class MonitorPage(QWidget):
     def _collector_problem(self, message: str) -> None:
         """The collection process failed: say so (restarted: a warning; given up: an error that stays)."""
         stopped = bool(getattr(self.source.collector, "failure", ""))
+        if stopped:
+            self.refresh_fleet()  # every row says why it is no longer watched
         if stopped and hasattr(self.source.collector, "resume"):
             self.banner.show_message(
                 message, kind="error", action_text="Restart monitoring", action=self._resume_collection

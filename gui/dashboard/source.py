@@ -241,6 +241,9 @@ class MonitorSource(QObject):
 
     def _deliver_event(self, event: MonitorEvent) -> None:
         if event.kind == "collector":
+            if getattr(self.collector, "failure", ""):
+                # collection stopped: no sample will come to change the last health the rows show
+                self.health.update({n: h for n, h in self.collector.health().items() if n in self.monitored})
             self.collectorProblem.emit(event.detail[:1].upper() + event.detail[1:])
             return
         if event.endpoint not in self.monitored:

@@ -68,8 +68,11 @@ def test_monitoring_that_gave_up_says_so_and_restarts_from_the_banner(
     os.kill(first, signal.SIGKILL)
     qtbot.waitUntil(lambda: page.banner.isVisible() and "Monitoring stopped" in page.banner.label.text(), timeout=5_000)
     assert page.banner.action_button.isVisible() and page.banner.action_button.text() == "Restart monitoring"
+    stopped = page.model.row_at(page.model.row_of("iris"))
+    assert stopped is not None and stopped.health.state is HealthState.UNKNOWN and "gave up" in stopped.health.reason
     seen = page.source.latest["iris"].at
     qtbot.waitUntil(lambda: not (collector._thread and collector._thread.is_alive()), timeout=5_000)
     page.banner.action_button.click()
     qtbot.waitUntil(lambda: page.source.latest["iris"].at > seen + 0.5, timeout=10_000)
     assert collector.failure == "" and collector.pid not in (None, first) and not page.banner.isVisible()
+    qtbot.waitUntil(lambda: page.model.row_at(page.model.row_of("iris")).health.state is HealthState.OK, timeout=10_000)
