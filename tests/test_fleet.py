@@ -161,7 +161,16 @@ def test_cancel_midway_leaves_previous_releases_serving(local_fleet, deploy_bund
 def test_a_host_past_its_deadline_is_cancelled_and_reported_timed_out(local_fleet, deploy_bundles) -> None:
     assert deploy_many(local_fleet, deploy_bundles["v1"], DeployOptions(), forks=3).ok
     slow = {"node1": local_fleet["node1"]}
-    result = deploy_many(slow, deploy_bundles["v2"], DeployOptions(), step_timeouts=StepTimeouts(host_s=0.3))
+
+    def hold_in_health(event: ProgressEvent) -> None:
+        # A local deploy can finish inside any fixed deadline on a fast machine (CI once saw
+        # 'deployed' at 0.3 s), so the host is held past it in the middle of the health gate.
+        if event.step == "health":
+            time.sleep(1.0)
+
+    result = deploy_many(
+        slow, deploy_bundles["v2"], DeployOptions(), step_timeouts=StepTimeouts(host_s=0.3), progress=hold_in_health
+    )
     (host,) = result.hosts
     assert host.outcome == TIMED_OUT
     assert not result.ok
