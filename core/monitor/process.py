@@ -7,6 +7,9 @@ cheap. One reader thread turns the child's batches into :class:`Sample` objects:
 the only Python this process runs per scrape is a JSON decode and a ring-buffer
 append, instead of a page parse.
 
+In Prometheus-server mode (``prometheus_url``) the child queries the server
+instead of scraping; the samples, health and events that come back are the same.
+
 Faults are states, not exceptions: a child that exits, hangs (no line within
 ``HANG_S``) or sends garbage is killed, reported as a ``MonitorEvent`` of kind
 ``"collector"`` and started again with every endpoint (at most ``max_restarts``
@@ -38,6 +41,7 @@ from modeldeck.core.monitor.worker import (
     MAX_LINE,
     PROTOCOL,
     MonitorProcessError,
+    backfill_from_wire,
     decode_line,
     event_from_wire,
     policy_to_wire,
@@ -72,7 +76,9 @@ class CollectorProcess:
     ``malloc_arena_max`` goes into the child's environment: glibc otherwise gives
     each scrape thread its own arena, and their memory creeps. ``command`` replaces the child's
     command line (tests use it to start a process that breaks the protocol); a child silent for
-    ``hang_after`` seconds is taken for hung.
+    ``hang_after`` seconds is taken for hung. With ``prometheus_url`` the child queries that Prometheus server
+    (:class:`~modeldeck.core.monitor.prometheus.PrometheusCollector`) instead of scraping, and first sends the
+    history the server kept for the span of the ring buffers; :meth:`set_prometheus` switches either way.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class CollectorProcess:
         malloc_arena_max: int | None = 2,
         command: list[str] | None = None,
         hang_after: float = HANG_S,
+        prometheus_url: str | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -103,6 +110,7 @@ class CollectorProcess:
         self.malloc_arena_max = malloc_arena_max
         self.command = command or [sys.executable, "-m", "modeldeck.core.monitor.worker"]
         self.hang_after = hang_after
+        self.prometheus_url = prometheus_url or None
         self.restarts = 0
         self.failure = ""  # why collection stopped for good ('' while it runs)
         self._endpoints: dict[str, Endpoint] = {ep.name: ep for ep in endpoints}
@@ -113,6 +121,7 @@ class CollectorProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._restart_times: deque[float] = deque()
+        self._generation = 0  # of the config last sent; the child's lines from an older one are dropped
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -219,7 +228,37 @@ class CollectorProcess:
             self.series.forget(name)
         return removed
 
+    def set_prometheus(self, url: str | None) -> bool:
+        """Query the Prometheus server at ``url`` from now on (None: scrape every endpoint); True if that changed.
+
+        What was collected the other way is dropped (series, pending samples, health), so plots never mix them.
+        """
+        url = url or None
+        with self._lock:
+            if url == self.prometheus_url:
+                return False
+            self.prometheus_url = url
+            self._generation += 1
+            self._pending.clear()
+            self._health = dict.fromkeys(self._endpoints, _UNKNOWN)
+            for name in self._endpoints:
+                self.series.forget(name)
+            self._send(self._config())
+        return True
+
     # -- the child -------------------------------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, object]:
+        return {
+            "op": "config",
+            "gen": self._generation,
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "window": self.window,
+            "policy": policy_to_wire(self.policy),
+            "prometheus_url": self.prometheus_url,
+            "backfill": self.series.retention * self.interval,  # what the ring buffers can hold
+        }
 
     def _spawn(self) -> None:
         """Start a child and give it the config and every endpoint (called with the lock held)."""
@@ -235,15 +274,7 @@ class CollectorProcess:
         )
         assert self._proc.stdin is not None
         os.set_blocking(self._proc.stdin.fileno(), False)  # a stuck child must never block the caller (the UI)
-        self._send(
-            {
-                "op": "config",
-                "interval": self.interval,
-                "timeout": self.timeout,
-                "window": self.window,
-                "policy": policy_to_wire(self.policy),
-            }
-        )
+        self._send(self._config())
         for ep in self._endpoints.values():
             self._send({"op": "add", "name": ep.name, "url": ep.url})
 
@@ -321,12 +352,21 @@ class CollectorProcess:
         return None
 
     def _apply(self, message: dict[str, object]) -> None:
+        generation = message.get("g", 0)
+        if "b" in message:  # history from the Prometheus server, before the endpoint's first sample
+            endpoint, t, values = backfill_from_wire(message["b"])
+            with self._lock:
+                if generation == self._generation and endpoint in self._endpoints:
+                    self.series.extend(endpoint, t, values)  # only what is newer than the buffers hold
+            return
         raw_samples, raw_events = message.get("s", []), message.get("e", [])
         if not isinstance(raw_samples, list) or not isinstance(raw_events, list):
             raise MonitorProcessError(f"monitor process sent a malformed batch: {str(message)[:200]}")
         samples = [sample_from_wire(row) for row in raw_samples]
         events = [event_from_wire(row) for row in raw_events]
         with self._lock:
+            if generation != self._generation:  # collected before the last switch of source
+                return
             for sample in samples:
                 if sample.endpoint not in self._endpoints:  # removed while its scrape was in flight
                     continue
@@ -335,7 +375,7 @@ class CollectorProcess:
                 self._health[sample.endpoint] = sample.health
                 self._pending.append(sample)
             known = set(self._endpoints)
-        self._emit([e for e in events if e.endpoint in known])
+        self._emit([e for e in events if e.endpoint in known or e.kind == "source"])
 
     def _restart(self, reason: str) -> bool:
         """Start a new child after a pause, unless it failed too often; False when collection stops for good."""

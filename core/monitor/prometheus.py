@@ -1,5 +1,9 @@
 """Fleet scale through a Prometheus server: query its HTTP API, write its file_sd targets, export a Grafana dashboard.
 
+:class:`PrometheusCollector` is the collector of "Prometheus server" mode: the same samples, health and
+events as scraping every ``/metrics`` page, from a dozen queries a round for the whole fleet (the
+collection process runs it, so the GUI never decodes a query result).
+
 The PromQL here computes the same series as :mod:`modeldeck.core.monitor.derive`
 (same names), so a dashboard can plot either source. Deployments are selected by
 the ``deployment`` label that :func:`write_file_sd` attaches to every target.
@@ -10,10 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +30,17 @@ from typing import Any
 import numpy as np
 from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.fileio import atomic_write_text
+from modeldeck.core.monitor.collector import Endpoint, MonitorEvent, Sample
+from modeldeck.core.monitor.derive import SERIES, Derived
+from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus, HealthTracker
 from modeldeck.core.monitor.scrape import ScrapeError
+from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
 
 log = logging.getLogger(__name__)
 
 _NOT_SCRAPES = 'route!="/metrics"'
+# fleet_queries' answers besides the series: is Prometheus scraping it, when did it start, which model it serves
+_UP, _STARTED, _INFO = "_up", "_started", "_info"
 
 
 def _selector(deployment: str, *extra: str) -> str:
@@ -66,6 +81,54 @@ def queries(deployment: str, window: str = "1m") -> dict[str, str]:
     }
 
 
+def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, str]:
+    """PromQL per series name for many deployments at once: one result per ``deployment`` label.
+
+    A fleet costs the same dozen queries as one deployment, instead of a dozen per deployment.
+    """
+    regex = "|".join(re.escape(name) for name in sorted(set(deployments)))  # RE2 takes Python's escapes
+    matcher = f"deployment=~{json.dumps(regex)}"
+    sel = "{" + matcher + "}"
+    req = "{" + f"{matcher},{_NOT_SCRAPES}" + "}"
+    total = f"sum by (deployment) (rate(modeldeck_requests_total{req}[{window}]))"
+
+    def by_status(prefix: str) -> str:
+        status = "{" + f'{matcher},{_NOT_SCRAPES},status=~"{prefix}.."' + "}"
+        # a deployment with no 5xx series at all has a rate of 0, not "no data"
+        return f"(sum by (deployment) (rate(modeldeck_requests_total{status}[{window}])) or 0 * {total}) / {total}"
+
+    def quantile(q: float) -> str:
+        bucket = f"rate(modeldeck_request_duration_seconds_bucket{req}[{window}])"
+        return f"histogram_quantile({q}, sum by (deployment, le) ({bucket}))"
+
+    def mean(name: str) -> str:
+        return (
+            f"sum by (deployment) (rate({name}_sum{sel}[{window}]))"
+            f" / sum by (deployment) (rate({name}_count{sel}[{window}]))"
+        )
+
+    return {
+        "request_rate": total,
+        "error_rate": by_status("5"),
+        "client_error_rate": by_status("4"),
+        "latency_p50": quantile(0.5),
+        "latency_p95": quantile(0.95),
+        "latency_p99": quantile(0.99),
+        "inference_mean": mean("modeldeck_inference_duration_seconds"),
+        "batch_size_mean": mean("modeldeck_batch_size"),
+        "cpu_percent": f"100 * sum by (deployment) (rate(process_cpu_seconds_total{sel}[{window}]))",
+        "resident_memory": f"sum by (deployment) (process_resident_memory_bytes{sel})",
+        "uptime": f"max by (deployment) (time() - process_start_time_seconds{sel})",
+        "in_flight": (
+            f"sum by (deployment) (modeldeck_requests_in_flight{sel})"
+            f" - count by (deployment) (modeldeck_requests_in_flight{sel})"
+        ),
+        _UP: f"max by (deployment) (up{sel})",
+        _STARTED: f"max by (deployment) (process_start_time_seconds{sel})",
+        _INFO: f"modeldeck_model_info{sel}",
+    }
+
+
 class PrometheusError(ModelDeckError):
     """The Prometheus server did not answer, or refused the query."""
 
@@ -77,15 +140,18 @@ class PrometheusClient:
     base_url: str
     timeout: float = 5.0
 
-    def _get(self, path: str, params: Mapping[str, str]) -> Any:
-        url = f"{self.base_url.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
+    def _get(self, path: str, params: Mapping[str, str], *, post: bool = False) -> Any:
+        """The ``data`` of one API answer; ``post`` sends the parameters as a form (no URL length limit)."""
+        query = urllib.parse.urlencode(params)
+        url = f"{self.base_url.rstrip('/')}{path}"
+        request = urllib.request.Request(url, data=query.encode(), method="POST") if post else f"{url}?{query}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 body = response.read(64 * 1024 * 1024)
         except urllib.error.HTTPError as exc:  # 400/422 carry Prometheus' own error message
             try:
                 detail = json.loads(exc.read(65536)).get("error", "")
-            except (ValueError, OSError):
+            except (ValueError, OSError, AttributeError):
                 detail = ""
             raise PrometheusError(f"Prometheus refused the query (HTTP {exc.code}): {detail}".rstrip(": ")) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -96,34 +162,56 @@ class PrometheusClient:
         try:
             doc = json.loads(body)
         except ValueError as exc:
-            raise PrometheusError(f"{self.base_url} did not answer JSON; is it a Prometheus server?") from exc
+            raise PrometheusError(
+                f"{self.base_url} did not answer JSON; is it a Prometheus server?",
+                hint="check the Prometheus URL in settings",
+            ) from exc
+        if not isinstance(doc, dict) or "status" not in doc:
+            raise PrometheusError(
+                f"{self.base_url} answered JSON that is not the Prometheus API; is it a Prometheus server?",
+                hint="check the Prometheus URL in settings",
+            )
         if doc.get("status") != "success":
             raise PrometheusError(f"Prometheus query failed: {doc.get('error', 'unknown error')}")
-        return doc["data"]
+        return doc.get("data")
 
-    def query(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+    def query(self, promql: str, at: float | None = None, *, post: bool = False) -> list[tuple[dict[str, str], float]]:
         """An instant query: ``[(labels, value), ...]`` (scalars come back with empty labels)."""
         params = {"query": promql}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        data = self._get("/api/v1/query", params)
-        if data["resultType"] in ("scalar", "string"):
-            return [({}, float(data["result"][1]))]
-        return [(r.get("metric", {}), float(r["value"][1])) for r in data["result"]]
+        data = self._get("/api/v1/query", params, post=post)
+        try:
+            if data["resultType"] in ("scalar", "string"):
+                return [({}, float(data["result"][1]))]
+            return [(r.get("metric", {}), float(r["value"][1])) for r in data["result"]]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise PrometheusError(f"{self.base_url} answered a query with something that is not a result") from exc
 
     def query_range(
-        self, promql: str, start: float, end: float, step: float
+        self, promql: str, start: float, end: float, step: float, *, post: bool = False
     ) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
         """A range query: ``[(labels, t, v), ...]`` with float arrays (``NaN`` where Prometheus says so)."""
         params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
-        data = self._get("/api/v1/query_range", params)
+        data = self._get("/api/v1/query_range", params, post=post)
         out = []
-        for r in data["result"]:
-            values = r.get("values", [])
-            t = np.array([float(p[0]) for p in values])
-            v = np.array([float(p[1]) for p in values])
-            out.append((r.get("metric", {}), t, v))
+        try:
+            for r in data["result"]:
+                values = r.get("values", [])
+                t = np.array([float(p[0]) for p in values])
+                v = np.array([float(p[1]) for p in values])
+                out.append((r.get("metric", {}), t, v))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise PrometheusError(
+                f"{self.base_url} answered a range query with something that is not a result"
+            ) from exc
         return out
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets (``labels``, ``health``, ``lastError``, …) as Prometheus reports them."""
+        data = self._get("/api/v1/targets", {"state": "active"})
+        active = data.get("activeTargets", []) if isinstance(data, dict) else []
+        return [t for t in active if isinstance(t, dict)]
 
     def series(
         self, deployment: str, start: float, end: float, step: float = 1.0, window: str = "1m"
@@ -142,6 +230,393 @@ class PrometheusClient:
             result = self.query(promql)
             out[name] = result[0][1] if result else math.nan
         return out
+
+
+@dataclass
+class _Watched:
+    endpoint: Endpoint
+    tracker: HealthTracker
+    live: bool = False  # sampled every round (after its backfill, if one is wanted)
+    backfilling: bool = False
+    started: float | None = None  # the process start time Prometheus reported last round (a change is a restart)
+    model: tuple[str, str, str] | None = None  # (name, version, bundle sha256) last round
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What Prometheus kept of an endpoint from before it was watched: ``values[series]`` aligned with ``t``."""
+
+    endpoint: str
+    t: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+class PrometheusCollector:
+    """:class:`~modeldeck.core.monitor.collector.Collector`'s API with the figures queried from a Prometheus server.
+
+    Endpoints are ``deployment`` labels (their URL is Prometheus' business: :func:`write_file_sd`). Every
+    ``interval`` one round of instant queries (:func:`fleet_queries`: the same 15 for a whole fleet, all at
+    one evaluation time) gives each endpoint a :class:`Sample` with the figures, health rules and events of
+    direct scraping. Queries run on ``max_workers`` threads, each bounded by ``timeout``; one that has not
+    answered by then only leaves its own series empty for that round and is not sent again while it runs,
+    so a slow query never delays the others or the next round.
+
+    Before its first sample, a new endpoint gets ``backfill`` seconds of history (range queries, at most
+    ``backfill_points`` points, a 10 s budget), so plots show what Prometheus kept from before.
+
+    What Prometheus says becomes health: ``up == 0`` is a failed scrape (down, with Prometheus' last error);
+    no ``up`` series is unknown ("Prometheus has no scrape target …"); a server that does not answer, or answers
+    something that is not its API, makes every endpoint unknown with the reason, reported once as a
+    :class:`MonitorEvent` of kind ``"source"`` (and once more, with an empty detail, when it answers again).
+    """
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint],
+        *,
+        url: str,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        window: float = 60.0,
+        retention: int = DEFAULT_RETENTION,
+        policy: HealthPolicy | None = None,
+        on_event: Callable[[MonitorEvent], None] | None = None,
+        max_workers: int = 4,
+        max_pending: int = 10_000,
+        backfill: float = 0.0,
+        backfill_points: int = 600,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.url = url
+        self.interval = interval
+        self.timeout = min(timeout if timeout is not None else interval * 0.8, interval * 0.9)
+        self.window = window
+        self.range = f"{max(window, 1.0):g}s"
+        self.series = SeriesStore(retention)
+        self.policy = policy or HealthPolicy()
+        self.on_event = on_event
+        self.backfill = backfill
+        self.backfill_points = max(1, backfill_points)
+        self.client = PrometheusClient(url, timeout=self.timeout)
+        self._states = {ep.name: _Watched(ep, HealthTracker(self.policy)) for ep in endpoints}
+        self._pending: deque[Sample] = deque(maxlen=max_pending)
+        self._backfills: deque[Backfill] = deque(maxlen=1000)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="modeldeck-promql")
+        self._backfill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modeldeck-backfill")
+        self._in_flight: dict[str, Future[list[tuple[dict[str, str], float]]]] = {}
+        self._problem = ""  # why Prometheus gave nothing last round ('' while it answers)
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("collector already started")
+        self._thread = threading.Thread(target=self._run, name="modeldeck-prometheus", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the rounds and wait at most ``timeout`` s for queries in flight; True if everything ended."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        threads = []
+        for pool in (self._pool, self._backfill_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+            threads += list(getattr(pool, "_threads", ()))
+        for worker in threads:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not (self._thread is not None and self._thread.is_alive()) and not any(w.is_alive() for w in threads)
+
+    def __enter__(self) -> PrometheusCollector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what the UI reads -----------------------------------------------------------------------------------------
+
+    def drain(self) -> list[Sample]:
+        """Every sample since the last call, oldest first (thread-safe; meant for a UI timer)."""
+        with self._lock:
+            out = list(self._pending)
+            self._pending.clear()
+        return out
+
+    def drain_backfill(self) -> list[Backfill]:
+        """Every backfill since the last call (already in :attr:`series`; the collection process forwards them)."""
+        with self._lock:
+            out = list(self._backfills)
+            self._backfills.clear()
+        return out
+
+    def snapshot(self, endpoint: str, names: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return self.series.snapshot(endpoint, names)
+
+    def health(self) -> dict[str, HealthStatus]:
+        with self._lock:
+            return {name: st.tracker.status for name, st in self._states.items()}
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return [st.endpoint for st in self._states.values()]
+
+    def add_endpoint(self, endpoint: Endpoint) -> bool:
+        """Query ``endpoint.name`` from the next round on (after its backfill); True if anything changed."""
+        with self._lock:
+            state = self._states.get(endpoint.name)
+            if state is not None:
+                changed = state.endpoint != endpoint
+                state.endpoint = endpoint  # the same deployment label: nothing else changes
+                return changed
+            self._states[endpoint.name] = _Watched(endpoint, HealthTracker(self.policy))
+            return True
+
+    def remove_endpoint(self, name: str, *, forget: bool = True) -> bool:
+        with self._lock:
+            removed = self._states.pop(name, None) is not None
+        if removed and forget:
+            self.series.forget(name)
+        return removed
+
+    # -- the rounds ------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bug must not end collection; the next round tries again
+                log.exception("a round of Prometheus queries failed")
+            next_tick += self.interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # fell behind: skip missed rounds instead of bursting
+                next_tick = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+    def tick(self) -> None:
+        """One round: start the backfill of new endpoints, query the live ones (public so tests drive the clock)."""
+        with self._lock:
+            fresh = [st for st in self._states.values() if not st.live and not st.backfilling]
+            for st in fresh:
+                st.live, st.backfilling = not self.backfill, bool(self.backfill)
+            live = {name: st for name, st in self._states.items() if st.live}
+        if fresh and self.backfill:
+            try:
+                self._backfill_pool.submit(self._load_backfill, fresh)
+            except RuntimeError:  # stop() shut the pool down
+                return
+        if live:
+            self._round(live)
+
+    def _round(self, live: dict[str, _Watched]) -> None:
+        at = round(time.time(), 3)
+        futures = {}
+        for series, promql in fleet_queries(live, self.range).items():
+            running = self._in_flight.get(series)
+            if running is not None and not running.done():
+                continue  # still waiting on last round's: this series stays empty this round
+            try:
+                futures[series] = self._in_flight[series] = self._pool.submit(self.client.query, promql, at, post=True)
+            except RuntimeError:
+                return
+        done, _ = wait(futures.values(), timeout=self.timeout + 0.05)
+        answers: dict[str, list[tuple[dict[str, str], float]]] = {}
+        errors: list[str] = []
+        for series, future in futures.items():
+            if future not in done:
+                continue
+            try:
+                answers[series] = future.result()
+            except PrometheusError as exc:
+                errors.append(exc.one_line())
+            except Exception as exc:  # a bug: this series stays empty, the others go on
+                log.exception("query of %s failed", series)
+                errors.append(f"internal error: {type(exc).__name__}: {exc}")
+        if not answers:
+            problem = errors[0] if errors else f"Prometheus at {self.url} did not answer within {self.timeout:g} s"
+            self._set_problem(problem, at)
+            for st in live.values():
+                self._record_unknown(st, at, problem)
+            return
+        self._set_problem("", at)
+        by_deployment: dict[str, dict[str, float]] = {}
+        for series in SERIES:
+            for labels, value in answers.get(series, ()):
+                by_deployment.setdefault(labels.get("deployment", ""), {})[series] = value
+        up = {labels.get("deployment", ""): v for labels, v in answers[_UP]} if _UP in answers else None
+        started = {labels.get("deployment", ""): v for labels, v in answers.get(_STARTED, ())}
+        info = {labels.get("deployment", ""): labels for labels, _ in answers.get(_INFO, ())}
+        last_errors = self._last_errors() if up is not None and any(up.get(n) == 0 for n in live) else {}
+        for name, st in live.items():
+            if up is not None and name not in up:
+                self._record_unknown(
+                    st,
+                    at,
+                    f"Prometheus has no scrape target with deployment={json.dumps(name)}"
+                    " (does its configuration read ModelDeck's file_sd targets?)",
+                )
+            elif up is not None and up[name] == 0:
+                error = last_errors.get(name, "")
+                self._record_failure(st, at, f"Prometheus cannot scrape it{': ' + error if error else ''}")
+            else:
+                figures = by_deployment.get(name, {})
+                values = {series: figures.get(series, math.nan) for series in SERIES}
+                self._record(st, at, values, started.get(name), info.get(name))
+
+    def _last_errors(self) -> dict[str, str]:
+        """Prometheus' own reason per deployment it fails to scrape ({} if it will not say within the timeout)."""
+        try:
+            targets = self.client.targets()
+        except PrometheusError as exc:
+            log.debug("no target list from %s: %s", self.url, exc)
+            return {}
+        out = {}
+        for target in targets:
+            labels = target.get("labels")
+            if isinstance(labels, dict) and target.get("lastError"):
+                out[str(labels.get("deployment", ""))] = str(target["lastError"])[:300]
+        return out
+
+    def _record(
+        self,
+        st: _Watched,
+        at: float,
+        values: dict[str, float],
+        started: float | None,
+        info: Mapping[str, str] | None,
+    ) -> None:
+        name = st.endpoint.name
+        events: list[MonitorEvent] = []
+        # our file_sd puts a 'version' label on the target, so Prometheus renames the runtime's own to exported_version
+        model = (
+            (info.get("name", ""), info.get("exported_version", info.get("version", "")), info.get("bundle_sha256", ""))
+            if info is not None
+            else None
+        )
+        with self._lock:
+            if self._states.get(name) is not st:  # removed while the round ran
+                return
+            restarted = started is not None and st.started is not None and abs(started - st.started) > 0.5
+            version_changed = model is not None and st.model is not None and model != st.model
+            if started is not None:
+                st.started = started
+            if model is not None:
+                st.model = model
+            shown = st.model or ("", "", "")
+            derived = Derived(
+                at=at,
+                **values,
+                model_name=shown[0],
+                model_version=shown[1],
+                bundle_sha256=shown[2],
+                restarted=restarted,
+                version_changed=version_changed,
+            )
+            before = st.tracker.status
+            health = st.tracker.observe(time.monotonic(), values)
+            self.series.append(name, at, values)
+            self._pending.append(Sample(name, at, derived, health))
+        if restarted:
+            events.append(MonitorEvent("restart", name, at, "process start time changed"))
+        if version_changed:
+            events.append(MonitorEvent("version", name, at, f"{shown[0]} version {shown[1]}"))
+        if health != before:
+            events.append(MonitorEvent("health", name, at, f"{health.state}: {health.reason}".rstrip(": ")))
+        self._emit(events)
+
+    def _record_failure(self, st: _Watched, at: float, reason: str) -> None:
+        self._record_without_figures(st, at, reason, lambda: st.tracker.unreachable(reason))
+
+    def _record_unknown(self, st: _Watched, at: float, reason: str) -> None:
+        def unknown() -> HealthStatus:
+            st.tracker.status = HealthStatus(HealthState.UNKNOWN, reason)
+            return st.tracker.status
+
+        self._record_without_figures(st, at, reason, unknown)
+
+    def _record_without_figures(self, st: _Watched, at: float, reason: str, judge: Callable[[], HealthStatus]) -> None:
+        name = st.endpoint.name
+        with self._lock:
+            if self._states.get(name) is not st:
+                return
+            before = st.tracker.status
+            health = judge()
+            self.series.append(name, at, dict.fromkeys(SERIES, math.nan))  # a gap in every plot
+            self._pending.append(Sample(name, at, None, health, reason))
+        if health != before:
+            self._emit([MonitorEvent("health", name, at, f"{health.state}: {health.reason}")])
+
+    def _set_problem(self, problem: str, at: float) -> None:
+        with self._lock:
+            if problem == self._problem:
+                return
+            self._problem = problem
+        self._emit([MonitorEvent("source", "", at, problem)])
+
+    def _load_backfill(self, states: list[_Watched]) -> None:
+        """Range queries for ``states`` (one per series for all of them); they go live afterwards, whatever happens."""
+        names = [st.endpoint.name for st in states]
+        end = time.time()
+        start = end - self.backfill
+        step = max(self.interval, self.backfill / self.backfill_points)
+        n = int((end - start) // step) + 1
+        grid = start + step * np.arange(n)
+        columns: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
+        client = PrometheusClient(self.url, timeout=5.0)
+        deadline = time.monotonic() + 10.0
+        try:
+            for series, promql in fleet_queries(names, self.range).items():
+                if series not in SERIES:
+                    continue
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    log.info("backfill from %s cut short after 10 s", self.url)
+                    break
+                for labels, t, v in client.query_range(promql, start, end, step, post=True):
+                    column = columns.get(labels.get("deployment", ""))
+                    if column is None:
+                        continue
+                    index = np.rint((t - start) / step).astype(int)
+                    inside = (index >= 0) & (index < n)
+                    column[series] = np.full(n, math.nan)
+                    column[series][index[inside]] = v[inside]
+        except PrometheusError as exc:
+            log.info("no backfill from %s: %s", self.url, exc.one_line())
+            columns = {}
+        except Exception:  # a bug: no history, but the endpoints must still go live
+            log.exception("backfill from %s failed", self.url)
+            columns = {}
+        with self._lock:
+            for st in states:
+                name = st.endpoint.name
+                st.backfilling, st.live = False, True
+                column = columns.get(name)
+                if self._states.get(name) is not st or not column:
+                    continue
+                values = {series: column.get(series, np.full(n, math.nan)) for series in SERIES}
+                known = np.zeros(n, dtype=bool)
+                for v in values.values():
+                    known |= np.isfinite(v)
+                if known.any():
+                    backfill = Backfill(name, grid[known], {series: v[known] for series, v in values.items()})
+                    self.series.extend(name, backfill.t, backfill.values)
+                    self._backfills.append(backfill)
+
+    def _emit(self, events: list[MonitorEvent]) -> None:
+        if self.on_event is None:
+            return
+        for event in events:
+            try:
+                self.on_event(event)
+            except Exception:  # a listener's bug must not stop collection
+                log.exception("monitor event listener failed on %s", event)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,17 @@ class RingBuffer:
         self._next = (self._next + 1) % self.capacity
         self._n = min(self._n + 1, self.capacity)
 
+    def extend(self, t: np.ndarray, v: np.ndarray) -> None:
+        """Append many points at once (a backfill); only the last ``capacity`` of them are kept."""
+        n = len(t)
+        if n > self.capacity:
+            t, v, n = t[-self.capacity :], v[-self.capacity :], self.capacity
+        first = min(n, self.capacity - self._next)
+        self._t[self._next : self._next + first], self._v[self._next : self._next + first] = t[:first], v[:first]
+        self._t[: n - first], self._v[: n - first] = t[first:], v[first:]
+        self._next = (self._next + n) % self.capacity
+        self._n = min(self._n + n, self.capacity)
+
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the points, oldest first: ready for ``PlotDataItem.setData(t, v)`` (NaN gaps stay gaps)."""
         if self._n < self.capacity:
@@ -66,6 +77,27 @@ class SeriesStore:
                 if buf is None:
                     buf = self._buffers[(endpoint, name)] = RingBuffer(self.retention)
                 buf.append(t, value)
+
+    def extend(self, endpoint: str, t: np.ndarray, values: dict[str, np.ndarray]) -> int:
+        """Append a block of points (``t`` ascending) newer than the endpoint's last one; returns how many.
+
+        Older points are dropped, so a backfill that overlaps what is already held never makes time go back.
+        """
+        with self._lock:
+            last = -np.inf
+            for (ep, _), buf in self._buffers.items():
+                if ep == endpoint and (point := buf.last()) is not None:
+                    last = max(last, point[0])
+            keep = t > last
+            if not keep.any():
+                return 0
+            t = t[keep]
+            for name, v in values.items():
+                buf = self._buffers.get((endpoint, name))
+                if buf is None:
+                    buf = self._buffers[(endpoint, name)] = RingBuffer(self.retention)
+                buf.extend(t, v[keep])
+            return len(t)
 
     def snapshot(self, endpoint: str, names: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         with self._lock:

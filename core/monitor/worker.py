@@ -9,8 +9,13 @@ samples and events go to the parent as JSON lines on stdout, batched every
 nothing to say, so the parent can tell a hung process from a quiet one).
 
 Commands arrive as JSON lines on stdin: one ``config`` line first, then ``add`` /
-``remove``. End of stdin means the parent is gone (or wants us gone): the process
-stops collecting and exits, so it never outlives the GUI. Nothing here imports Qt.
+``remove``; another ``config`` replaces the collector (scraping, or a
+:class:`~modeldeck.core.monitor.prometheus.PrometheusCollector` when it names a
+Prometheus server: then lines of ``b``, history from before, precede the samples).
+Every line out carries the generation of the config it comes from, so the parent
+can drop what was collected under an old one. End of stdin means the parent is
+gone (or wants us gone): the process stops collecting and exits, so it never
+outlives the GUI. Nothing here imports Qt.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ import sys
 import threading
 import time
 from dataclasses import fields
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+import numpy as np
 from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.monitor.collector import Collector, Endpoint, MonitorEvent, Sample
-from modeldeck.core.monitor.derive import Derived
+from modeldeck.core.monitor.derive import SERIES, Derived
 from modeldeck.core.monitor.health import HealthPolicy, HealthRule, HealthState, HealthStatus
+
+if TYPE_CHECKING:  # imported by the process only in Prometheus mode (the GUI side never needs the query client)
+    from modeldeck.core.monitor.prometheus import Backfill, PrometheusCollector
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +135,27 @@ def event_from_wire(row: object) -> MonitorEvent:
     )
 
 
+def backfill_to_wire(backfill: Backfill) -> list[Any]:
+    """``[endpoint, [t…], [[v…] per SERIES]]``; null for NaN."""
+    values = [[_num(x) for x in backfill.values[name].tolist()] for name in SERIES]
+    return [backfill.endpoint, backfill.t.tolist(), values]
+
+
+def backfill_from_wire(row: object) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """Check and rebuild one backfill: times ascending, one value per time in every series."""
+    if not isinstance(row, list) or len(row) != 3 or not isinstance(row[1], list) or not isinstance(row[2], list):
+        raise MonitorProcessError(f"monitor process sent a malformed backfill: {str(row)[:200]}")
+    endpoint, times, columns = row
+    try:
+        t = np.array(times, dtype=float)
+        values = {name: np.array(v, dtype=float) for name, v in zip(SERIES, columns, strict=True)}
+    except (TypeError, ValueError) as exc:
+        raise MonitorProcessError(f"monitor process sent a backfill that is not numbers: {exc}"[:300]) from exc
+    if t.ndim != 1 or not np.all(np.diff(t) > 0) or any(v.shape != t.shape for v in values.values()):
+        raise MonitorProcessError("monitor process sent a backfill whose times and values do not line up")
+    return _str(endpoint, "endpoint"), t, values
+
+
 def decode_line(line: bytes) -> dict[str, Any]:
     """One line from the process as a dict; not JSON, or not an object, is a :class:`MonitorProcessError`."""
     try:
@@ -149,15 +179,49 @@ class _Worker:
         self.events: list[MonitorEvent] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.collector: Collector | None = None
+        self.collector: Collector | PrometheusCollector | None = None
+        self.generation = 0  # of the parent's last config; every line says which one it comes from
+        self.endpoints: dict[str, Endpoint] = {}
 
-    def on_event(self, event: MonitorEvent) -> None:  # collector threads
+    def on_event(self, generation: int, event: MonitorEvent) -> None:  # collector threads
         with self.lock:
-            self.events.append(event)
+            if generation == self.generation:  # not a late one from the collector a new config replaced
+                self.events.append(event)
 
     def send(self, message: dict[str, Any]) -> None:
         self.out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         self.out.flush()
+
+    def configure(self, command: dict[str, Any]) -> None:
+        """A ``config`` line: (re)start collection with these settings and every endpoint known so far.
+
+        A second one (the user switched to or from a Prometheus server) replaces the collector.
+        """
+        generation = int(command.get("gen", 0))
+        common: dict[str, Any] = {
+            "interval": float(command["interval"]),
+            "timeout": command.get("timeout"),
+            "window": float(command["window"]),
+            "retention": 1,  # the parent keeps the ring buffers; ours would only cost memory
+            "policy": policy_from_wire(command["policy"]),
+            "on_event": lambda event: self.on_event(generation, event),
+        }
+        collector: Collector | PrometheusCollector
+        url = command.get("prometheus_url")
+        if url:
+            from modeldeck.core.monitor.prometheus import PrometheusCollector
+
+            collector = PrometheusCollector([], url=str(url), backfill=float(command.get("backfill", 0.0)), **common)
+        else:
+            collector = Collector([], max_workers=int(command.get("max_workers", 64)), **common)
+        for endpoint in self.endpoints.values():
+            collector.add_endpoint(endpoint)
+        collector.start()
+        with self.lock:
+            old, self.collector, self.generation = self.collector, collector, generation
+            self.events = []
+        if old is not None:
+            old.stop(timeout=2.0)
 
     def read_commands(self, stdin: BinaryIO) -> None:
         """Stdin thread: apply commands until end of input (the parent closed the pipe or died)."""
@@ -166,22 +230,14 @@ class _Worker:
                 command = json.loads(line)
                 op = command.get("op")
                 if op == "config":
-                    self.collector = Collector(
-                        [],
-                        interval=float(command["interval"]),
-                        timeout=command.get("timeout"),
-                        window=float(command["window"]),
-                        retention=1,  # the parent keeps the ring buffers; ours would only cost memory
-                        policy=policy_from_wire(command["policy"]),
-                        on_event=self.on_event,
-                        max_workers=int(command.get("max_workers", 64)),
-                    )
-                    self.collector.start()
+                    self.configure(command)
                 elif self.collector is None:
                     raise MonitorProcessError(f"command {op!r} before config")
                 elif op == "add":
-                    self.collector.add_endpoint(Endpoint(command["name"], command["url"]))
+                    endpoint = self.endpoints[command["name"]] = Endpoint(command["name"], command["url"])
+                    self.collector.add_endpoint(endpoint)
                 elif op == "remove":
+                    self.endpoints.pop(command["name"], None)
                     self.collector.remove_endpoint(command["name"])
                 else:
                     raise MonitorProcessError(f"unknown command {op!r}")
@@ -194,12 +250,22 @@ class _Worker:
         self.send({"hello": PROTOCOL, "pid": os.getpid()})
         last_sent = time.monotonic()
         while not self.stop.wait(BATCH_S):
-            samples = self.collector.drain() if self.collector is not None else []
-            with self.lock:
+            with self.lock:  # what is drained and the generation it is labelled with change together
+                collector, generation = self.collector, self.generation
+                samples = collector.drain() if collector is not None else []
+                backfills = collector.drain_backfill() if hasattr(collector, "drain_backfill") else []
                 events, self.events = self.events, []
+            for backfill in backfills:  # before the samples that follow them; one line each (bounded size)
+                self.send({"g": generation, "b": backfill_to_wire(backfill)})
             now = time.monotonic()
             if samples or events or now - last_sent >= HEARTBEAT_S:
-                self.send({"s": [sample_to_wire(s) for s in samples], "e": [event_to_wire(e) for e in events]})
+                self.send(
+                    {
+                        "g": generation,
+                        "s": [sample_to_wire(s) for s in samples],
+                        "e": [event_to_wire(e) for e in events],
+                    }
+                )
                 last_sent = now
         if self.collector is not None:
             self.collector.stop(timeout=2.0)
