@@ -217,7 +217,6 @@ class DashboardUI(QObject):
     # -- shutdown ----------------------------------------------------------------------------------------------------
     def shutdown(self) -> None:
         self.poller.stop()
-        self.page.prometheus_timer.stop()
         self.source.stop()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:

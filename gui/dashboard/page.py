@@ -3,9 +3,9 @@
 Everything it shows arrives in batches from :class:`MonitorSource` (a timer
 drains the collector); rows and curves get whole arrays. Plots redraw only when
 visible and not paused — pausing freezes the picture, collection goes on. In
-Prometheus mode the detail plots query the server (``query_range``) in a
-worker every few seconds; the "Saved history" range reads the SQLite history
-in a worker. Neither ever blocks the UI thread.
+Prometheus mode the source's collection process queries the server instead of
+scraping, and this page shows its samples the same way; the "Saved history"
+range reads the SQLite history in a worker, never blocking the UI thread.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.monitor.config import MonitorConfig
 from modeldeck.core.monitor.history import HistoryStore
-from modeldeck.core.monitor.prometheus import PrometheusClient
 from modeldeck.gui import style
 from modeldeck.gui.dashboard.dialogs import AddEndpointDialog, LoadDialog, MonitorSettingsDialog
 from modeldeck.gui.dashboard.models import FleetModel, FleetRow
@@ -29,7 +28,7 @@ from modeldeck.gui.dashboard.source import Monitored, MonitorSource
 from modeldeck.gui.dashboard.sparkline import HealthChipDelegate, SparklineDelegate
 from modeldeck.gui.registry.models import RawRole
 from modeldeck.gui.widgets import MessageBanner, sortable_table
-from modeldeck.gui.workers import Channel, TaskHandle, describe_error, run_task
+from modeldeck.gui.workers import Channel, describe_error, run_task
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -55,7 +54,6 @@ SPARK_SECONDS = 300.0
 ROWS_PER_SLICE = 8  # fleet rows updated per slice (at least), ...
 SLICES_PER_INTERVAL = 4  # ... so that a whole fleet is updated in this many slices
 SLICE_MS = 60
-PROMETHEUS_REFRESH_MS = 5000
 
 ExampleLoader = Callable[[Monitored], Any]  # runs in a worker: the /invocations body for a deployment, or None
 
@@ -85,11 +83,8 @@ class MonitorPage(QWidget):
         self.paused = False
         self.load_dialog: LoadDialog | None = None
         self.dialog: Any = None
-        self._prometheus_channel = Channel("prometheus range")
         self._history_channel = Channel("history")
         self._example_channel = Channel("load example")
-        self._prometheus_task: TaskHandle | None = None
-        self._prometheus_data: dict[str, Any] = {}
         self.update_times: list[float] = []  # seconds per drain-tick update (bounded; the benchmark reads it)
         self._plots_stale = False
         self._plots_drawn = 0.0
@@ -102,9 +97,7 @@ class MonitorPage(QWidget):
         source.eventArrived.connect(self._event)
         source.endpointsChanged.connect(self._endpoints_changed)
         source.collectorProblem.connect(self._collector_problem)
-        self.prometheus_timer = QTimer(self)
-        self.prometheus_timer.setInterval(PROMETHEUS_REFRESH_MS)
-        self.prometheus_timer.timeout.connect(self._query_prometheus)
+        source.sourceProblem.connect(self._source_problem)
         self._apply_config()
 
     # -- construction -------------------------------------------------------------------------------------------------
@@ -235,14 +228,11 @@ class MonitorPage(QWidget):
         self._apply_config()
 
     def refresh_plots(self) -> None:
-        """Redraw the detail plots from the current source (ring buffers or the last Prometheus answer)."""
+        """Redraw the detail plots from the ring buffers (scraped, or queried from Prometheus)."""
         if self.paused or self.history_mode or not self.plots.isVisible():
             return
         names = self.plots.names
-        if self.config.prometheus_url:
-            data = {n: self._prometheus_data.get(n, {}) for n in names}
-        else:
-            data = {n: self.source.snapshot(n, PLOTTED_SERIES) for n in names}
+        data = {n: self.source.snapshot(n, PLOTTED_SERIES) for n in names}
         self.plots.show_data(data)
         self.plots.show_markers(e for n in names for e in self.source.markers.get(n, ()))
 
@@ -293,7 +283,7 @@ class MonitorPage(QWidget):
         started = time.perf_counter()
         touched = {s.endpoint for s in batch}
         self._dirty.update(dict.fromkeys(s.endpoint for s in batch))
-        if touched & set(self.plots.names) and not self.config.prometheus_url:
+        if touched & set(self.plots.names):
             self._plots_stale = True
         # at most one redraw per scrape interval: scrapes are spread over the interval, so the selected
         # deployments' samples come in different ticks; redrawing for each would paint the plots 5 times a second
@@ -350,8 +340,6 @@ class MonitorPage(QWidget):
         )
         if self.history_mode:
             self._load_history()
-        elif self.config.prometheus_url:
-            self._query_prometheus()
         else:
             self.refresh_plots()
 
@@ -368,19 +356,11 @@ class MonitorPage(QWidget):
             self._load_history()
             return
         self.plots.set_range(self.range_combo.currentData())
-        if self.config.prometheus_url:
-            self._query_prometheus()
-        else:
-            self.refresh_plots()
+        self.refresh_plots()
 
     # -- Prometheus mode and saved history (workers) -------------------------------------------------------------------
     def _apply_config(self) -> None:
-        if self.config.prometheus_url:
-            self.prometheus_timer.start()
-            self._query_prometheus()
-        else:
-            self.prometheus_timer.stop()
-            self._prometheus_data = {}
+        self.source.set_prometheus(self.config.prometheus_url)
         history_index = self.range_combo.findText(HISTORY_RANGE)
         item = self.range_combo.model().item(history_index)  # type: ignore[attr-defined]
         item.setEnabled(self.config.history and self.history_path is not None)
@@ -388,7 +368,7 @@ class MonitorPage(QWidget):
 
     def _update_source_label(self) -> None:
         n = len(self.source.monitored)
-        where = f"plots from Prometheus at {self.config.prometheus_url}" if self.config.prometheus_url else "scraped"
+        where = f"queried from Prometheus at {self.config.prometheus_url}" if self.config.prometheus_url else "scraped"
         every = f"every {self.source.collector.interval:g} s"
         history = " · history saved" if self.config.history else ""
         self.source_label.setText(f"{n} endpoint{'s' * (n != 1)}, {where} {every}{history}")
@@ -411,37 +391,12 @@ class MonitorPage(QWidget):
         except ModelDeckError as exc:
             self.banner.show_message(describe_error(exc), kind="error")
 
-    def _query_prometheus(self) -> None:
-        url, names = self.config.prometheus_url, list(self.plots.names)
-        if not url or not names or self.paused or self.history_mode:
-            return
-        if self._prometheus_task is not None and not self._prometheus_task.done:
-            return
-        end = time.time()
-        span = self.range_combo.currentData() or float(self.config.retention) * self.config.interval
-        step = max(1.0, span / 600)
-        self._prometheus_task = run_task(
-            _prometheus_series,
-            url,
-            names,
-            end - span,
-            end,
-            step,
-            on_result=self._prometheus_answered,
-            on_error=self._prometheus_failed,
-            channel=self._prometheus_channel,
-            name="query Prometheus",
-            owner=self,
-        )
-
-    def _prometheus_answered(self, data: dict[str, Any]) -> None:
-        self._prometheus_data = data
-        if self.banner.isVisible() and "Prometheus" in self.banner.label.text():
+    def _source_problem(self, message: str) -> None:
+        """The Prometheus server stopped answering (rows say unknown, with why), or answers again ('')."""
+        if message:
+            self.banner.show_message(f"No figures from Prometheus: {message}", kind="warning")
+        elif self.banner.isVisible() and self.banner.label.text().startswith("No figures from Prometheus"):
             self.banner.hide()
-        self.refresh_plots()
-
-    def _prometheus_failed(self, error: BaseException) -> None:
-        self.banner.show_message(f"Prometheus: {describe_error(error)}", kind="warning", action=self._query_prometheus)
 
     def _load_history(self) -> None:
         names = list(self.plots.names)
@@ -542,19 +497,6 @@ class MonitorPage(QWidget):
         row = self.model.row_of(name)
         colour = self.model.index(row, FleetModel.HEALTH).data(Qt.ItemDataRole.ForegroundRole)
         return colour.name() if colour is not None else style.MUTED
-
-
-def _prometheus_series(
-    url: str, names: list[str], start: float, end: float, step: float, cancel: Any = None
-) -> dict[str, Any]:
-    """Worker: the plotted series of each deployment from a Prometheus server (same names as the ring buffers)."""
-    client = PrometheusClient(url, timeout=5.0)
-    out = {}
-    for name in names:
-        if cancel is not None and cancel.is_set():
-            break
-        out[name] = client.series(name, start, end, step)
-    return out
 
 
 def _history_series(path: Any, names: list[str]) -> tuple[dict[str, Any], list[Any]]:

@@ -3,7 +3,10 @@
 The collector is a :class:`CollectorProcess`: fetching and parsing 50 pages a
 second in this process held the GIL the UI thread needs, so it happens in a
 child process and only the derived figures come back (``in_process=True`` keeps
-the old in-process :class:`Collector`, for comparisons). This object lives in the
+the old in-process :class:`Collector`, for comparisons). In Prometheus-server
+mode (:meth:`MonitorSource.set_prometheus`) the same child queries the server
+instead, so this process never decodes a query result either: the samples, ring
+buffers and events the page reads are the same in both modes. This object lives in the
 UI thread. A ``QTimer`` drains at ``drain_hz`` and emits one ``samplesArrived``
 batch per tick (never a signal per sample); collector events (health, version,
 restart, and the child's own faults) are emitted from collector threads into a
@@ -25,6 +28,7 @@ from modeldeck.core.monitor.collector import Collector, Endpoint, MonitorEvent, 
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus
 from modeldeck.core.monitor.history import HistoryEvent, HistoryWriter
 from modeldeck.core.monitor.process import CollectorProcess
+from modeldeck.core.monitor.prometheus import PrometheusCollector
 from modeldeck.core.targets.base import DeploymentStatus, Target
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -124,13 +128,15 @@ class MonitorSource(QObject):
     """Live samples for the dashboards. ``samplesArrived(list[Sample])`` per drain tick; ``eventArrived(event)``.
 
     ``collectorProblem(message)``: the collection process died, hung or broke its protocol (it is restarted,
-    a bounded number of times; ``collector.failure`` says when it was given up).
+    a bounded number of times; ``collector.failure`` says when it was given up). ``sourceProblem(message)``:
+    the Prometheus server stopped answering (why), or answers again (``''``).
     """
 
     samplesArrived = Signal(list)
     eventArrived = Signal(object)  # MonitorEvent, delivered queued in the UI thread
     endpointsChanged = Signal()
     collectorProblem = Signal(str)
+    sourceProblem = Signal(str)
     _eventFromCollector = Signal(object)
 
     def __init__(
@@ -143,12 +149,13 @@ class MonitorSource(QObject):
         policy: HealthPolicy | None = None,
         history: HistoryWriter | None = None,
         in_process: bool = False,
+        prometheus_url: str | None = None,
     ) -> None:
         super().__init__(parent)
-        factory = Collector if in_process else CollectorProcess
-        self.collector: Collector | CollectorProcess = factory(
-            [], interval=interval, retention=retention, policy=policy, on_event=self._on_event
-        )
+        self.in_process = in_process
+        self.prometheus_url = prometheus_url or None
+        self._settings = {"interval": interval, "retention": retention, "policy": policy, "on_event": self._on_event}
+        self.collector: Collector | PrometheusCollector | CollectorProcess = self._make_collector()
         self.history = history
         self.monitored: dict[str, Monitored] = {}
         self.latest: dict[str, Sample] = {}
@@ -178,6 +185,39 @@ class MonitorSource(QObject):
         if self.history is not None:
             self.history.stop()
             self.history = None
+
+    def _make_collector(self) -> Collector | PrometheusCollector | CollectorProcess:
+        if not self.in_process:
+            return CollectorProcess([], prometheus_url=self.prometheus_url, **self._settings)  # type: ignore[arg-type]
+        if self.prometheus_url:
+            backfill = self._settings["retention"] * self._settings["interval"]  # type: ignore[operator]
+            return PrometheusCollector([], url=self.prometheus_url, backfill=backfill, **self._settings)  # type: ignore[arg-type]
+        return Collector([], **self._settings)  # type: ignore[arg-type]
+
+    def set_prometheus(self, url: str | None) -> None:
+        """Take the figures from the Prometheus server at ``url`` (None: scrape every endpoint directly).
+
+        What was collected the other way is dropped, so rows and plots never mix the two; the
+        endpoints stay. Never blocks: the child switches on its own, an in-process collector is
+        replaced and the old one left to end its threads.
+        """
+        url = url or None
+        if url == self.prometheus_url:
+            return
+        self.prometheus_url = url
+        if isinstance(self.collector, CollectorProcess):
+            self.collector.set_prometheus(url)
+        else:
+            old, self.collector = self.collector, self._make_collector()
+            for endpoint in old.endpoints:
+                self.collector.add_endpoint(endpoint)
+            if self._started:
+                old.stop(timeout=0.0)
+                self.collector.start()
+        for d in (self.latest, self.markers, self.health, self.versions):
+            d.clear()
+        self.sourceProblem.emit("")  # a problem of the previous source is not one of this one
+        self.endpointsChanged.emit()
 
     # -- endpoints ---------------------------------------------------------------------------------------------------
     def set_deployments(self, statuses: Iterable[DeploymentStatus], *, origin: str = "target") -> None:
@@ -240,6 +280,9 @@ class MonitorSource(QObject):
         self._eventFromCollector.emit(event)
 
     def _deliver_event(self, event: MonitorEvent) -> None:
+        if event.kind == "source":
+            self.sourceProblem.emit(event.detail[:1].upper() + event.detail[1:])
+            return
         if event.kind == "collector":
             if getattr(self.collector, "failure", ""):
                 # collection stopped: no sample will come to change the last health the rows show

@@ -102,4 +102,3 @@ def test_prometheus_mode_writes_scrape_targets_and_the_settings_survive(qtbot: Q
     saved = load_monitor_config(window.settings.config_dir)
     assert saved.prometheus_url == "http://127.0.0.1:9090"
     assert saved.endpoints == (("edge-gw", "http://127.0.0.1:9100/metrics"),)
-    ui.page.prometheus_timer.stop()
