@@ -85,20 +85,57 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve until SIGTERM; raises :class:`ModelDeckError` for the caller to print."""
     from modeldeck.core.runtime.server import Phases, serve
 
-    phases = Phases()
+    phases = getattr(args, "phases", None) or Phases()
     if getattr(args, "wait_for_bundle", None):
         # Python, numpy, onnxruntime and uvicorn take ~0.3 s of CPU to import: done while the bundle is uploaded.
         # prometheus_client too: the metrics import it only at the first scrape, which here need not pay for it.
-        import onnxruntime  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import uvicorn  # noqa: F401
-        from modeldeck.core.runtime import http_protocol  # noqa: F401
-
-        phases.mark("imported")
+        _import_serving_stack()
+        if "imported" not in phases.marks:
+            phases.mark("imported")
         _wait_for_bundle(Path(args.bundle), args.wait_for_bundle)
         phases.mark("bundle_arrived")
     config = config_from_args(args)
     return serve(args.bundle, config, ready_file=args.ready_file, phases=phases)
+
+
+def _import_serving_stack() -> None:
+    import onnxruntime  # noqa: F401
+    import prometheus_client  # noqa: F401
+    import uvicorn  # noqa: F401
+    from modeldeck.core.runtime import http_protocol  # noqa: F401
+
+
+def run_spare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """A warm spare: import the serving stack, say so in ``--ready-file``, then wait on stdin for the ``serve``
+    arguments of the release that claims it (one JSON line ``{"argv": [...]}`` from the supervisor).
+
+    End-of-file (the supervisor is gone, or it stops the spare) exits quietly with 0. The claimed release is
+    then served exactly as ``serve`` would, verification included; its ready file's phases show ``claimed``.
+    """
+    import json
+
+    from modeldeck.core.runtime.server import Phases
+
+    phases = Phases()
+    _import_serving_stack()
+    phases.mark("imported")
+    if args.ready_file:
+        tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "spare": True, "phases_s": phases.marks}))
+        tmp.replace(args.ready_file)
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return 0
+    try:
+        argv = json.loads(line)["argv"]
+        if not isinstance(argv, list) or not argv or argv[0] != "serve":
+            raise ValueError("argv must start with 'serve'")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelDeckError(f"the spare got a malformed claim: {exc}") from exc
+    phases.mark("claimed")
+    serve_args = parser.parse_args([str(a) for a in argv])
+    serve_args.phases = phases
+    return run_serve(serve_args)
 
 
 def _wait_for_bundle(bundle: Path, timeout_s: float) -> None:
@@ -121,11 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modeldeck.core.runtime", description="ModelDeck serving runtime")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_arguments(sub.add_parser("serve", help="serve a bundle over HTTP"))
+    spare = sub.add_parser("spare", help="import the serving stack and wait on stdin for the release to serve")
+    spare.add_argument("--ready-file", type=Path, metavar="PATH", help="written once the stack is imported")
     args = parser.parse_args(argv)
-    level = getattr(logging, (args.log_level or "info").upper())
+    level = getattr(logging, (getattr(args, "log_level", None) or "info").upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return run_serve(args)
+        return run_spare(args, parser) if args.command == "spare" else run_serve(args)
     except ModelDeckError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return 1

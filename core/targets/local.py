@@ -12,11 +12,18 @@ Any failure or cancellation before that point stops the new process and leaves t
 release serving and ``current`` unchanged. The new supervisor is on probation until the
 deployer commits through a pipe, so even a deployer that crashes mid-switch cannot leave
 an uncommitted release serving.
+
+A *warm spare* (on by default for SSH hosts, off for this machine; ``DeployOptions.extra["warm_spare"]``) is
+one idle runtime per deployment whose Python, numpy, onnxruntime and uvicorn are already imported, started
+after each successful switch. The next switch claims it through its supervisor's unix socket (see
+:mod:`modeldeck.core.targets.supervisor`) instead of starting a process, and that connection is the new
+release's probation channel. A missing, dead or stale spare is simply not used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -139,6 +146,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+SPARE = "spare"  # run/spare.pid, run/spare.sock, run/spare.ready.json: the deployment's warm spare
+SPARE_OFF = "spare.off"  # run/spare.off: the last deploy turned the spare off (rollback and start respect it)
+CLAIM_TIMEOUT_S = 5.0
 PRESTART_WAIT_S = 900.0  # how long a pre-started runtime waits for its release (the probation pipe ends it sooner)
 
 
@@ -156,6 +166,7 @@ class Prestarted:
     ready_file: Path
     pidfile: Path
     taken: bool = False  # a switch took it over (and owns its clean-up from then on)
+    from_spare: bool = False  # the deployment's warm spare was claimed for it (no process was started)
 
 
 class LocalTarget:
@@ -171,6 +182,7 @@ class LocalTarget:
         port: int | None = None,
         python: str | None = None,
         steer_port: bool = True,
+        warm_spare: bool = False,
     ) -> None:
         if root is None:
             from modeldeck.core.settings import load_settings
@@ -181,6 +193,9 @@ class LocalTarget:
         self.port = port
         self.python = python or sys.executable
         self.steer_port = steer_port  # False: share the port by hash during switches (for comparison)
+        # Default for deploys that do not say (extra["warm_spare"]): off here, where a second idle runtime per
+        # deployment would double a laptop's memory for little gain; the SSH agent turns it on for servers.
+        self.warm_spare = warm_spare
 
     @classmethod
     def from_url(cls, url: str, *, root: Path | None = None, python: str | None = None) -> LocalTarget:
@@ -243,6 +258,7 @@ class LocalTarget:
         :meth:`discard`\\ s it afterwards (a no-op once a switch took it over).
         """
         _check_cancel(cancel)
+        _check_warm_spare(options)
         progress(ProgressEvent("verify", "verifying the bundle", 0.02))
         manifest = self._checked_bundle(bundle_dir)
         name = self._name_for(manifest, options)
@@ -412,11 +428,18 @@ class LocalTarget:
             proc_pid, commit_w = prestarted.pid, prestarted.commit_w
         try:
             _check_cancel(cancel)
-            if prestarted is None:
+            claimed = None
+            if prestarted is None and self._wants_spare(name, options):
+                claimed = self._claim_spare(name, release_id, host, port, ready_file, pidfile, options.env)
+            if claimed is not None:
+                proc_pid, commit_w = claimed
+                progress(ProgressEvent("start", f"release {release_id} on {host}:{port} (warm spare runtime)", 0.3))
+            elif prestarted is None:
                 progress(ProgressEvent("start", f"starting release {release_id} on {host}:{port}", 0.3))
                 proc_pid, commit_w = self._launch(name, release_id, host, port, ready_file, pidfile, options.env)
             else:
-                progress(ProgressEvent("start", f"release {release_id} on {host}:{port} (runtime pre-started)", 0.3))
+                how = "warm spare runtime" if prestarted.from_spare else "runtime pre-started"
+                progress(ProgressEvent("start", f"release {release_id} on {host}:{port} ({how})", 0.3))
             progress(ProgressEvent("health", "waiting for the new runtime to be ready", 0.45))
             ready = health.wait_for_ready_file(
                 ready_file, options.health, alive=lambda: pid_alive(proc_pid), cancel=cancel
@@ -487,6 +510,7 @@ class LocalTarget:
         releases.prune_releases(
             self.root, name, options.keep_releases, protect=(new_state.active_release, new_state.previous_release)
         )
+        self._keep_spare(new_state, options)
         progress(ProgressEvent("done", f"{outcome}: {summary}", 1.0))
         return DeployResult(name, outcome, self._status_of(new_state), summary)
 
@@ -549,13 +573,20 @@ class LocalTarget:
             run = releases.run_dir(self.root, name)
             run.mkdir(parents=True, exist_ok=True)
             ready_file, pidfile = run / f"{release_id}.ready.json", run / f"{release_id}.pid"
-            pid, commit_w = self._launch(
+            claimed = None
+            if self._wants_spare(name, options):
+                claimed = self._claim_spare(
+                    name, release_id, host, port, ready_file, pidfile, options.env, wait_for_bundle=PRESTART_WAIT_S
+                )
+            pid, commit_w = claimed or self._launch(
                 name, release_id, host, port, ready_file, pidfile, options.env, wait_for_bundle=PRESTART_WAIT_S
             )
         except (ModelDeckError, OSError) as exc:
             log.info("not pre-starting the runtime: %s", exc)
             return None
-        return Prestarted(name, release_id, bundle_sha256, host, port, pid, commit_w, ready_file, pidfile)
+        return Prestarted(
+            name, release_id, bundle_sha256, host, port, pid, commit_w, ready_file, pidfile, from_spare=bool(claimed)
+        )
 
     def discard(self, prestarted: Prestarted) -> None:
         """Stop a pre-started runtime no switch took over (a failed upload, another bundle); a first deploy that
@@ -566,6 +597,160 @@ class LocalTarget:
         self._abort(prestarted.pid, prestarted.commit_w, prestarted.ready_file, prestarted.pidfile)
         if releases.read_state(self.root, prestarted.name) is None:
             releases.remove_deployment(self.root, prestarted.name)
+
+    # -- the warm spare --------------------------------------------------------------------------------
+    def _spare_files(self, name: str) -> tuple[Path, Path, Path]:
+        run = releases.run_dir(self.root, name)
+        return run / f"{SPARE}.pid", run / f"{SPARE}.sock", run / f"{SPARE}.ready.json"
+
+    def _wants_spare(self, name: str, options: DeployOptions) -> bool:
+        """The deploy's own choice, else (rollback, start) the last deploy's, else this target's default."""
+        if "warm_spare" in options.extra:
+            return bool(options.extra["warm_spare"])
+        if (releases.run_dir(self.root, name) / SPARE_OFF).is_file():
+            return False
+        return self.warm_spare
+
+    def _spare_key(self, host: str, port: int, env: dict[str, str]) -> str:
+        """What makes a spare usable: same interpreter, same runtime and supervisor code, address, environment."""
+        data = json.dumps([self.python, _runtime_fingerprint(), host, port, sorted(env.items())])
+        return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+    def spare_pid(self, name: str) -> int | None:
+        """The pid of the deployment's idle warm spare's supervisor, if one is running."""
+        pid_path = self._spare_files(name)[0]
+        try:
+            pid = int(pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._is_deployment_supervisor(name, pid) and _is_spare(pid) else None
+
+    def stop_spare(self, name: str) -> None:
+        """Stop the deployment's warm spare, if any (an idle runtime: no drain to wait for)."""
+        pid = self.spare_pid(name)
+        if pid:
+            self._stop_pid(pid, timeout=10.0)
+        for f in self._spare_files(name):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+    def _keep_spare(self, state: DeploymentState, options: DeployOptions) -> None:
+        """After a committed switch: make sure one fresh spare waits for the next one (or none, if turned off).
+
+        Never fails the switch: a spare that cannot start is logged and the next switch starts its runtime itself.
+        """
+        name = state.name
+        run = releases.run_dir(self.root, name)
+        wanted = self._wants_spare(name, options)
+        try:
+            if "warm_spare" in options.extra:
+                off = run / SPARE_OFF
+                if wanted:
+                    off.unlink(missing_ok=True)
+                else:
+                    off.write_text("the last deploy turned the warm spare off\n")
+            key = self._spare_key(state.host, state.port, options.env)
+            pid = self.spare_pid(name)
+            if pid and wanted and _spare_key_of(pid) == key:
+                return
+            self.stop_spare(name)
+            if wanted:
+                self._launch_spare(name, state.port, key, options.env)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("no warm spare for %s: %s", name, exc)
+
+    def _launch_spare(self, name: str, port: int, key: str, env: dict[str, str]) -> None:
+        """Start an idle supervisor + runtime (``runtime spare``); not waited for, so the switch returns at once.
+
+        The launcher writes the pid file itself, before it returns (under the deployment's lock), so an undeploy or
+        stop that comes next finds the spare even if its Python has not started yet.
+        """
+        pid_path, sock_path, ready = self._spare_files(name)
+        run = releases.run_dir(self.root, name)
+        logfile = releases.log_path(self.root, name)
+        cmd = [
+            self.python, "-m", SUPERVISOR_MODULE,
+            "--pidfile", str(pid_path), "--log", str(logfile), "--clear-file", str(ready),
+            "--state-file", str(releases.deployment_dir(self.root, name) / releases.STATE_FILE),
+            "--public-port", str(port),
+            "--pin-file", str(run / f"{SPARE}.pinned"), "--handover-file", str(run / f"{SPARE}.handed"),
+            "--stop-timeout", str(30.0 + 5.0),
+            "--spare-socket", str(sock_path), "--spare-key", key,
+            "--",
+            self.python, "-m", RUNTIME_MODULE, "spare", "--ready-file", str(ready),
+        ]  # fmt: skip
+        with logfile.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+                env={**os.environ, **env},
+            )  # fmt: skip
+        tmp = pid_path.with_name(pid_path.name + ".tmp")
+        tmp.write_text(f"{proc.pid}\n")
+        tmp.replace(pid_path)
+        # Reaped when it ends (it is our child until we exit; pid_alive() may reap it first, which wait() tolerates).
+        threading.Thread(target=proc.wait, name=f"reap-spare-{proc.pid}", daemon=True).start()
+        log.info("started warm spare %d for %s", proc.pid, name)
+
+    def _claim_spare(
+        self,
+        name: str,
+        release_id: str,
+        host: str,
+        port: int,
+        ready_file: Path,
+        pidfile: Path,
+        env: dict[str, str],
+        *,
+        wait_for_bundle: float | None = None,
+    ) -> tuple[int, int] | None:
+        """Claim the deployment's warm spare for ``release_id``: its supervisor pid and the probation channel (a
+        connected unix socket's descriptor: ``commit`` commits, closing it stops the release), or None if there
+        is no usable spare (the caller then starts a runtime as always)."""
+        _, sock_path, _ = self._spare_files(name)
+        if not sock_path.exists():
+            return None
+        from modeldeck.core.targets.supervisor import unix_address
+
+        rdir = releases.release_dir(self.root, name, release_id)
+        command = self.runtime_command(rdir, host, port, ready_file)
+        if wait_for_bundle:
+            command += ["--wait-for-bundle", f"{wait_for_bundle:g}"]
+        run = releases.run_dir(self.root, name)
+        claim = {
+            "key": self._spare_key(host, port, env),
+            "release": release_id,
+            "pidfile": str(pidfile),
+            "clear_file": str(ready_file),
+            "pin_file": str(run / f"{release_id}.pinned"),
+            "handover_file": str(run / f"{release_id}.handed"),
+            "command": command,
+            "argv": command[command.index(RUNTIME_MODULE) + 1 :],
+        }
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CLAIM_TIMEOUT_S)
+            with unix_address(sock_path) as address:
+                sock.connect(address)
+            sock.sendall(json.dumps({"claim": claim}).encode() + b"\n")
+            reply = b""
+            while b"\n" not in reply and len(reply) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            answer = json.loads(reply.split(b"\n", 1)[0] or b"{}")
+            if not answer.get("claimed"):
+                log.info("not using the warm spare of %s: %s", name, answer.get("refused", "no answer"))
+                sock.close()
+                return None
+            pid = int(answer["pid"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.info("not using the warm spare of %s: %s", name, exc)
+            sock.close()
+            return None
+        sock.settimeout(None)
+        log.info("release %s of %s runs in the warm spare %d", release_id, name, pid)
+        return pid, sock.detach()
 
     def _launch(
         self,
@@ -790,6 +975,7 @@ class LocalTarget:
         """Drain and stop the deployment's runtime; it stays installed (``start`` or ``deploy`` again)."""
         with releases.deployment_lock(self.root, name):
             state = self._finish_interrupted(self._require_state(name))
+            self.stop_spare(name)
             if state.pid:
                 self._stop_pid(state.pid)
             state = replace(state, desired="stopped", pid=None)
@@ -898,6 +1084,45 @@ def _private_bind(ready: dict[str, Any], host: str, port: int) -> str:
     if not private:
         raise DeployError(f"the new runtime reported no private port (binds: {binds})")
     return private[0]
+
+
+def _check_warm_spare(options: DeployOptions) -> None:
+    """``extra["warm_spare"]``, the one target-specific setting the local and SSH targets read, is a bool."""
+    if "warm_spare" in options.extra and not isinstance(options.extra["warm_spare"], bool):
+        raise DeployError("the warm_spare setting must be true or false")
+
+
+def _runtime_fingerprint() -> str:
+    """Sizes and mtimes of the runtime's and the supervisor's sources: a spare started before they changed is stale."""
+    import modeldeck.core.runtime as runtime_pkg
+
+    parts = []
+    here = Path(__file__).resolve().parent
+    sources = sorted(Path(runtime_pkg.__file__).resolve().parent.glob("*.py"))
+    for path in [*sources, here / "supervisor.py", here / "reuseport.py"]:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _is_spare(pid: int) -> bool:
+    return b"--spare-socket" in _cmdline(pid)
+
+
+def _spare_key_of(pid: int) -> str | None:
+    args = _cmdline(pid)
+    try:
+        return args[args.index(b"--spare-key") + 1].decode()
+    except (ValueError, IndexError):
+        return None
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:

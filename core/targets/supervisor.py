@@ -19,7 +19,14 @@ only (plus its sibling :mod:`.reuseport`), so it can run on any target that has 
 * with ``--probation-fd FD``, reads the deployer's commit pipe: ``commit`` makes the
   release permanent; end-of-file without it (the deployer crashed or gave up) stops
   everything, unless ``--state-file`` already names ``--release`` as active. A deploy
-  cut off half-way therefore never leaves a candidate release serving beside the old one.
+  cut off half-way therefore never leaves a candidate release serving beside the old one;
+* with ``--spare-socket PATH`` it is a *warm spare*: its runtime (``runtime spare``) has imported
+  its serving stack and waits; the first deployer that connects to PATH and sends a claim with the
+  right ``--spare-key`` turns it into that release's supervisor (pid file, ready file, pin and
+  handover files, release and command all come from the claim) and the connection becomes the
+  probation channel, exactly like ``--probation-fd``. A wrong key (another interpreter, runtime or
+  port) or a dead runtime refuses the claim and ends the spare; so does its deployment's state file
+  disappearing or saying ``stopped``. An unclaimed spare never restarts its runtime.
 """
 
 from __future__ import annotations
@@ -29,15 +36,34 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from modeldeck.core.targets.reuseport import SharedPort
+
+SPARE_CHECK_S = 1.0  # how often an unclaimed spare looks whether its deployment is still there and running
+CLAIM_MAX_BYTES = 1 << 20
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Any:
+    """An address for ``path`` that fits ``sun_path`` (108 bytes): the path itself, or ``/proc/self/fd/N/NAME``
+    through a descriptor of its folder while the context is open (deploy roots can be long)."""
+    text = str(path)
+    if len(text.encode()) < 100:
+        yield text
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 class _Log:
@@ -77,7 +103,9 @@ class Supervisor:
         self.stopping = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
         self.child_lock = threading.RLock()  # also taken by the signal handler
-        self.committed = args.probation_fd is None
+        self.committed = args.probation_fd is None and not args.spare_socket
+        self.claimed = not args.spare_socket  # a spare serves nobody until a deployer claims it
+        self.child_stdin: IO[bytes] | None = None
 
     # -- signals -------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -144,6 +172,7 @@ class Supervisor:
 
     # -- probation -----------------------------------------------------------------------------
     def _watch_probation(self, fd: int) -> None:
+        """Wait for ``commit`` on the deployer's pipe or socket; end-of-file first stops the release."""
         data = b""
         with os.fdopen(fd, "rb", buffering=0) as pipe:
             while chunk := pipe.read(64):
@@ -157,6 +186,109 @@ class Supervisor:
             self.log.note("deployer went away after recording this release as active; staying up")
             return
         self.request_stop("the deployer went away before committing this release")
+
+    # -- warm spare ------------------------------------------------------------------------------
+    def _deployment_running(self) -> bool:
+        """False once the deployment's state file is gone or says ``stopped`` (an unreadable one counts as running:
+        it is being replaced right now)."""
+        path = Path(self.args.state_file) if self.args.state_file else None
+        if path is None:
+            return True
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):
+            return True
+        return not (isinstance(state, dict) and state.get("desired") == "stopped")
+
+    def _serve_spare(self, listener: socket.socket) -> None:
+        """Accept claims until one succeeds; meanwhile leave when the deployment no longer needs a spare."""
+        listener.settimeout(SPARE_CHECK_S)
+        try:
+            while not self.stopping.is_set() and not self.claimed:
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    if not self._deployment_running():
+                        self.request_stop("the deployment is gone or stopped; the spare is not needed")
+                    continue
+                except OSError:
+                    break
+                self._claim(conn, listener)
+        finally:
+            listener.close()
+            if not self.claimed:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.args.spare_socket)
+
+    def _claim(self, conn: socket.socket, listener: socket.socket) -> None:
+        """Handle one claim: refuse it (and end the spare) or become the claimer's release on probation."""
+
+        def answer(obj: dict[str, Any]) -> None:
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(obj).encode() + b"\n")
+
+        try:
+            conn.settimeout(10.0)
+            data = b""
+            while b"\n" not in data and len(data) < CLAIM_MAX_BYTES:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            claim = json.loads(data.split(b"\n", 1)[0])["claim"]
+            command = [str(c) for c in claim["command"]]
+            argv = [str(a) for a in claim["argv"]]
+            release = str(claim["release"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            answer({"refused": f"malformed claim: {exc}"})
+            conn.close()
+            return
+        if claim.get("key") != self.args.spare_key:
+            answer({"refused": "stale spare (another interpreter, runtime version, address or environment)"})
+            conn.close()
+            self.request_stop("a claim found this spare stale")
+            return
+        with self.child_lock:
+            child, stdin = self.child, self.child_stdin
+            if child is None or child.poll() is not None or stdin is None or self.stopping.is_set():
+                answer({"refused": "the spare's runtime is not running"})
+                conn.close()
+                self.request_stop("claimed, but the spare's runtime is not running")
+                return
+            # No second claim from here on: the socket's name is free for the next spare.
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.args.spare_socket)
+            self.claimed = True
+            old_pidfile, old_clear = self.args.pidfile, self.args.clear_file
+            self.args.release = release
+            self.args.pidfile = str(claim.get("pidfile") or old_pidfile)
+            self.args.clear_file = claim.get("clear_file") or old_clear
+            self.args.pin_file = claim.get("pin_file") or self.args.pin_file
+            self.args.handover_file = claim.get("handover_file") or self.args.handover_file
+            self.command = command
+            try:
+                stdin.write(json.dumps({"argv": argv}).encode() + b"\n")
+                stdin.close()
+            except OSError as exc:
+                answer({"refused": f"the spare's runtime did not take the claim: {exc}"})
+                conn.close()
+                self.request_stop("the spare's runtime did not take the claim")
+                return
+            self.child_stdin = None
+        _write_pidfile(Path(self.args.pidfile))
+        if old_pidfile != self.args.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(old_pidfile)
+        if old_clear and old_clear != self.args.clear_file:
+            with contextlib.suppress(OSError):
+                os.unlink(old_clear)
+        self.log.note(f"claimed as release {release} (runtime pid {child.pid})")
+        answer({"claimed": True, "pid": os.getpid(), "runtime_pid": child.pid})
+        conn.settimeout(None)  # blocking again: the connection is now the probation channel
+        threading.Thread(target=self._watch_probation, args=(conn.detach(),), daemon=True).start()
 
     def _named_active(self) -> bool:
         if not self.args.state_file or not self.args.release:
@@ -177,9 +309,14 @@ class Supervisor:
         if self.args.clear_file:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.args.clear_file)
+        spare = not self.claimed  # the spare's runtime waits on stdin for its claim
         child = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if spare else subprocess.DEVNULL,
         )
+        self.child_stdin = child.stdin
         assert child.stdout is not None
         threading.Thread(target=self._pump, args=(child.stdout,), daemon=True).start()
         self.log.note(f"started runtime pid {child.pid}")
@@ -211,6 +348,9 @@ class Supervisor:
                 self.log.note(f"runtime exited with {code}")
                 break
             self.log.note(f"runtime exited unexpectedly with {code}")
+            if not self.claimed:
+                self.log.note("the spare's runtime is gone; not restarting a spare")
+                return 1
             if not self.committed:
                 # A candidate release that cannot start is not retried: the deployer rolls back at once.
                 self.log.note("not restarting a release that is still on probation")
@@ -246,6 +386,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--public-port", type=int, help="the shared public port (SIGUSR1 pins it, SIGUSR2 hands it over)")
     p.add_argument("--pin-file", help="written once SIGUSR1 has pinned the public port to this release")
     p.add_argument("--handover-file", help="written once SIGUSR2 has sent new connections to the newer release")
+    p.add_argument("--spare-socket", help="be a warm spare: wait for a claim on this unix socket (see above)")
+    p.add_argument("--spare-key", help="what a claim must present (the deployer's interpreter, runtime, address)")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
@@ -255,11 +397,33 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _write_pidfile(path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)
+
+
+def _spare_listener(path: Path) -> socket.socket:
+    """The spare's claim socket, reachable only by this user (mode 0600: a claim names a command to run)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        with unix_address(path) as address:
+            listener.bind(address)
+    finally:
+        os.umask(old)
+    listener.listen(4)
+    return listener
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     pidfile = Path(args.pidfile)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     tmp = pidfile.with_name(pidfile.name + ".tmp")
+    listener = _spare_listener(Path(args.spare_socket)) if args.spare_socket else None
     if args.daemon:
         # Double fork: the launcher reaps the parent at once, so the supervisor is nobody's child
         # (no zombies) and outlives the CLI or GUI that started it.
@@ -279,12 +443,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGUSR2, sup._on_handover)
     if args.probation_fd is not None:
         threading.Thread(target=sup._watch_probation, args=(args.probation_fd,), daemon=True).start()
+    if listener is not None:
+        threading.Thread(target=sup._serve_spare, args=(listener,), daemon=True).start()
     try:
         return sup.run()
     finally:
+        pidfile = Path(sup.args.pidfile)  # a claimed spare has moved to its release's pid file
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()
+        if not sup.claimed:
+            with sup.child_lock:
+                sup.claimed = True  # no claim can start now
+            for leftover in (args.spare_socket, args.clear_file):
+                with contextlib.suppress(OSError, TypeError):
+                    os.unlink(leftover)
         sup.log.note("exit")
         sup.log.close()
 

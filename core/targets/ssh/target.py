@@ -343,11 +343,14 @@ class SshTarget:
         """
         _check_cancel(cancel)
         self._emit(progress, "verify", "verifying the bundle", 0.01)
-        if options.extra:
+        unknown = sorted(set(options.extra) - {"warm_spare"})
+        if unknown:
             raise DeployError(
-                f"the SSH target takes no setting(s) {', '.join(sorted(options.extra))}",
-                hint="those flags are for docker:// targets",
+                f"the SSH target takes no setting(s) {', '.join(unknown)}",
+                hint="those flags are for docker:// targets (warm_spare is the SSH target's one setting)",
             )
+        if not isinstance(options.extra.get("warm_spare", True), bool):
+            raise DeployError("the warm_spare setting must be true or false")
         manifest = self._checked_bundle(bundle_dir)
         files = bundle_files(Path(bundle_dir), manifest)
         if options.host in ("127.0.0.1", "") and self.bind_host:
