@@ -194,3 +194,13 @@ def test_the_local_target_claims_its_spare_when_turned_on(tmp_path: Path, deploy
         for status in target.status():
             target.undeploy(status.name)
     assert runtime_pids(tmp_path / "deployments") == []
+
+
+def test_cli_no_warm_spare_reaches_the_deploy_options_of_every_host() -> None:
+    from modeldeck.core.cli import build_parser
+    from modeldeck.core.cli.fleet import deploy_options
+
+    args = build_parser().parse_args(["deploy", "bundle-dir", "--hosts", "web", "--no-warm-spare"])
+    assert deploy_options(args).extra == {"warm_spare": False}
+    args = build_parser().parse_args(["deploy", "bundle-dir", "--hosts", "web"])
+    assert deploy_options(args).extra == {}

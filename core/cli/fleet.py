@@ -107,6 +107,7 @@ def deploy_options(args: argparse.Namespace) -> Any:
         cors_origins=tuple(args.cors_origin),
         health=HealthGate(start_period_s=args.start_period, check_example=not args.no_example_check),
         keep_releases=args.keep_releases,
+        extra={"warm_spare": False} if getattr(args, "no_warm_spare", False) else {},
     )
 
 
