@@ -85,8 +85,9 @@ class SeriesStore:
         """
         with self._lock:
             last = -np.inf
-            for (ep, _), buf in self._buffers.items():
-                if ep == endpoint and (point := buf.last()) is not None:
+            for name in values:
+                buf = self._buffers.get((endpoint, name))
+                if buf is not None and (point := buf.last()) is not None:
                     last = max(last, point[0])
             keep = t > last
             if not keep.any():

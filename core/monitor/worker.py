@@ -20,6 +20,8 @@ outlives the GUI. Nothing here imports Qt.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -136,24 +138,32 @@ def event_from_wire(row: object) -> MonitorEvent:
 
 
 def backfill_to_wire(backfill: Backfill) -> list[Any]:
-    """``[endpoint, [t…], [[v…] per SERIES]]``; null for NaN."""
-    values = [[_num(x) for x in backfill.values[name].tolist()] for name in SERIES]
-    return [backfill.endpoint, backfill.t.tolist(), values]
+    """``[endpoint, n, base64 of little-endian float64 rows t, *SERIES]``.
+
+    A backfill is ~8,000 numbers per endpoint: as JSON floats, decoding 50 endpoints' took 235 ms of the GUI
+    process' CPU (and GIL); as raw doubles it is a copy.
+    """
+    block = np.vstack([backfill.t, *(backfill.values[name] for name in SERIES)]).astype("<f8")
+    return [backfill.endpoint, len(backfill.t), base64.b64encode(block.tobytes()).decode("ascii")]
 
 
 def backfill_from_wire(row: object) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """Check and rebuild one backfill: times ascending, one value per time in every series."""
-    if not isinstance(row, list) or len(row) != 3 or not isinstance(row[1], list) or not isinstance(row[2], list):
+    """Check and rebuild one backfill: times finite and ascending, one value per time in every series."""
+    if not isinstance(row, list) or len(row) != 3 or not isinstance(row[1], int) or not isinstance(row[2], str):
         raise MonitorProcessError(f"monitor process sent a malformed backfill: {str(row)[:200]}")
-    endpoint, times, columns = row
+    endpoint, n, encoded = row
     try:
-        t = np.array(times, dtype=float)
-        values = {name: np.array(v, dtype=float) for name, v in zip(SERIES, columns, strict=True)}
-    except (TypeError, ValueError) as exc:
-        raise MonitorProcessError(f"monitor process sent a backfill that is not numbers: {exc}"[:300]) from exc
-    if t.ndim != 1 or not np.all(np.diff(t) > 0) or any(v.shape != t.shape for v in values.values()):
-        raise MonitorProcessError("monitor process sent a backfill whose times and values do not line up")
-    return _str(endpoint, "endpoint"), t, values
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MonitorProcessError(f"monitor process sent a backfill that is not base64: {exc}"[:300]) from exc
+    rows = 1 + len(SERIES)
+    if n < 1 or len(raw) != rows * n * 8:
+        raise MonitorProcessError(f"monitor process sent a backfill of {len(raw)} bytes for {n} points")
+    block = np.frombuffer(raw, dtype="<f8").reshape(rows, n).astype(float)
+    t = block[0]
+    if not np.all(np.isfinite(t)) or not np.all(np.diff(t) > 0):
+        raise MonitorProcessError("monitor process sent a backfill whose times are not ascending")
+    return _str(endpoint, "endpoint"), t, dict(zip(SERIES, block[1:], strict=True))
 
 
 def decode_line(line: bytes) -> dict[str, Any]:
