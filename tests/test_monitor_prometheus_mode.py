@@ -19,7 +19,9 @@ from modeldeck.core.monitor.collector import Endpoint, Sample
 from modeldeck.core.monitor.derive import SERIES
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
-from modeldeck.core.monitor.prometheus import PrometheusClient, ScrapeTarget, fleet_queries, write_file_sd
+from modeldeck.core.monitor.prometheus import Backfill, PrometheusClient, ScrapeTarget, fleet_queries, write_file_sd
+from modeldeck.core.monitor.series import SeriesStore
+from modeldeck.core.monitor.worker import MonitorProcessError, backfill_from_wire, backfill_to_wire
 
 from tests.fixtures.monitor import PrometheusServer, StaticServer, free_port
 from tests.fixtures.runtime import RuntimeProcess
@@ -224,3 +226,30 @@ def test_switching_source_drops_the_other_sources_figures_and_survives_a_killed_
     finally:
         assert collector.stop(timeout=5)
     assert "killed by SIGKILL" in events.of("", "collector")[0][1].detail
+
+
+def test_a_backfill_never_makes_a_series_go_back_in_time() -> None:
+    store = SeriesStore(retention=8)
+    store.append("a", 105.0, {"request_rate": 1.0})
+    t = np.arange(100.0, 112.0)
+    assert store.extend("a", t, {"request_rate": t * 10, "uptime": t}) == 6  # only what is newer than 105
+    times, values = store.snapshot("a", ["request_rate"])["request_rate"]
+    assert list(times) == [105.0, 106.0, 107.0, 108.0, 109.0, 110.0, 111.0]
+    assert list(values) == [1.0, 1060.0, 1070.0, 1080.0, 1090.0, 1100.0, 1110.0]
+    assert store.extend("a", np.arange(200.0, 220.0), {"request_rate": np.zeros(20)}) == 20
+    assert list(store.snapshot("a", ["request_rate"])["request_rate"][0]) == list(np.arange(212.0, 220.0))
+
+
+def test_a_backfill_crosses_the_pipe_exactly_and_a_malformed_one_says_what_is_wrong() -> None:
+    t = np.array([10.0, 11.0, 12.5])
+    values = {name: np.array([1.0, math.nan, 3.0]) * (i + 1) for i, name in enumerate(SERIES)}
+    endpoint, t2, values2 = backfill_from_wire(json.loads(json.dumps(backfill_to_wire(Backfill("a", t, values)))))
+    assert endpoint == "a" and np.array_equal(t2, t)
+    assert all(np.array_equal(values2[name], values[name], equal_nan=True) for name in SERIES)
+    row = backfill_to_wire(Backfill("a", t, values))
+    with pytest.raises(MonitorProcessError, match="bytes for 4 points"):
+        backfill_from_wire(["a", 4, row[2]])
+    with pytest.raises(MonitorProcessError, match="not base64"):
+        backfill_from_wire(["a", 3, "not base64!"])
+    with pytest.raises(MonitorProcessError, match="not ascending"):
+        backfill_from_wire(backfill_to_wire(Backfill("a", t[::-1].copy(), values)))
