@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import paramiko  # noqa: E402
 
+from benchmarks.bench_ssh_cpu import CpuByRole  # noqa: E402
 from tests.fixtures.runtime import _write_xy_bundle  # noqa: E402
 from tests.fixtures.sshd import SshHost, _free_port, keygen  # noqa: E402
 
@@ -141,10 +142,66 @@ def runtime_phases(hosts: list[SshHost], name: str) -> str:
     marks: dict[str, list[float]] = {}
     for h in hosts:
         for ready in (h.deploy_root / "deployments" / name / "run").glob("*.ready.json"):
+            if ready.name.startswith("spare."):  # the idle spare is no release
+                continue
             with contextlib.suppress(OSError, ValueError):
                 for phase, t in (json.loads(ready.read_text()).get("phases_s") or {}).items():
                     marks.setdefault(phase, []).append(float(t))
     return ", ".join(f"{phase} {statistics.median(ts):.2f}" for phase, ts in marks.items())
+
+
+def wait_for_spares(hosts: list[SshHost], name: str, timeout_s: float = 120.0) -> float:
+    """Wait until every host's warm spare has imported its stack; seconds waited.
+
+    A real host's spare starts on that host's own CPU after a deploy; here 8 "hosts" share 2 cores, so timing
+    the next deploy while the spares still import would charge their start-up to it.
+    """
+    t0 = time.perf_counter()
+    pending = list(hosts)
+    while pending and time.perf_counter() - t0 < timeout_s:
+        pending = [
+            h for h in pending if not (h.deploy_root / "deployments" / name / "run" / "spare.ready.json").is_file()
+        ]
+        if pending:
+            time.sleep(0.02)
+    if pending:
+        raise RuntimeError(f"{len(pending)} host(s) had no ready warm spare after {timeout_s:g} s")
+    return time.perf_counter() - t0
+
+
+def stop_spares(hosts: list[SshHost], name: str) -> None:
+    """SIGTERM every host's idle spare and wait for it, so a timed deploy without spares does not pay for that."""
+    pids = []
+    for h in hosts:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((h.deploy_root / "deployments" / name / "run" / "spare.pid").read_text())
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)
+        time.sleep(0.02)
+
+
+def spare_rss_mib(hosts: list[SshHost], name: str) -> float | None:
+    """Median resident memory (MiB) of one idle spare: its supervisor plus its runtime."""
+    import statistics
+
+    sizes = []
+    for h in hosts:
+        try:
+            sup = int((h.deploy_root / "deployments" / name / "run" / "spare.pid").read_text())
+            pids = [sup, *(int(c) for c in Path(f"/proc/{sup}/task/{sup}/children").read_text().split())]
+            rss = 0
+            for pid in pids:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+            sizes.append(rss / 1024)
+        except (OSError, ValueError):
+            continue
+    return statistics.median(sizes) if sizes else None
 
 
 # -- bare transfers -------------------------------------------------------------------------------
@@ -236,7 +293,7 @@ def paramiko_all(hosts: list[SshHost], known: Path, bundle: Path, tag: str, ciph
     for t in threads:
         t.join(STEP_TIMEOUT_S)
     if errors:
-        raise RuntimeError(f"paramiko push failed: {errors[0]!r}")
+        raise RuntimeError(f"paramiko push failed: {errors[0]!r}") from errors[0]
     return time.perf_counter() - t0
 
 
@@ -375,6 +432,10 @@ class ModelDeckFigures:
     known_steps: str = ""
     known_cpu_s: float | None = None  # machine-wide busy CPU seconds during the known-hosts deploy
     known_phases: str = ""
+    known_cpu_table: str = ""  # CPU seconds per process role (--cpu-table)
+    spare_waits: list[float] = field(default_factory=list)  # seconds the benchmark waited for the hosts' spares
+    spare_rss_mib: float | None = None
+    ab_rows: list[str] = field(default_factory=list)  # --ab: one line per round
     note: str = ""
 
 
@@ -482,6 +543,10 @@ def modeldeck_push(
     *,
     reuse_runtime: bool = False,
     second: Path | None = None,
+    cpu_table: bool = False,
+    warm_spare: bool = True,
+    ab_rounds: int = 0,
+    fresh_bundle: Callable[[], Path] | None = None,
 ) -> ModelDeckFigures:
     """Install the runtime (timed once), then deploy the bundle to all hosts twice (first contact, no-change),
     then ``second`` (other weights) to the now known hosts."""
@@ -496,12 +561,15 @@ def modeldeck_push(
             subprocess.run(["cp", "-al", str(seed / "runtime"), str(h.deploy_root / "runtime")], check=True, timeout=60)
     else:
         figures.install_s, _ = timed(install)
-    options = DeployOptions(name="bench", health=HealthGate(start_period_s=120))
+    options = DeployOptions(name="bench", health=HealthGate(start_period_s=120), extra={"warm_spare": warm_spare})
     sent = SentBytes()
     figures.first_s, first = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
     figures.first_outcomes = _outcomes(first)
     figures.bytes_first = sent.total()
     figures.first_steps = sent.breakdown()
+    if warm_spare:
+        figures.spare_waits.append(wait_for_spares(hosts, "bench"))
+        figures.spare_rss_mib = spare_rss_mib(hosts, "bench")
     sent = SentBytes()
     figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
     figures.redeploy_outcomes = _outcomes(again)
@@ -510,11 +578,37 @@ def modeldeck_push(
     if second is not None:
         sent = SentBytes()
         cpu0 = busy_cpu_s()
-        figures.known_s, known = timed(lambda: deploy_many(targets, second, options, forks=8, progress=sent))
+        with CpuByRole() if cpu_table else contextlib.nullcontext() as by_role:
+            figures.known_s, known_result = timed(lambda: deploy_many(targets, second, options, forks=8, progress=sent))
         figures.known_cpu_s = busy_cpu_s() - cpu0
-        figures.known_outcomes = f"{_outcomes(known)}; bytes sent {sent.total()}"
+        if by_role is not None:
+            figures.known_cpu_table = by_role.text(len(hosts))
+        figures.known_outcomes = f"{_outcomes(known_result)}; bytes sent {sent.total()}"
         figures.known_steps = sent.breakdown()
         figures.known_phases = runtime_phases(hosts, "bench")
+        if warm_spare:
+            figures.spare_waits.append(wait_for_spares(hosts, "bench"))
+    for r in range(ab_rounds):
+        assert fresh_bundle is not None
+        # Each timed deploy sends new 20 MB weights; "off" runs today's path (and leaves no spare), the untimed
+        # deploy in between starts the spares again, and the benchmark waits for them before the "on" deploy.
+        off = replace(options, extra={"warm_spare": False})
+        b_off, b_between, b_on = fresh_bundle(), fresh_bundle(), fresh_bundle()  # written before any timing
+        stop_spares(hosts, "bench")
+        t_off, res_off = timed(lambda b=b_off, o=off: deploy_many(targets, b, o, forks=8))
+        deploy_many(targets, b_between, options, forks=8)
+        waited = wait_for_spares(hosts, "bench")
+        load = os.getloadavg()[0]
+        t_on, res_on = timed(lambda b=b_on: deploy_many(targets, b, options, forks=8))
+        waited_after = wait_for_spares(hosts, "bench")
+        bare = paramiko_all(hosts, known, bundle, f"ab{r}")
+        figures.ab_rows.append(
+            f"round {r + 1}: spare {t_on:.2f} s ({_outcomes(res_on)}), no spare {t_off:.2f} s ({_outcomes(res_off)}), "
+            f"bare paramiko x{len(hosts)} {bare:.2f} s -> {t_on / bare:.2f}x / {t_off / bare:.2f}x; spares ready "
+            f"{waited:.2f} s after the deploy that started them ({waited_after:.2f} s after the timed one); "
+            f"load {load:.2f}"
+        )
+        print(figures.ab_rows[-1], flush=True)
     for target in targets.values():
         with contextlib.suppress(Exception):
             target.undeploy("bench")
@@ -542,6 +636,15 @@ def main() -> int:
         action="store_true",
         help="copy the tests' cached runtime install onto the hosts instead of installing (and timing) it",
     )
+    parser.add_argument(
+        "--cpu-table", action="store_true", help="CPU seconds per process role during the known-hosts deploy"
+    )
+    parser.add_argument(
+        "--no-warm-spare", action="store_true", help="deploy without the hosts' warm spare runtimes (today's path)"
+    )
+    parser.add_argument(
+        "--ab", type=int, default=0, metavar="N", help="then N interleaved rounds: new weights with / without the spare"
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()
@@ -560,7 +663,25 @@ def main() -> int:
 
             if not args.skip_modeldeck:
                 second = make_big_bundle(base / "bundle-2", args.mb, seed=1)
-                md = modeldeck_push(hosts, known, bundle, base, reuse_runtime=args.reuse_runtime, second=second)
+                seeds = itertools.count(100)
+
+                def fresh_bundle() -> Path:
+                    seed = next(seeds)
+                    shutil.rmtree(base / f"bundle-ab-{seed - 3}", ignore_errors=True)  # keep the disk use bounded
+                    return make_big_bundle(base / f"bundle-ab-{seed}", args.mb, seed=seed)
+
+                md = modeldeck_push(
+                    hosts,
+                    known,
+                    bundle,
+                    base,
+                    reuse_runtime=args.reuse_runtime,
+                    second=second,
+                    cpu_table=args.cpu_table,
+                    warm_spare=not args.no_warm_spare,
+                    ab_rounds=args.ab,
+                    fresh_bundle=fresh_bundle,
+                )
                 if md.first_s is not None:
                     figures["modeldeck"] = md.first_s
                     figures["modeldeck-redeploy"] = md.redeploy_s or 0.0
@@ -614,12 +735,25 @@ def main() -> int:
             print(f"known hosts, new weights: {md.known_outcomes}")
             print(f"known hosts, median s per step:  {md.known_steps}")
             print(f"known hosts, runtime start-up (median s since each runtime process began): {md.known_phases}")
+            if md.known_cpu_table:
+                print(f"known hosts, CPU per process role:\n{md.known_cpu_table}")
             print(
                 f"machine-wide busy CPU: known-hosts deploy {md.known_cpu_s:.1f} s, bare paramiko x8 "
                 f"{paramiko_cpu_s:.1f} s (2 cores: wall >= CPU / 2; neighbours' work included)"
             )
         if md.redeploy_s is not None:
             print(f"no-change redeploy per host (8 in parallel): {md.redeploy_s:.2f} s wall")
+        if md.spare_waits:
+            rss = f"{md.spare_rss_mib:.0f} MiB" if md.spare_rss_mib is not None else "?"
+            print(
+                "warm spares: the benchmark waited for every host's spare before the next timed deploy: "
+                f"{', '.join(f'{w:.2f}' for w in md.spare_waits)} s after each deploy that started them; "
+                f"idle spare (supervisor + runtime) RSS median {rss} per host"
+            )
+        else:
+            print("warm spares: off (--no-warm-spare)")
+        for row in md.ab_rows:
+            print(row)
     elif md.note:
         print(f"ModelDeck: {md.note}")
     print()

@@ -97,7 +97,7 @@ def _ssh_args(p: argparse.ArgumentParser, *, deploy: bool = False) -> None:
         g.add_argument(
             "--no-warm-spare",
             action="store_true",
-            help="keep no idle pre-imported runtime on the host for the next deploy (saves its memory, ~0.1 GB; "
+            help="keep no idle pre-imported runtime on the host for the next deploy (saves its memory, ~80 MB; "
             "rollback and start remember the choice)",
         )
 

@@ -263,7 +263,7 @@ def collect_garbage(deploy_root: Path, grace_s: float = OBJECT_GRACE_S) -> int:
 def _target(deploy_root: Path) -> Any:
     from modeldeck.core.targets.local import LocalTarget
 
-    # A warm spare by default on hosts (servers: ~0.1 GB of idle memory buys a deploy without interpreter start-up
+    # A warm spare by default on hosts (servers: ~80 MB of idle memory buys a deploy without interpreter start-up
     # and imports); DeployOptions.extra["warm_spare"] = False turns it off per deployment.
     return LocalTarget(deploy_root / DEPLOYMENTS, python=sys.executable, warm_spare=True)
 
