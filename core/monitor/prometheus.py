@@ -155,8 +155,11 @@ class PrometheusClient:
                 detail = ""
             raise PrometheusError(f"Prometheus refused the query (HTTP {exc.code}): {detail}".rstrip(": ")) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, OSError) and reason.strerror:  # "connection refused", not "[Errno 111] Conn…"
+                reason = reason.strerror.lower()
             raise PrometheusError(
-                f"Prometheus at {self.base_url} unreachable: {getattr(exc, 'reason', exc)}",
+                f"Prometheus at {self.base_url} unreachable: {reason}",
                 hint="check the Prometheus URL in settings",
             ) from exc
         try:

@@ -85,6 +85,7 @@ class MonitorPage(QWidget):
         self.dialog: Any = None
         self._history_channel = Channel("history")
         self._example_channel = Channel("load example")
+        self._source_message = ""  # the banner's text while it says the Prometheus server does not answer
         self.update_times: list[float] = []  # seconds per drain-tick update (bounded; the benchmark reads it)
         self._plots_stale = False
         self._plots_drawn = 0.0
@@ -394,9 +395,10 @@ class MonitorPage(QWidget):
     def _source_problem(self, message: str) -> None:
         """The Prometheus server stopped answering (rows say unknown, with why), or answers again ('')."""
         if message:
-            self.banner.show_message(f"No figures from Prometheus: {message}", kind="warning")
-        elif self.banner.isVisible() and self.banner.label.text().startswith("No figures from Prometheus"):
+            self.banner.show_message(message, kind="warning")
+        elif self.banner.isVisible() and self.banner.label.text() == self._source_message:
             self.banner.hide()
+        self._source_message = message
 
     def _load_history(self) -> None:
         names = list(self.plots.names)

@@ -136,8 +136,8 @@ def test_a_server_that_goes_away_is_unknown_with_why_and_figures_come_back_with_
         assert "unreachable" in row(page, "iris").health.reason
         assert math.isnan(row(page, "iris").request_rate)  # no stale figure left standing
         qtbot.waitUntil(page.banner.isVisible, timeout=5_000)
-        assert "No figures from Prometheus" in page.banner.label.text()
-        assert "Prometheus URL" in page.banner.label.text()
+        assert page.banner.label.text() == row(page, "iris").health.reason  # the why, once, above the page
+        assert "connection refused" in page.banner.label.text() and "Prometheus URL" in page.banner.label.text()
 
         server = start_prometheus(tmp_path / "prometheus", port=int(server.url.rsplit(":", 1)[1]))
         qtbot.waitUntil(lambda: row(page, "iris").health.state is HealthState.OK, timeout=30_000)
