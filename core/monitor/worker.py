@@ -263,7 +263,8 @@ class _Worker:
             with self.lock:  # what is drained and the generation it is labelled with change together
                 collector, generation = self.collector, self.generation
                 samples = collector.drain() if collector is not None else []
-                backfills = collector.drain_backfill() if hasattr(collector, "drain_backfill") else []
+                drain_backfill = getattr(collector, "drain_backfill", None)  # a PrometheusCollector's history
+                backfills: list[Backfill] = drain_backfill() if drain_backfill is not None else []
                 events, self.events = self.events, []
             for backfill in backfills:  # before the samples that follow them; one line each (bounded size)
                 self.send({"g": generation, "b": backfill_to_wire(backfill)})
