@@ -3,7 +3,8 @@
 Used by ``bench_ssh_push.py --cpu-table``: a sampler thread reads ``/proc/*/stat`` of this user's processes
 every 20 ms and keeps each process's last utime + stime; a process that exits between two samples loses at
 most one interval of its tail (a few ms). The client (this process, paramiko included) is counted with
-``RUSAGE_SELF``. Only processes whose command line matches a role are counted, so neighbours' work is left out.
+``RUSAGE_SELF`` minus the sampler thread's own CPU. Only processes whose command line matches a role are
+counted, so neighbours' work is left out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import os
 import resource
 import threading
+import time
 from pathlib import Path
 
 ROLES = (
@@ -56,6 +58,7 @@ class CpuByRole:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.self0 = 0.0
         self.client_s = 0.0
+        self.sampler_s = 0.0
 
     def _pids(self) -> list[int]:
         out = []
@@ -84,6 +87,7 @@ class CpuByRole:
     def _run(self) -> None:
         while not self.stop.wait(self.interval_s):
             self._sample()
+        self.sampler_s = time.thread_time()  # this thread's own CPU, taken out of the client's figure
 
     def __enter__(self) -> CpuByRole:
         self._sample(baseline=True)
@@ -97,7 +101,7 @@ class CpuByRole:
         self.stop.set()
         self.thread.join(5)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        self.client_s = usage.ru_utime + usage.ru_stime - self.self0
+        self.client_s = usage.ru_utime + usage.ru_stime - self.self0 - self.sampler_s
 
     def table(self) -> dict[str, tuple[float, int]]:
         """role -> (CPU seconds, processes)."""

@@ -595,11 +595,13 @@ def modeldeck_push(
         off = replace(options, extra={"warm_spare": False})
         b_off, b_between, b_on = fresh_bundle(), fresh_bundle(), fresh_bundle()  # written before any timing
         stop_spares(hosts, "bench")
-        t_off, res_off = timed(lambda b=b_off, o=off: deploy_many(targets, b, o, forks=8))
+        with CpuByRole() as cpu_off:
+            t_off, res_off = timed(lambda b=b_off, o=off: deploy_many(targets, b, o, forks=8))
         deploy_many(targets, b_between, options, forks=8)
         waited = wait_for_spares(hosts, "bench")
         load = os.getloadavg()[0]
-        t_on, res_on = timed(lambda b=b_on: deploy_many(targets, b, options, forks=8))
+        with CpuByRole() as cpu_on:
+            t_on, res_on = timed(lambda b=b_on: deploy_many(targets, b, options, forks=8))
         waited_after = wait_for_spares(hosts, "bench")
         bare = paramiko_all(hosts, known, bundle, f"ab{r}")
         figures.ab_rows.append(
@@ -608,7 +610,19 @@ def modeldeck_push(
             f"{waited:.2f} s after the deploy that started them ({waited_after:.2f} s after the timed one); "
             f"load {load:.2f}"
         )
-        print(figures.ab_rows[-1], flush=True)
+        if cpu_table:
+            n = len(hosts)
+            figures.ab_rows.append(
+                "  CPU per host (role: spare / no spare): "
+                + ", ".join(
+                    f"{role.split(' ')[0]} {cpu_on.table().get(role, (0.0, 0))[0] / n:.3f} / "
+                    f"{cpu_off.table().get(role, (0.0, 0))[0] / n:.3f}"
+                    for role in sorted(set(cpu_on.table()) | set(cpu_off.table()))
+                )
+                + f"; total {sum(v[0] for v in cpu_on.table().values()) / n:.3f} / "
+                f"{sum(v[0] for v in cpu_off.table().values()) / n:.3f}"
+            )
+        print("\n".join(figures.ab_rows[-2 if cpu_table else -1 :]), flush=True)
     for target in targets.values():
         with contextlib.suppress(Exception):
             target.undeploy("bench")

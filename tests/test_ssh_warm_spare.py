@@ -204,3 +204,23 @@ def test_cli_no_warm_spare_reaches_the_deploy_options_of_every_host() -> None:
     assert deploy_options(args).extra == {"warm_spare": False}
     args = build_parser().parse_args(["deploy", "bundle-dir", "--hosts", "web"])
     assert deploy_options(args).extra == {}
+
+
+def test_a_deploy_right_after_another_claims_the_spare_before_its_runtime_started(
+    tmp_path: Path, deploy_bundles
+) -> None:
+    target = LocalTarget(tmp_path / "deployments", warm_spare=True)
+    try:
+        assert target.deploy(deploy_bundles["v1"], DeployOptions(name="iris")).ok
+        run = tmp_path / "deployments/iris/run"
+        wait_until(lambda: (run / "spare.sock").exists(), timeout=10)  # listening, but in its start delay
+        spare = target.spare_pid("iris")
+        assert spare is not None and not (run / "spare.ready.json").is_file()
+        v2 = target.deploy(deploy_bundles["v2"], DeployOptions(name="iris"))
+        assert (v2.outcome, v2.status.pid) == ("deployed", spare)
+        assert served_version(v2.status.endpoint) == "2"
+        wait_until(lambda: target.spare_pid("iris") not in (None, spare))
+    finally:
+        for status in target.status():
+            target.undeploy(status.name)
+    assert runtime_pids(tmp_path / "deployments") == []

@@ -149,6 +149,9 @@ def _url_host(host: str) -> str:
 SPARE = "spare"  # run/spare.pid, run/spare.sock, run/spare.ready.json: the deployment's warm spare
 SPARE_OFF = "spare.off"  # run/spare.off: the last deploy turned the spare off (rollback and start respect it)
 CLAIM_TIMEOUT_S = 5.0
+# A new spare waits this long before its runtime imports anything: right after a switch the host's CPU belongs to
+# the new release's first requests and the old release's drain. A claim during the wait starts the release at once.
+SPARE_START_DELAY_S = 2.0
 PRESTART_WAIT_S = 900.0  # how long a pre-started runtime waits for its release (the probation pipe ends it sooner)
 
 
@@ -675,7 +678,7 @@ class LocalTarget:
             "--public-port", str(port),
             "--pin-file", str(run / f"{SPARE}.pinned"), "--handover-file", str(run / f"{SPARE}.handed"),
             "--stop-timeout", str(30.0 + 5.0),
-            "--spare-socket", str(sock_path), "--spare-key", key,
+            "--spare-socket", str(sock_path), "--spare-key", key, "--start-delay", f"{SPARE_START_DELAY_S:g}",
             "--",
             self.python, "-m", RUNTIME_MODULE, "spare", "--ready-file", str(ready),
         ]  # fmt: skip

@@ -106,6 +106,7 @@ class Supervisor:
         self.committed = args.probation_fd is None and not args.spare_socket
         self.claimed = not args.spare_socket  # a spare serves nobody until a deployer claims it
         self.child_stdin: IO[bytes] | None = None
+        self.wake = threading.Event()  # ends a spare's --start-delay early (a claim, or a stop)
 
     # -- signals -------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -113,6 +114,7 @@ class Supervisor:
             return
         self.log.note(f"stopping ({reason})")
         self.stopping.set()
+        self.wake.set()
         with self.child_lock:
             if self.child is not None and self.child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -252,6 +254,19 @@ class Supervisor:
             return
         with self.child_lock:
             child, stdin = self.child, self.child_stdin
+            if child is None and not self.stopping.is_set():
+                # Claimed during --start-delay: no runtime yet, so start the claimed release's directly (as a
+                # fresh launch would); the claimer still gets its probation channel.
+                listener.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(self.args.spare_socket)
+                self.claimed = True
+                self._take_over(claim, release, command)
+                self.wake.set()
+                answer({"claimed": True, "pid": os.getpid(), "runtime_pid": None})
+                conn.settimeout(None)
+                threading.Thread(target=self._watch_probation, args=(conn.detach(),), daemon=True).start()
+                return
             if child is None or child.poll() is not None or stdin is None or self.stopping.is_set():
                 answer({"refused": "the spare's runtime is not running"})
                 conn.close()
@@ -262,13 +277,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.unlink(self.args.spare_socket)
             self.claimed = True
-            old_pidfile, old_clear = self.args.pidfile, self.args.clear_file
-            self.args.release = release
-            self.args.pidfile = str(claim.get("pidfile") or old_pidfile)
-            self.args.clear_file = claim.get("clear_file") or old_clear
-            self.args.pin_file = claim.get("pin_file") or self.args.pin_file
-            self.args.handover_file = claim.get("handover_file") or self.args.handover_file
-            self.command = command
+            self._take_over(claim, release, command)
             try:
                 stdin.write(json.dumps({"argv": argv}).encode() + b"\n")
                 stdin.close()
@@ -278,6 +287,20 @@ class Supervisor:
                 self.request_stop("the spare's runtime did not take the claim")
                 return
             self.child_stdin = None
+        self.log.note(f"claimed as release {release} (runtime pid {child.pid})")
+        answer({"claimed": True, "pid": os.getpid(), "runtime_pid": child.pid})
+        conn.settimeout(None)  # blocking again: the connection is now the probation channel
+        threading.Thread(target=self._watch_probation, args=(conn.detach(),), daemon=True).start()
+
+    def _take_over(self, claim: dict[str, Any], release: str, command: list[str]) -> None:
+        """Become the claimed release's supervisor: its files, its command (for restarts once committed)."""
+        old_pidfile, old_clear = self.args.pidfile, self.args.clear_file
+        self.args.release = release
+        self.args.pidfile = str(claim.get("pidfile") or old_pidfile)
+        self.args.clear_file = claim.get("clear_file") or old_clear
+        self.args.pin_file = claim.get("pin_file") or self.args.pin_file
+        self.args.handover_file = claim.get("handover_file") or self.args.handover_file
+        self.command = command
         _write_pidfile(Path(self.args.pidfile))
         if old_pidfile != self.args.pidfile:
             with contextlib.suppress(OSError):
@@ -285,10 +308,6 @@ class Supervisor:
         if old_clear and old_clear != self.args.clear_file:
             with contextlib.suppress(OSError):
                 os.unlink(old_clear)
-        self.log.note(f"claimed as release {release} (runtime pid {child.pid})")
-        answer({"claimed": True, "pid": os.getpid(), "runtime_pid": child.pid})
-        conn.settimeout(None)  # blocking again: the connection is now the probation channel
-        threading.Thread(target=self._watch_probation, args=(conn.detach(),), daemon=True).start()
 
     def _named_active(self) -> bool:
         if not self.args.state_file or not self.args.release:
@@ -339,6 +358,8 @@ class Supervisor:
         restarts: list[float] = []
         backoff = self.args.backoff
         code = 0
+        if self.args.start_delay and not self.claimed:
+            self.wake.wait(self.args.start_delay)
         while not self.stopping.is_set():
             with self.child_lock:
                 self.child = self._start_child()
@@ -388,6 +409,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--handover-file", help="written once SIGUSR2 has sent new connections to the newer release")
     p.add_argument("--spare-socket", help="be a warm spare: wait for a claim on this unix socket (see above)")
     p.add_argument("--spare-key", help="what a claim must present (the deployer's interpreter, runtime, address)")
+    p.add_argument("--start-delay", type=float, default=0.0, help="a spare waits this long before starting its runtime")
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.command and args.command[0] == "--":
