@@ -224,3 +224,30 @@ def test_a_deploy_right_after_another_claims_the_spare_before_its_runtime_starte
         for status in target.status():
             target.undeploy(status.name)
     assert runtime_pids(tmp_path / "deployments") == []
+
+
+def test_an_idle_spare_ends_with_its_deployment_and_its_runtime_with_its_supervisor(
+    tmp_path: Path, deploy_bundles
+) -> None:
+    root = tmp_path / "deployments"
+    target = LocalTarget(root, warm_spare=True)
+    state = root / "iris" / "state.json"
+    try:
+        serving = target.deploy(deploy_bundles["v1"], DeployOptions(name="iris")).status.pid
+        wait_until(lambda: (root / "iris/run/spare.ready.json").is_file())
+        spare = target.spare_pid("iris")
+        state.rename(state.with_name("state.json.away"))  # as if the deployment had been removed under it
+        wait_until(lambda: sorted(runtime_pids(root)) == sorted(serving_pids(serving)), timeout=10)
+        state.with_name("state.json.away").rename(state)
+
+        assert target.deploy(deploy_bundles["v2"], DeployOptions(name="iris")).ok  # starts a new spare
+        wait_until(lambda: (root / "iris/run/spare.ready.json").is_file())
+        spare = target.spare_pid("iris")
+        assert spare is not None
+        (runtime,) = serving_pids(spare)[1:]
+        os.kill(spare, signal.SIGKILL)
+        wait_until(lambda: runtime not in runtime_pids(root), timeout=10)  # end-of-file on its stdin
+    finally:
+        for status in target.status():
+            target.undeploy(status.name)
+    assert runtime_pids(root) == []
