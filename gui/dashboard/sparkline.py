@@ -12,22 +12,34 @@ import pyqtgraph as pg
 from modeldeck.gui import style
 from modeldeck.gui.dashboard.models import SparkRole
 from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QPointF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 
-def _segments(values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(x index, value) runs between NaNs."""
+def spark_shape(values: np.ndarray, width: int, height: int) -> tuple[QPainterPath, list[QPointF]]:
+    """The sparkline in a ``width`` x ``height`` box (origin at its top left): one path whose line breaks at NaN
+    (failed scrapes), plus the isolated points between two gaps (a path draws nothing for a lone point).
+
+    Longer than ``width``, the values become one per pixel column: the peak of its bucket, so spikes stay visible.
+    """
+    values = np.asarray(values, dtype=float)
+    columns = max(2, width)
+    if len(values) > columns:
+        cut = len(values) - len(values) % columns
+        blocks = values[-cut:].reshape(columns, -1)
+        peaks = np.where(np.isfinite(blocks), blocks, -np.inf).max(axis=1)
+        values = np.where(np.isfinite(peaks), peaks, np.nan)
     finite = np.isfinite(values)
     if not finite.any():
-        return []
-    idx = np.arange(len(values))
-    breaks = np.flatnonzero(np.diff(finite.astype(np.int8)) != 0) + 1
-    out = []
-    for part_idx, part_ok in zip(np.split(idx, breaks), np.split(finite, breaks), strict=True):
-        if part_ok[0]:
-            out.append((part_idx, values[part_idx]))
-    return out
+        return QPainterPath(), []
+    top = max(float(values[finite].max()), 1e-9)
+    n = len(values)
+    xs = np.arange(n) * (width / max(n - 1, 1))
+    ys = height - (np.clip(values, 0, None) / top) * height  # NaN stays NaN: a break in the line
+    path = pg.arrayToQPath(xs, ys, connect="finite")
+    padded = np.concatenate(([False], finite, [False]))
+    lone = np.flatnonzero(finite & ~padded[:-2] & ~padded[2:])
+    return path, [QPointF(float(xs[i]), float(ys[i])) for i in lone]
 
 
 def paint_cell_background(painter: QPainter, option: QStyleOptionViewItem) -> None:
@@ -67,12 +79,20 @@ class HealthChipDelegate(QStyledItemDelegate):
 
 
 class SparklineDelegate(QStyledItemDelegate):
+    """The trend column: a polyline per cell, computed once per new sample and cell size."""
+
+    MAX_SHAPES = 1024
+
     def __init__(self, parent: QObject | None = None, colour: str = style.ACCENT) -> None:
         super().__init__(parent)
         self.pen = QPen(QColor(colour), 1)
         self.pen.setCosmetic(True)
         self.fill = QColor(colour)
         self.fill.setAlpha(28)
+        # per row (by the name in its first column): the values it was computed from, the cell size, the shape. A row
+        # repainted without a new sample (scrolling, selection, a neighbour's update) redraws the cached path
+        # instead of recomputing it (~0.4 ms a row); a new sample replaces the row's entry, so it never grows.
+        self._shapes: dict[object, tuple[object, int, int, tuple[QPainterPath, list[QPointF]]]] = {}
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         return QSize(160, option.fontMetrics.height() + 8)
@@ -85,28 +105,22 @@ class SparklineDelegate(QStyledItemDelegate):
         values = getattr(spark, "values", spark)
         if values is None or len(values) < 2:
             return
-        values = np.asarray(values, dtype=float)
         rect = option.rect.adjusted(4, 4, -4, -4)
-        columns = max(2, rect.width())
-        if len(values) > columns:  # one point per pixel column: the peak of its bucket (spikes stay visible)
-            cut = len(values) - len(values) % columns
-            blocks = values[-cut:].reshape(columns, -1)
-            peaks = np.where(np.isfinite(blocks), blocks, -np.inf).max(axis=1)
-            values = np.where(np.isfinite(peaks), peaks, np.nan)
-        finite = values[np.isfinite(values)]
-        if finite.size == 0:
-            return
-        top = max(float(finite.max()), 1e-9)
-        n = len(values)
-        x0, w, y0, h = rect.left(), rect.width(), rect.bottom(), rect.height()
+        row = index.siblingAtColumn(0).data()
+        cached = self._shapes.get(row)
+        if cached is not None and cached[0] is spark and cached[1:3] == (rect.width(), rect.height()):
+            shape = cached[3]
+        else:
+            shape = spark_shape(values, rect.width(), rect.height())
+            if row not in self._shapes and len(self._shapes) >= self.MAX_SHAPES:
+                self._shapes.clear()  # rows come and go: forget the gone ones now and then
+            self._shapes[row] = (spark, rect.width(), rect.height(), shape)
+        path, points = shape
         painter.save()
+        painter.translate(rect.left(), rect.top())
         # no antialiasing and a 1 px cosmetic pen: the raster engine's fast path (antialiased it was ~15 ms a row)
         painter.setPen(self.pen)
-        for xs, ys in _segments(values):
-            px = x0 + xs * (w / max(n - 1, 1))
-            py = y0 - (np.clip(ys, 0, None) / top) * h
-            if len(xs) > 1:
-                painter.drawPath(pg.arrayToQPath(px, py))
-            else:
-                painter.drawPoint(QPointF(float(px[0]), float(py[0])))
+        painter.drawPath(path)
+        for point in points:
+            painter.drawPoint(point)
         painter.restore()

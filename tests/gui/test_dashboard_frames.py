@@ -1,0 +1,134 @@
+"""What keeps the Monitor page's frames short and its memory flat: sparklines drawn from a cached shape until a
+new sample arrives, a drain tick that redraws the plots leaving its rows to the next slice, and bounded records."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from modeldeck.core.monitor.collector import Sample
+from modeldeck.core.monitor.config import MonitorConfig
+from modeldeck.core.monitor.derive import SERIES, Derived
+from modeldeck.core.monitor.health import HealthState, HealthStatus
+from modeldeck.gui.dashboard import sparkline
+from modeldeck.gui.dashboard.models import FleetModel, FleetRow
+from modeldeck.gui.dashboard.page import UPDATE_TIMES_KEPT, MonitorPage
+from modeldeck.gui.dashboard.source import Monitored, MonitorSource
+from modeldeck.gui.workers import wait_for_workers
+from PySide6.QtCore import QRect
+from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtWidgets import QStyleOptionViewItem
+from pytestqt.qtbot import QtBot
+
+pytestmark = [pytest.mark.gui]
+
+OK = HealthStatus(HealthState.OK, "")
+
+
+def derived(at: float, rate: float) -> Derived:
+    figures = dict.fromkeys(SERIES, 1.0) | {"request_rate": rate}
+    return Derived(
+        at=at, **figures, model_name="m", model_version="1", bundle_sha256="", restarted=False, version_changed=False
+    )
+
+
+# -- sparklines ------------------------------------------------------------------------------------------------
+def test_a_sparkline_breaks_at_a_gap_keeps_its_spike_and_shows_a_lone_point() -> None:
+    values = np.ones(600)  # four values per pixel column of 150
+    values[101] = 40.0
+    values[300:310] = np.nan
+    path, points = sparkline.spark_shape(values, 150, 20)
+    box = path.boundingRect()
+    assert box.top() == pytest.approx(0.0) and box.bottom() == pytest.approx(20 - 20 / 40)  # the spike is the top
+    assert sum(path.elementAt(i).isMoveTo() for i in range(path.elementCount())) == 2  # two runs: one gap
+    assert points == []
+    # a value alone between two failed scrapes is a point (a path draws nothing for it)
+    _path, lone = sparkline.spark_shape(np.array([1.0, 1.0, np.nan, 3.0, np.nan, 1.0, 1.0]), 150, 20)
+    assert [(p.x(), p.y()) for p in lone] == [(75.0, 0.0)]
+
+
+def paint_rows(delegate: sparkline.SparklineDelegate, model: FleetModel) -> None:
+    image = QImage(200, 30 * model.rowCount(), QImage.Format.Format_ARGB32)
+    image.fill(QColor("white"))
+    painter = QPainter(image)
+    for row in range(model.rowCount()):
+        option = QStyleOptionViewItem()
+        option.rect = QRect(0, 30 * row, 160, 28)
+        delegate.paint(painter, option, model.index(row, FleetModel.TREND))
+    painter.end()
+
+
+def test_a_row_repainted_without_a_new_sample_reuses_its_sparkline_and_the_cache_holds_one_per_row(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[int] = []
+    shape = sparkline.spark_shape
+    monkeypatch.setattr(sparkline, "spark_shape", lambda v, w, h: computed.append(len(v)) or shape(v, w, h))
+    model = FleetModel()
+    delegate = sparkline.SparklineDelegate()
+
+    def rows(at: float) -> list[FleetRow]:
+        return [FleetRow(f"dep-{i}", OK, spark=np.arange(300.0) + at, spark_stamp=at) for i in range(3)]
+
+    model.set_rows(rows(1.0))
+    paint_rows(delegate, model)
+    paint_rows(delegate, model)  # scrolled, selected, a neighbour repainted: nothing new to compute
+    assert len(computed) == 3
+    for at in range(2, 50):  # a new sample per row, painted
+        model.set_rows(rows(float(at)))
+        paint_rows(delegate, model)
+    assert len(computed) == 3 * 49
+    assert len(delegate._shapes) == 3
+
+
+# -- the page ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def page(qtbot: QtBot) -> Iterator[MonitorPage]:
+    """A page over a source that is fed by hand (its collection process is never started)."""
+    source = MonitorSource(interval=1.0, drain_hz=5)
+    page = MonitorPage(source, MonitorConfig(interval=1.0))
+    qtbot.addWidget(page)
+    page.resize(1300, 820)
+    page.show()
+    qtbot.waitExposed(page)
+    for name in ("a", "b"):
+        source.add(Monitored(name, f"http://127.0.0.1:9/{name}/metrics", None, "manual"))
+    page.select("a")
+    yield page
+    source.stop()
+    wait_for_workers(10)
+
+
+def feed(page: MonitorPage, rate: float) -> None:
+    """Samples of both endpoints, as a drain tick delivers them."""
+    now = time.time()
+    batch = [Sample(name, now, derived(now, rate), OK) for name in ("a", "b")]
+    for sample in batch:
+        page.source.collector.series.append(sample.endpoint, now, sample.derived.values())  # type: ignore[union-attr]
+        page.source.latest[sample.endpoint] = sample
+        page.source.health[sample.endpoint] = sample.health
+    page.source.samplesArrived.emit(batch)
+
+
+def shown_rate(page: MonitorPage, name: str) -> float:
+    row = page.model.row_at(page.model.row_of(name))
+    return math.nan if row is None else row.request_rate
+
+
+def test_a_tick_that_redraws_the_plots_leaves_its_rows_to_the_next_slice(qtbot: QtBot, page: MonitorPage) -> None:
+    feed(page, 5.0)  # the plots of 'a' are stale: this tick redraws them, and only them
+    assert page.plots.curves[("a", "request_rate")].xData is not None
+    assert math.isnan(shown_rate(page, "a")) and math.isnan(shown_rate(page, "b"))
+    qtbot.waitUntil(lambda: shown_rate(page, "a") == 5.0 and shown_rate(page, "b") == 5.0, timeout=2_000)
+    feed(page, 7.0)  # within the scrape interval: no redraw, so the rows are updated in this tick
+    assert shown_rate(page, "a") == 7.0 and shown_rate(page, "b") == 7.0
+
+
+def test_the_update_times_kept_for_the_benchmark_stay_bounded(page: MonitorPage) -> None:
+    for _ in range(3 * UPDATE_TIMES_KEPT):
+        page._record(time.perf_counter())
+    assert UPDATE_TIMES_KEPT <= len(page.update_times) < 2 * UPDATE_TIMES_KEPT
+    assert page.update_times.itemsize == 8  # floats in an array, not float objects in a list
