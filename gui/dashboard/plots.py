@@ -97,6 +97,34 @@ def decimate(t: np.ndarray, v: np.ndarray, max_points: int) -> tuple[np.ndarray,
     return np.concatenate((t[:head], tt)), np.concatenate((v[:head], vv))
 
 
+class Curve(pg.PlotCurveItem):
+    """A curve that knows its data's extent from :meth:`DetailPlots.show_data`, which computes it once for the y
+    range: pyqtgraph would scan the arrays again (``nanmin``/``nanmax`` of both axes) in the next paint."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.extent: tuple[float, float, float, float] | None = None  # x0, x1, y min, y max (NaN: no finite y)
+        self.extent_span: tuple[float, float] | None = None  # the time span the data was clipped to
+        super().__init__(*args, **kwargs)
+
+    def setData(self, *args: object, **kwargs: object) -> None:
+        self.extent = self.extent_span = None
+        super().setData(*args, **kwargs)
+
+    def show_points(self, t: np.ndarray, v: np.ndarray, span: tuple[float, float] | None) -> None:
+        """``setData`` of what is in view, remembering its extent."""
+        self.setData(t, v, connect="finite")
+        if len(t):
+            self.extent = (float(t[0]), float(t[-1]), float(np.fmin.reduce(v)), float(np.fmax.reduce(v)))
+            self.extent_span = span
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange: object = None) -> tuple[float | None, float | None]:
+        extent = self.extent
+        if extent is None or frac != 1.0 or orthoRange is not None:
+            return super().dataBounds(ax, frac, orthoRange)  # type: ignore[no-any-return]
+        lo, hi = extent[:2] if ax == 0 else extent[2:]
+        return (None, None) if math.isnan(lo) else (lo, hi)
+
+
 def value_at(t: np.ndarray, v: np.ndarray, at: float) -> float:
     """The value of the sample nearest to ``at`` (NaN when there is none or it is a gap)."""
     if len(t) == 0:
@@ -145,7 +173,7 @@ class DetailPlots(QWidget):
         self.plots: dict[str, pg.PlotItem] = {}
         # PlotCurveItems, not PlotDataItems: the latter's clip/downsample/bounds bookkeeping cost ~0.5 ms per
         # setData (16 ms for 32 curves every second); show_data clips to the range and decimates itself
-        self.curves: dict[tuple[str, str], pg.PlotCurveItem] = {}  # (deployment, series)
+        self.curves: dict[tuple[str, str], Curve] = {}  # (deployment, series)
         self.crosshairs: dict[str, pg.InfiniteLine] = {}
         self.markers: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []
         self._marker_key: tuple[tuple[str, float, str], ...] = ()
@@ -205,7 +233,7 @@ class DetailPlots(QWidget):
                 colour = QColor(self.colour_of(i))
                 for line in panel.lines:
                     pen = pg.mkPen(colour, width=line.width, style=line.style)
-                    curve = pg.PlotCurveItem(pen=pen, connect="finite")
+                    curve = Curve(pen=pen, connect="finite")
                     plot.addItem(curve)
                     self.curves[(name, line.series)] = curve
         self._marker_key = ()
@@ -235,7 +263,7 @@ class DetailPlots(QWidget):
                 i, j = np.searchsorted(t, span)
                 t, v = t[max(0, i - 1) : j + 1], v[max(0, i - 1) : j + 1]
             t, v = decimate(t, v, max_points)
-            curve.setData(t, v * _SCALE_OF[series], connect="finite")
+            curve.show_points(t, v * _SCALE_OF[series], span)
         self._apply_range()
         if self.crosshair_t is not None:
             self.readout.setText(self.describe_at(self.crosshair_t))
@@ -347,6 +375,16 @@ class DetailPlots(QWidget):
         top, bottom = -math.inf, math.inf
         for (_name, series), curve in self.curves.items():
             if _PANEL_OF[series] != key or curve.xData is None or not len(curve.xData):
+                continue
+            extent = curve.extent
+            if (
+                extent is not None
+                and curve.extent_span == (None if self.range_s is None else (lo, hi))
+                and (math.isnan(extent[2]) or math.isfinite(extent[2] + extent[3]))
+            ):
+                # show_data clipped the curve to this span: its extent is what is visible (NaN: nothing finite)
+                if not math.isnan(extent[2]):
+                    top, bottom = max(top, extent[3]), min(bottom, extent[2])
                 continue
             i, j = np.searchsorted(curve.xData, (lo, hi))
             visible = curve.yData[max(0, i - 1) : j + 1]

@@ -16,6 +16,7 @@ from modeldeck.core.monitor.health import HealthState, HealthStatus
 from modeldeck.gui.dashboard import sparkline
 from modeldeck.gui.dashboard.models import FleetModel, FleetRow
 from modeldeck.gui.dashboard.page import UPDATE_TIMES_KEPT, MonitorPage
+from modeldeck.gui.dashboard.plots import DetailPlots
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource
 from modeldeck.gui.workers import wait_for_workers
 from PySide6.QtCore import QRect
@@ -132,3 +133,27 @@ def test_the_update_times_kept_for_the_benchmark_stay_bounded(page: MonitorPage)
         page._record(time.perf_counter())
     assert UPDATE_TIMES_KEPT <= len(page.update_times) < 2 * UPDATE_TIMES_KEPT
     assert page.update_times.itemsize == 8  # floats in an array, not float objects in a list
+
+
+# -- the plots --------------------------------------------------------------------------------------------------
+def test_the_y_range_is_what_is_in_view_also_after_the_range_changes_without_new_data(qtbot: QtBot) -> None:
+    plots = DetailPlots()
+    qtbot.addWidget(plots)
+    plots.resize(1000, 600)
+    plots.show()
+    qtbot.waitExposed(plots)
+    plots.set_deployments(["a"])
+    now = time.time()
+    t = now - 3599 + np.arange(3600.0)
+    v = np.ones(3600)
+    v[-100], v[-1000] = 50.0, 500.0  # a spike in a 5-minute view, a bigger one before it
+    v[-50:-40] = np.nan
+    plots.set_range(300)
+    plots.show_data({"a": {"cpu_percent": (t, v)}})
+    cpu = plots.plots["cpu"].getViewBox()
+    curve = plots.curves[("a", "cpu_percent")]
+    assert curve.dataBounds(1) == (1.0, 50.0)  # what a paint asks for, from the extent show_data computed
+    assert curve.dataBounds(0) == (curve.xData[0], curve.xData[-1])
+    assert 50.0 <= cpu.viewRange()[1][1] < 60.0
+    plots.set_range(60)  # paused plots: no new data, the curve still holds five minutes
+    assert cpu.viewRange()[1][1] < 2.0
