@@ -19,7 +19,14 @@ from modeldeck.core.monitor.collector import Endpoint, Sample
 from modeldeck.core.monitor.derive import SERIES
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
-from modeldeck.core.monitor.prometheus import Backfill, PrometheusClient, ScrapeTarget, fleet_queries, write_file_sd
+from modeldeck.core.monitor.prometheus import (
+    Backfill,
+    PrometheusClient,
+    PrometheusCollector,
+    ScrapeTarget,
+    fleet_queries,
+    write_file_sd,
+)
 from modeldeck.core.monitor.series import SeriesStore
 from modeldeck.core.monitor.worker import MonitorProcessError, backfill_from_wire, backfill_to_wire
 
@@ -253,3 +260,26 @@ def test_a_backfill_crosses_the_pipe_exactly_and_a_malformed_one_says_what_is_wr
         backfill_from_wire(["a", 3, "not base64!"])
     with pytest.raises(MonitorProcessError, match="not ascending"):
         backfill_from_wire(backfill_to_wire(Backfill("a", t[::-1].copy(), values)))
+
+
+def test_the_prometheus_collector_works_in_process_too(
+    prometheus_server: PrometheusServer, iris_runtime: RuntimeProcess
+) -> None:
+    """What the collection process runs is a plain core object: a CLI or a script can use it without any process."""
+    name = unique("iris")
+    scrape_by_prometheus(prometheus_server, (name, iris_runtime.url.removeprefix("http://")))
+    events = Events()
+    with PrometheusCollector(
+        [Endpoint(name, f"{iris_runtime.url}/metrics")],
+        url=prometheus_server.url,
+        interval=0.5,
+        backfill=30.0,
+        on_event=events,
+    ) as collector:
+        wait_until(lambda: collector.health()[name].state is HealthState.OK, 20, "figures from Prometheus")
+        samples = collector.drain()
+    assert collector.stop(timeout=1)
+    assert samples and samples[-1].derived is not None and samples[-1].derived.model_name == "iris"
+    t, _ = collector.snapshot(name, ["uptime"])["uptime"]
+    assert len(t) >= 1 and np.all(np.diff(t) > 0)
+    assert [e.detail for _, e in events.of(name, "health")][-1] == "ok"
