@@ -3,6 +3,7 @@ runtimes: the child queries the server, the parent gets the same samples as when
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,7 +11,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -283,3 +289,74 @@ def test_the_prometheus_collector_works_in_process_too(
     t, _ = collector.snapshot(name, ["uptime"])["uptime"]
     assert len(t) >= 1 and np.all(np.diff(t) > 0)
     assert [e.detail for _, e in events.of(name, "health")][-1] == "ok"
+
+
+@pytest.fixture
+def slow_quantiles(prometheus_server: PrometheusServer) -> Iterator[str]:
+    """A loopback proxy to the real Prometheus that answers instant latency-percentile queries 3 s late."""
+    stop = threading.Event()
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == "/api/v1/query" and b"histogram_quantile" in body:  # not query_range (the backfill)
+                stop.wait(3.0)
+            request = urllib.request.Request(prometheus_server.url + self.path, data=body, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    status, payload = answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                status, payload = exc.code, exc.read()
+            with contextlib.suppress(OSError):  # the client gave up waiting (its timeout): nobody to answer
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def test_a_slow_query_leaves_only_its_own_series_empty_and_never_delays_the_rounds(
+    slow_quantiles: str,
+    prometheus_server: PrometheusServer,
+    iris_runtime: RuntimeProcess,
+    runtime_bundles: dict[str, Any],
+) -> None:
+    name = unique("iris")
+    scrape_by_prometheus(prometheus_server, (name, iris_runtime.url.removeprefix("http://")))
+    bundle = runtime_bundles["iris"]
+    body = {"dataframe_split": {"columns": bundle.feature_names, "data": bundle.X[:1].tolist()}}
+    collector = CollectorProcess(
+        [Endpoint(name, f"{iris_runtime.url}/metrics")], interval=0.5, window=10.0, prometheus_url=slow_quantiles
+    )
+    collector.start()
+    samples: list[Sample] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(s.derived and s.derived.request_rate > 0 for s in samples):
+            send(iris_runtime.url, body, 10)  # bounded load until the server has a rate
+            samples += collector.drain()
+        start = time.monotonic()
+        while time.monotonic() - start < 4.0:
+            time.sleep(0.1)
+            samples += collector.drain()
+    finally:
+        assert collector.stop(timeout=5)
+    late = [s for s in samples if s.at >= time.time() - 4.5]
+    assert len(late) >= 7  # a round every 0.5 s, though three of its queries take 3 s each
+    figures = [s.derived for s in late if s.derived is not None]
+    assert len(figures) == len(late) and all(s.health.state is HealthState.OK for s in late)
+    assert all(d.resident_memory > 10e6 and d.uptime > 0 for d in figures)
+    assert all(math.isnan(d.latency_p50) and math.isnan(d.latency_p99) for d in figures)  # only those are empty

@@ -107,7 +107,10 @@ def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, s
             f" / sum by (deployment) (rate({name}_count{sel}[{window}]))"
         )
 
-    return {
+    return {  # health first: on a slow server the pool takes them before the figures
+        _UP: f"max by (deployment) (up{sel})",
+        _STARTED: f"max by (deployment) (process_start_time_seconds{sel})",
+        _INFO: f"modeldeck_model_info{sel}",
         "request_rate": total,
         "error_rate": by_status("5"),
         "client_error_rate": by_status("4"),
@@ -123,9 +126,6 @@ def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, s
             f"sum by (deployment) (modeldeck_requests_in_flight{sel})"
             f" - count by (deployment) (modeldeck_requests_in_flight{sel})"
         ),
-        _UP: f"max by (deployment) (up{sel})",
-        _STARTED: f"max by (deployment) (process_start_time_seconds{sel})",
-        _INFO: f"modeldeck_model_info{sel}",
     }
 
 
