@@ -36,7 +36,7 @@ from modeldeck.core.monitor.prometheus import (
 from modeldeck.core.monitor.series import SeriesStore
 from modeldeck.core.monitor.worker import MonitorProcessError, backfill_from_wire, backfill_to_wire
 
-from tests.fixtures.monitor import PrometheusServer, StaticServer, free_port
+from tests.fixtures.monitor import PrometheusServer, StaticServer, TricklingServer, free_port
 from tests.fixtures.runtime import RuntimeProcess
 from tests.test_monitor_live import Events, send, wait_until
 
@@ -360,3 +360,18 @@ def test_a_slow_query_leaves_only_its_own_series_empty_and_never_delays_the_roun
     assert len(figures) == len(late) and all(s.health.state is HealthState.OK for s in late)
     assert all(d.resident_memory > 10e6 and d.uptime > 0 for d in figures)
     assert all(math.isnan(d.latency_p50) and math.isnan(d.latency_p99) for d in figures)  # only those are empty
+
+
+def test_a_server_that_trickles_its_answers_is_cut_off_at_the_timeout(trickling_endpoint: TricklingServer) -> None:
+    url = trickling_endpoint.url.removesuffix("/metrics")
+    collector = CollectorProcess([Endpoint("a", "http://127.0.0.1:9/metrics")], interval=0.5, prometheus_url=url)
+    collector.start()
+    try:
+        wait_until(lambda: "did not answer within" in collector.health()["a"].reason, 20, "the timeout as the reason")
+        collector.drain()
+        time.sleep(2.0)
+        samples = collector.drain()
+    finally:
+        assert collector.stop(timeout=5)
+    assert len(samples) >= 3  # rounds go on while each query is held until its deadline
+    assert all(s.health.state is HealthState.UNKNOWN and "did not answer within 0.4 s" in s.error for s in samples)

@@ -11,15 +11,16 @@ the ``deployment`` label that :func:`write_file_sd` attaches to every target.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -33,12 +34,13 @@ from modeldeck.core.fileio import atomic_write_text
 from modeldeck.core.monitor.collector import Endpoint, MonitorEvent, Sample
 from modeldeck.core.monitor.derive import SERIES, Derived
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus, HealthTracker
-from modeldeck.core.monitor.scrape import ScrapeError
+from modeldeck.core.monitor.scrape import ScrapeError, _watchdog
 from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
 
 log = logging.getLogger(__name__)
 
 _NOT_SCRAPES = 'route!="/metrics"'
+MAX_ANSWER = 64 << 20  # bytes of one API answer
 # fleet_queries' answers besides the series: is Prometheus scraping it, when did it start, which model it serves
 _UP, _STARTED, _INFO = "_up", "_started", "_info"
 
@@ -141,27 +143,68 @@ class PrometheusClient:
     timeout: float = 5.0
 
     def _get(self, path: str, params: Mapping[str, str], *, post: bool = False) -> Any:
-        """The ``data`` of one API answer; ``post`` sends the parameters as a form (no URL length limit)."""
+        """The ``data`` of one API answer; ``post`` sends the parameters as a form (no URL length limit).
+
+        The whole exchange ends within ``timeout``: socket timeouts bound each read only, so the scrapes'
+        watchdog shuts the socket down at the deadline (a server that trickles cannot hold a query).
+        """
         query = urllib.parse.urlencode(params)
-        url = f"{self.base_url.rstrip('/')}{path}"
-        request = urllib.request.Request(url, data=query.encode(), method="POST") if post else f"{url}?{query}"
+        parts = urllib.parse.urlsplit(f"{self.base_url.rstrip('/')}{path}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read(64 * 1024 * 1024)
-        except urllib.error.HTTPError as exc:  # 400/422 carry Prometheus' own error message
-            try:
-                detail = json.loads(exc.read(65536)).get("error", "")
-            except (ValueError, OSError, AttributeError):
-                detail = ""
-            raise PrometheusError(f"Prometheus refused the query (HTTP {exc.code}): {detail}".rstrip(": ")) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, OSError) and reason.strerror:  # "connection refused", not "[Errno 111] Conn…"
-                reason = reason.strerror.lower()
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("not an http(s) URL with a host")
+            port = parts.port
+        except ValueError as exc:
             raise PrometheusError(
-                f"Prometheus at {self.base_url} unreachable: {reason}",
-                hint="check the Prometheus URL in settings",
+                f"{self.base_url!r} is not a Prometheus server URL: {exc}", hint="e.g. http://127.0.0.1:9090"
             ) from exc
+        conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = conn_class(parts.hostname, port, timeout=self.timeout)
+        expired = threading.Event()
+
+        def abort() -> None:
+            expired.set()
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+        headers = {"Accept": "application/json", "Connection": "close"}
+        if post:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        watch = _watchdog.schedule(self.timeout, abort)
+        try:
+            conn.request(
+                "POST" if post else "GET",
+                parts.path if post else f"{parts.path}?{query}",
+                body=query.encode() if post else None,
+                headers=headers,
+            )
+            response = conn.getresponse()
+            body = response.read(MAX_ANSWER + 1)
+            status = response.status
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            if expired.is_set() or isinstance(exc, TimeoutError):
+                raise PrometheusError(
+                    f"Prometheus at {self.base_url} did not answer within {self.timeout:g} s",
+                    hint="is the server overloaded, or is this URL something else?",
+                ) from exc
+            reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc) or repr(exc)
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} unreachable: {reason}", hint="check the Prometheus URL in settings"
+            ) from exc
+        finally:
+            _watchdog.cancel(watch)
+            conn.close()
+        if expired.is_set():  # cut short at the deadline: a truncated answer must not pass
+            raise PrometheusError(f"Prometheus at {self.base_url} did not answer within {self.timeout:g} s")
+        if len(body) > MAX_ANSWER:
+            raise PrometheusError(f"Prometheus at {self.base_url} answered more than {MAX_ANSWER >> 20} MiB")
+        if status != 200:  # 400/422 carry Prometheus' own error message
+            try:
+                detail = json.loads(body).get("error", "")
+            except (ValueError, AttributeError):
+                detail = ""
+            raise PrometheusError(f"Prometheus refused the query (HTTP {status}): {detail}".rstrip(": "))
         try:
             doc = json.loads(body)
         except ValueError as exc:
