@@ -251,3 +251,34 @@ def test_an_idle_spare_ends_with_its_deployment_and_its_runtime_with_its_supervi
         for status in target.status():
             target.undeploy(status.name)
     assert runtime_pids(root) == []
+
+
+def test_a_release_that_crashes_in_the_claimed_spare_is_rolled_back_with_its_error(
+    tmp_path: Path, deploy_bundles
+) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from modeldeck.core.runtime.manifest import hash_tree, read_manifest, write_manifest
+
+    crash = tmp_path / "crash"
+    shutil.copytree(deploy_bundles["v2"], crash)
+    (crash / "model.onnx").write_bytes(b"this is not an onnx model")
+    write_manifest(crash, replace(read_manifest(crash), model_version="crash", files=hash_tree(crash)))
+    root = tmp_path / "deployments"
+    target = LocalTarget(root, warm_spare=True)
+    try:
+        v1 = target.deploy(deploy_bundles["v1"], DeployOptions(name="iris"))
+        wait_until(lambda: (root / "iris/run/spare.ready.json").is_file())
+        spare = target.spare_pid("iris")
+        failed = target.deploy(crash, DeployOptions(name="iris"))
+        assert failed.outcome == "failed (rolled back)", failed.message
+        assert "model" in failed.message.lower()  # the runtime's own error line, as without the spare
+        assert spare not in runtime_pids(root)
+        (status,) = target.status()
+        assert (status.state, status.release_id, status.pid) == ("running", v1.status.release_id, v1.status.pid)
+        assert served_version(status.endpoint) == "1"
+    finally:
+        for status in target.status():
+            target.undeploy(status.name)
+    assert runtime_pids(root) == []
