@@ -479,6 +479,19 @@ def main() -> None:
                 rss.append((time.monotonic() - start, rss_mb(), rss_mb(child) if child else float("nan")))
                 threads.append(proc_status(child, "Threads") if child else None)
                 native.append(native_memory())
+                native[-1]["bench_records"] = recorder_mb()
+
+            def recorder_mb() -> float:
+                """What this benchmark's own records hold (probe lags, paint and tick times): growth that is not
+                the app's. Slow ticks' details are counted at ~1 kB each."""
+                held = [
+                    lags,
+                    page.update_times,
+                    *(getattr(phases, a) for a in ("wall_ms", "cpu_ms", "kinds", "stepped")),
+                ]
+                held += [*phases.phase_ms.values()]
+                held += [x for t in paints.values() for x in (t.ms, t.cpu_ms, t.tags)]
+                return (sum(sys.getsizeof(x) for x in held) + 1000 * len(phases.slow)) / 2**20
 
             load0 = os.getloadavg()
             source.start()
@@ -613,6 +626,11 @@ def main() -> None:
             pts = [(rss[k][0], native[k].get(key, float("nan"))) for k in last_third]
             at = [native[k].get(key, float("nan")) for k in (first, last_third[0] if last_third else first, -1)]
             print(f"  {key:18s} " + " -> ".join(f"{v:.2f}" for v in at) + f"   {slope_mb_per_min(pts):+.3f}/min")
+        own = [(rss[k][0], rss[k][1] - native[k].get("bench_records", 0.0)) for k in last_third]
+        print(
+            "  GUI RSS minus the benchmark's own records, slope over the last third:"
+            f" {slope_mb_per_min(own):+.3f} MB/min"
+        )
     if len(snapshots) == 2:
         print("tracemalloc: growth from a third of the run to its end (top 15 lines)")
         for stat in snapshots[1].compare_to(snapshots[0], "lineno")[:15]:  # type: ignore[attr-defined]
