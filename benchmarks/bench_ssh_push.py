@@ -555,77 +555,88 @@ def modeldeck_push(
 
     figures = ModelDeckFigures()
     targets, install = open_ssh_targets(hosts, known, base)
-    seed = _cached_runtime() if reuse_runtime else None
-    if seed is not None:
-        for h in hosts:  # a hard-linked copy of the tests' runtime install: "already installed"
-            subprocess.run(["cp", "-al", str(seed / "runtime"), str(h.deploy_root / "runtime")], check=True, timeout=60)
-    else:
-        figures.install_s, _ = timed(install)
-    options = DeployOptions(name="bench", health=HealthGate(start_period_s=120), extra={"warm_spare": warm_spare})
-    sent = SentBytes()
-    figures.first_s, first = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
-    figures.first_outcomes = _outcomes(first)
-    figures.bytes_first = sent.total()
-    figures.first_steps = sent.breakdown()
-    if warm_spare:
-        figures.spare_waits.append(wait_for_spares(hosts, "bench"))
-        figures.spare_rss_mib = spare_rss_mib(hosts, "bench")
-    sent = SentBytes()
-    figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
-    figures.redeploy_outcomes = _outcomes(again)
-    figures.bytes_redeploy = sent.total()
-    figures.redeploy_steps = sent.breakdown()
-    if second is not None:
+    try:
+        seed = _cached_runtime() if reuse_runtime else None
+        if seed is not None:
+            for h in hosts:  # a hard-linked copy of the tests' runtime install: "already installed"
+                subprocess.run(
+                    ["cp", "-al", str(seed / "runtime"), str(h.deploy_root / "runtime")], check=True, timeout=60
+                )
+        else:
+            figures.install_s, _ = timed(install)
+        options = DeployOptions(name="bench", health=HealthGate(start_period_s=120), extra={"warm_spare": warm_spare})
         sent = SentBytes()
-        cpu0 = busy_cpu_s()
-        with CpuByRole() if cpu_table else contextlib.nullcontext() as by_role:
-            figures.known_s, known_result = timed(lambda: deploy_many(targets, second, options, forks=8, progress=sent))
-        figures.known_cpu_s = busy_cpu_s() - cpu0
-        if by_role is not None:
-            figures.known_cpu_table = by_role.text(len(hosts))
-        figures.known_outcomes = f"{_outcomes(known_result)}; bytes sent {sent.total()}"
-        figures.known_steps = sent.breakdown()
-        figures.known_phases = runtime_phases(hosts, "bench")
+        figures.first_s, first = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
+        figures.first_outcomes = _outcomes(first)
+        figures.bytes_first = sent.total()
+        figures.first_steps = sent.breakdown()
         if warm_spare:
             figures.spare_waits.append(wait_for_spares(hosts, "bench"))
-    for r in range(ab_rounds):
-        assert fresh_bundle is not None
-        # Each timed deploy sends new 20 MB weights; "off" runs today's path (and leaves no spare), the untimed
-        # deploy in between starts the spares again, and the benchmark waits for them before the "on" deploy.
-        off = replace(options, extra={"warm_spare": False})
-        b_off, b_between, b_on = fresh_bundle(), fresh_bundle(), fresh_bundle()  # written before any timing
-        stop_spares(hosts, "bench")
-        with CpuByRole() as cpu_off:
-            t_off, res_off = timed(lambda b=b_off, o=off: deploy_many(targets, b, o, forks=8))
-        deploy_many(targets, b_between, options, forks=8)
-        waited = wait_for_spares(hosts, "bench")
-        load = os.getloadavg()[0]
-        with CpuByRole() as cpu_on:
-            t_on, res_on = timed(lambda b=b_on: deploy_many(targets, b, options, forks=8))
-        waited_after = wait_for_spares(hosts, "bench")
-        bare = paramiko_all(hosts, known, bundle, f"ab{r}")
-        figures.ab_rows.append(
-            f"round {r + 1}: spare {t_on:.2f} s ({_outcomes(res_on)}), no spare {t_off:.2f} s ({_outcomes(res_off)}), "
-            f"bare paramiko x{len(hosts)} {bare:.2f} s -> {t_on / bare:.2f}x / {t_off / bare:.2f}x; spares ready "
-            f"{waited:.2f} s after the deploy that started them ({waited_after:.2f} s after the timed one); "
-            f"load {load:.2f}"
-        )
-        if cpu_table:
-            n = len(hosts)
-            figures.ab_rows.append(
-                "  CPU per host (role: spare / no spare): "
-                + ", ".join(
-                    f"{role.split(' ')[0]} {cpu_on.table().get(role, (0.0, 0))[0] / n:.3f} / "
-                    f"{cpu_off.table().get(role, (0.0, 0))[0] / n:.3f}"
-                    for role in sorted(set(cpu_on.table()) | set(cpu_off.table()))
+            figures.spare_rss_mib = spare_rss_mib(hosts, "bench")
+        sent = SentBytes()
+        figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
+        figures.redeploy_outcomes = _outcomes(again)
+        figures.bytes_redeploy = sent.total()
+        figures.redeploy_steps = sent.breakdown()
+        if second is not None:
+            sent = SentBytes()
+            cpu0 = busy_cpu_s()
+            with CpuByRole() if cpu_table else contextlib.nullcontext() as by_role:
+                figures.known_s, known_result = timed(
+                    lambda: deploy_many(targets, second, options, forks=8, progress=sent)
                 )
-                + f"; total {sum(v[0] for v in cpu_on.table().values()) / n:.3f} / "
-                f"{sum(v[0] for v in cpu_off.table().values()) / n:.3f}"
+            figures.known_cpu_s = busy_cpu_s() - cpu0
+            if by_role is not None:
+                figures.known_cpu_table = by_role.text(len(hosts))
+            figures.known_outcomes = f"{_outcomes(known_result)}; bytes sent {sent.total()}"
+            figures.known_steps = sent.breakdown()
+            figures.known_phases = runtime_phases(hosts, "bench")
+            if warm_spare:
+                figures.spare_waits.append(wait_for_spares(hosts, "bench"))
+        for r in range(ab_rounds):
+            assert fresh_bundle is not None
+            # Each timed deploy sends new 20 MB weights; "off" runs today's path (and leaves no spare), the untimed
+            # deploy in between starts the spares again, and the benchmark waits for them before the "on" deploy.
+            off = replace(options, extra={"warm_spare": False})
+            b_off, b_between, b_on = fresh_bundle(), fresh_bundle(), fresh_bundle()  # written before any timing
+            stop_spares(hosts, "bench")
+            with CpuByRole() as cpu_off:
+                t_off, res_off = timed(lambda b=b_off, o=off: deploy_many(targets, b, o, forks=8))
+            deploy_many(targets, b_between, options, forks=8)
+            waited = wait_for_spares(hosts, "bench")
+            load = os.getloadavg()[0]
+            with CpuByRole() as cpu_on:
+                t_on, res_on = timed(lambda b=b_on: deploy_many(targets, b, options, forks=8))
+            waited_after = wait_for_spares(hosts, "bench")
+            bare = paramiko_all(hosts, known, bundle, f"ab{r}")
+            figures.ab_rows.append(
+                f"round {r + 1}: spare {t_on:.2f} s ({_outcomes(res_on)}), "
+                f"no spare {t_off:.2f} s ({_outcomes(res_off)}), "
+                f"bare paramiko x{len(hosts)} {bare:.2f} s -> {t_on / bare:.2f}x / {t_off / bare:.2f}x; spares ready "
+                f"{waited:.2f} s after the deploy that started them ({waited_after:.2f} s after the timed one); "
+                f"load {load:.2f}"
             )
-        print("\n".join(figures.ab_rows[-2 if cpu_table else -1 :]), flush=True)
-    for target in targets.values():
-        with contextlib.suppress(Exception):
-            target.undeploy("bench")
+            if cpu_table:
+                n = len(hosts)
+                figures.ab_rows.append(
+                    "  CPU per host (role: spare / no spare): "
+                    + ", ".join(
+                        f"{role.split(' ')[0]} {cpu_on.table().get(role, (0.0, 0))[0] / n:.3f} / "
+                        f"{cpu_off.table().get(role, (0.0, 0))[0] / n:.3f}"
+                        for role in sorted(set(cpu_on.table()) | set(cpu_off.table()))
+                    )
+                    + f"; total {sum(v[0] for v in cpu_on.table().values()) / n:.3f} / "
+                    f"{sum(v[0] for v in cpu_off.table().values()) / n:.3f}"
+                )
+            print("\n".join(figures.ab_rows[-2 if cpu_table else -1 :]), flush=True)
+    finally:  # also after a failure: no runtime, supervisor or spare outlives the benchmark
+        for target in targets.values():
+            with contextlib.suppress(Exception):
+                target.undeploy("bench")
+        from tests.fixtures.ssh_target import kill_runtimes
+
+        for h in hosts:
+            kill_runtimes(h.deploy_root)
     return figures
 
 
