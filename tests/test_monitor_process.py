@@ -229,3 +229,57 @@ def test_the_child_ends_when_its_parent_is_killed(iris_runtime: RuntimeProcess) 
             parent.kill()
             parent.wait(5)
         parent.stdout.close()  # type: ignore[union-attr]
+
+
+# A child that keeps talking (so it is not taken for hung) but ignores the end of its stdin for 20 s, as one
+# whose queries to a slow Prometheus server are still in flight does for seconds.
+STUBBORN_CHILD = [
+    sys.executable,
+    "-c",
+    "import sys, time\n"
+    "print('{\"hello\": 1}', flush=True)\n"
+    "for _ in range(100):\n"
+    '    print(\'{"g": 0, "s": [], "e": []}\', flush=True)\n'
+    "    time.sleep(0.2)\n",
+]
+
+
+def test_stop_without_waiting_returns_while_the_child_still_runs_and_it_is_killed_after_the_timeout() -> None:
+    """What the UI thread calls: it must never wait for a child that is slow to end."""
+    collector = CollectorProcess([Endpoint("x", "http://127.0.0.1:9/metrics")], command=STUBBORN_CHILD)
+    collector.start()
+    pid = collector.pid
+    assert pid is not None
+    try:
+        assert collector.stop(timeout=1.0, wait=False) is False
+        assert _alive(pid)  # the call came back before the child ended: nothing waited for it
+        wait_until(lambda: not _alive(pid), 10, "the child to be killed once the timeout passed")
+        reader = collector._thread
+        wait_until(lambda: reader is None or not reader.is_alive(), 5, "the reader thread to end")
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_child_is_started_again_without_holding_the_lock_the_ui_thread_drains_with(
+    iris_runtime: RuntimeProcess,
+) -> None:
+    """fork/exec of a large process on a loaded machine is not bounded; drain() must not wait behind it."""
+    held: list[bool] = []
+
+    class Spied(CollectorProcess):
+        def _popen(self) -> subprocess.Popen[bytes]:
+            held.append(self._lock.locked())
+            return super()._popen()
+
+    collector = Spied([Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.3, hang_after=30)
+    collector.start()
+    try:
+        first = collector.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: len(held) >= 2, 10, "a new child")  # len() only: this thread must not take the lock
+        wait_until(lambda: any(s.derived for s in collector.drain()), 10, "samples from the new child")
+    finally:
+        assert collector.stop(timeout=5)
+    assert held == [False, False]

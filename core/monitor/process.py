@@ -128,24 +128,41 @@ class CollectorProcess:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("collector already started")
+        try:
+            proc = self._popen()
+        except OSError as exc:
+            raise MonitorProcessError(
+                f"cannot start the monitor process: {exc}", hint="is the machine out of memory or processes?"
+            ) from exc
         with self._lock:
-            try:
-                self._spawn()
-            except OSError as exc:
-                raise MonitorProcessError(
-                    f"cannot start the monitor process: {exc}", hint="is the machine out of memory or processes?"
-                ) from exc
+            self._adopt(proc)
         self._thread = threading.Thread(target=self._run, name="modeldeck-monitor-reader", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """End the child (stdin closed, then SIGKILL after ``timeout``) and the reader; True if both ended."""
+    def stop(self, timeout: float = 5.0, *, wait: bool = True) -> bool:
+        """End the child (stdin closed, then SIGKILL after ``timeout``) and the reader; True if both ended.
+
+        ``wait=False`` (the UI thread) returns at once, False unless nothing ran: a daemon thread waits for the
+        child instead. A child can take seconds to go (its queries to a slow Prometheus server end only at their
+        own timeouts), and waiting for it on the UI thread froze the window for ``timeout`` plus the kill.
+        """
         self._stop.set()
         deadline = time.monotonic() + timeout
         with self._lock:
             proc = self._proc
             if proc is not None and proc.stdin is not None:
                 proc.stdin.close()
+        if not wait:
+            if proc is None and self._thread is None:
+                return True
+            threading.Thread(
+                target=self._finish, args=(proc, deadline), name="modeldeck-monitor-stop", daemon=True
+            ).start()
+            return False
+        return self._finish(proc, deadline)
+
+    def _finish(self, proc: subprocess.Popen[bytes] | None, deadline: float) -> bool:
+        """Wait for the child (SIGKILL at ``deadline``) and the reader after :meth:`stop`; True if both ended."""
         if proc is not None:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
@@ -165,7 +182,7 @@ class CollectorProcess:
             self._restart_times.clear()
             self._health = dict.fromkeys(self._endpoints, _UNKNOWN)
             try:
-                self._spawn()
+                self._adopt(self._popen())
             except OSError as exc:
                 self.failure = f"cannot start the monitor process: {exc}"
                 raise MonitorProcessError(self.failure, hint="is the machine out of memory or processes?") from exc
@@ -260,20 +277,26 @@ class CollectorProcess:
             "backfill": self.series.retention * self.interval,  # what the ring buffers can hold
         }
 
-    def _spawn(self) -> None:
-        """Start a child and give it the config and every endpoint (called with the lock held)."""
+    def _popen(self) -> subprocess.Popen[bytes]:
+        """Start a child. Never with the lock held: a fork/exec of this (large) process on a loaded machine is
+        not bounded, and the UI thread takes the lock to drain."""
         env = dict(os.environ)
         if self.malloc_arena_max:
             env["MALLOC_ARENA_MAX"] = str(self.malloc_arena_max)
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             self.command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             close_fds=True,
         )
-        assert self._proc.stdin is not None
-        os.set_blocking(self._proc.stdin.fileno(), False)  # a stuck child must never block the caller (the UI)
+        assert proc.stdin is not None
+        os.set_blocking(proc.stdin.fileno(), False)  # a stuck child must never block the caller (the UI)
+        return proc
+
+    def _adopt(self, proc: subprocess.Popen[bytes]) -> None:
+        """Make ``proc`` the child and give it the config and every endpoint (called with the lock held)."""
+        self._proc = proc
         self._send(self._config())
         for ep in self._endpoints.values():
             self._send({"op": "add", "name": ep.name, "url": ep.url})
@@ -395,15 +418,29 @@ class CollectorProcess:
         self._emit([MonitorEvent("collector", "", time.time(), f"{reason}; restarting it")])
         if self._stop.wait(pause):
             return False
-        with self._lock:
-            if self._stop.is_set():  # stop() ran meanwhile: it must not miss a child started after it looked
-                return False
-            try:
-                self._spawn()
-            except OSError as exc:
+        try:
+            proc: subprocess.Popen[bytes] | None = self._popen()
+        except OSError as exc:
+            proc = None
+            with self._lock:
                 self.failure = f"cannot start the monitor process again: {exc}"
                 self._proc = None
                 self._health = dict.fromkeys(self._endpoints, HealthStatus(HealthState.UNKNOWN, self.failure))
+        if proc is not None:
+            with self._lock:
+                stopped = self._stop.is_set()  # stop() ran meanwhile: it looked at the old child, not this one
+                if not stopped:
+                    self._adopt(proc)
+            if stopped:
+                proc.kill()
+                try:
+                    proc.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    log.warning("monitor process %d did not end within 2 s of SIGKILL", proc.pid)
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
+                return False
         if self.failure:
             self._emit([MonitorEvent("collector", "", time.time(), f"monitoring stopped: {self.failure}")])
             return False

@@ -177,10 +177,17 @@ class MonitorSource(QObject):
         self.timer.start()
 
     def stop(self) -> None:
-        """Stop draining and collecting (bounded), and flush the history writer."""
+        """Stop draining and collecting, and flush the history writer.
+
+        The collection process is told to end and left to a thread of its own (SIGKILL after 3 s): it can take
+        seconds to go, and waiting here froze the window that long.
+        """
         self.timer.stop()
         if self._started:
-            self.collector.stop(timeout=3.0)
+            if isinstance(self.collector, CollectorProcess):
+                self.collector.stop(timeout=3.0, wait=False)
+            else:
+                self.collector.stop(timeout=3.0)
             self._started = False
         if self.history is not None:
             self.history.stop()

@@ -16,6 +16,7 @@ from modeldeck.gui.workers import wait_for_workers
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.runtime import RuntimeProcess
+from tests.test_monitor_process import STUBBORN_CHILD, _alive
 
 pytestmark = [pytest.mark.gui, pytest.mark.server]
 
@@ -76,3 +77,20 @@ def test_monitoring_that_gave_up_says_so_and_restarts_from_the_banner(
     qtbot.waitUntil(lambda: page.source.latest["iris"].at > seen + 0.5, timeout=10_000)
     assert collector.failure == "" and collector.pid not in (None, first) and not page.banner.isVisible()
     qtbot.waitUntil(lambda: page.model.row_at(page.model.row_of("iris")).health.state is HealthState.OK, timeout=10_000)
+
+
+def test_closing_the_page_does_not_wait_for_a_collection_process_slow_to_end(qtbot: QtBot) -> None:
+    """The app closing: the child is left to a thread of its own (killed after 3 s), the window does not freeze."""
+    source = MonitorSource(interval=0.3, drain_hz=10)
+    assert isinstance(source.collector, CollectorProcess)
+    source.collector.command = STUBBORN_CHILD  # ignores the end of its stdin, like one with queries in flight
+    source.start()
+    pid = source.collector.pid
+    assert pid is not None
+    try:
+        source.stop()
+        assert _alive(pid)  # stop() came back before the child ended: the UI thread did not wait for it
+        qtbot.waitUntil(lambda: not _alive(pid), timeout=10_000)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
