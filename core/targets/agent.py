@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeck.core.errors import Cancelled, DeployError, ModelDeckError
-from modeldeck.core.runtime.manifest import bundle_digest
+from modeldeck.core.runtime.manifest import MANIFEST_NAME, bundle_digest, read_manifest
 from modeldeck.core.targets import releases
 from modeldeck.core.targets.base import DeployOptions, HealthGate, ProgressEvent
 
@@ -224,6 +224,22 @@ def stage_bundle(deploy_root: Path, files: dict[str, str]) -> Path:
     return stage
 
 
+def check_staged(stage: Path, files: dict[str, str]) -> None:
+    """The staged manifest must list exactly the request's other files, with the same sha256s.
+
+    With that, a push need not hash the bundle again: every object was checked against its name (its sha256)
+    when it was uploaded, and the manifest is one of them. Raises :class:`DeployError` (or
+    :class:`~modeldeck.core.errors.BundleError` for an unreadable manifest) before anything is installed.
+    """
+    manifest = read_manifest(stage)
+    listed = {rel: sha for rel, sha in files.items() if rel != MANIFEST_NAME}
+    if MANIFEST_NAME not in files or dict(manifest.files) != listed or manifest.model_file not in listed:
+        raise DeployError(
+            "the uploaded manifest does not list exactly the files sent with it; nothing was installed",
+            hint="rebuild the bundle (`modeldeck bundle`) and deploy again",
+        )
+
+
 def collect_garbage(deploy_root: Path, grace_s: float = OBJECT_GRACE_S) -> int:
     """Remove objects no installed release uses and old staging folders (older than ``grace_s``); return how many.
 
@@ -388,7 +404,10 @@ def _push_locked(deploy_root: Path, request: dict[str, Any], out: _Output, cance
         out.progress(ProgressEvent("stage", "staging the uploaded files", 0.01))
         stage = stage_bundle(deploy_root, files)
         try:
-            result = target.deploy(stage, options, progress=out.progress, cancel=cancel, prestarted=early)
+            check_staged(stage, files)
+            result = target.deploy(
+                stage, options, progress=out.progress, cancel=cancel, prestarted=early, verified=True
+            )
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     finally:
@@ -478,8 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PROFILE_ENV = "MODELDECK_AGENT_PROFILE"  # benchmarks: a folder where the agent writes its cProfile and CPU marks
+
+
 def main(argv: list[str] | None = None) -> int:
-    code = _run(argv)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    code = _run(argv) if not profile_dir else _profiled_run(argv, Path(profile_dir))
     if any(t.name == LIFELINE for t in threading.enumerate()):
         # The lifeline thread sits in stdin's readline holding its buffer lock: a normal interpreter exit would
         # wait 1 s for that lock and then abort (SIGABRT) -- measured, it cost every deploy a second. Its work is
@@ -490,6 +513,28 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def _profiled_run(argv: list[str] | None, folder: Path) -> int:
+    """``_run`` under cProfile; writes ``agent-PID.prof`` and the process's CPU seconds (``agent-PID.json``, from
+    interpreter start: what the profile cannot see) into ``folder``. For benchmarks only."""
+    import cProfile
+
+    def cpu() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    at_start = cpu()
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(_run, argv)
+    finally:
+        profiler.disable()
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(folder / f"agent-{os.getpid()}.prof")
+            marks = {"cpu_before_main_s": at_start, "cpu_total_s": cpu(), "argv": argv or sys.argv[1:]}
+            (folder / f"agent-{os.getpid()}.json").write_text(json.dumps(marks))
 
 
 def _run(argv: list[str] | None) -> int:

@@ -1,7 +1,9 @@
 """The health gate a new release must pass before it takes traffic, and a tiny HTTP/JSON client.
 
-Stdlib only (``http.client``) and every call has a finite timeout, so the SSH and
-Docker targets (and the GUI's Try-it panel) can reuse it anywhere. The gate is:
+Stdlib only and every call has a finite timeout, so the SSH and Docker targets (and the GUI's
+Try-it panel) can reuse it anywhere. Plain ``http://`` exchanges are a few lines over a socket
+rather than ``http.client``, whose import (``email.parser`` and friends) cost the SSH agent
+~0.05 CPU-s per deploy; ``https://`` uses ``http.client``. The gate is:
 the runtime says it is ready (ready file or ``/health`` 200) within the start
 period, ``/health`` answers 200, and -- if asked -- the bundle's input example
 sent to ``/invocations`` comes back with one prediction per row.
@@ -9,9 +11,9 @@ sent to ``/invocations`` comes back with one prediction per row.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from modeldeck.core.targets.base import HealthGate
 
 log = logging.getLogger(__name__)
 READY_POLL_S = 0.02  # how often the ready file is looked for while a runtime starts
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,29 +53,141 @@ def request_json(method: str, url: str, body: Any = None, *, timeout: float = 5.
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     payload = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", "Connection": "close"} if payload is not None else {}
     start = time.perf_counter()
-    try:
-        conn.request(method, path, body=payload, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        elapsed = time.perf_counter() - start
-    except http.client.HTTPException as exc:
-        raise OSError(f"bad HTTP answer from {url}: {exc}") from exc
-    finally:
-        conn.close()
+    if parts.scheme == "https":
+        status, raw = _https_exchange(parts.hostname, parts.port, method, path, payload, headers, url, timeout)
+    else:
+        status, raw = _http_exchange(parts.hostname, parts.port or 80, method, path, payload, url, timeout)
+    elapsed = time.perf_counter() - start
     text = raw.decode("utf-8", errors="replace")
     try:
         parsed = json.loads(text) if text else None
     except json.JSONDecodeError:
         parsed = None
-    return HttpAnswer(resp.status, parsed, text, elapsed)
+    return HttpAnswer(status, parsed, text, elapsed)
+
+
+def _https_exchange(
+    host: str, port: int | None, method: str, path: str, payload: bytes | None, headers: dict[str, str], url: str,
+    timeout: float,
+) -> tuple[int, bytes]:  # fmt: skip
+    import http.client
+
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except http.client.HTTPException as exc:
+        raise OSError(f"bad HTTP answer from {url}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def _http_exchange(
+    host: str, port: int, method: str, path: str, payload: bytes | None, url: str, timeout: float
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 exchange with ``Connection: close``: the whole exchange ends within ``timeout``.
+
+    Raises :class:`OSError` for transport failures and malformed answers (like ``http.client``'s errors).
+    """
+    deadline = time.monotonic() + timeout
+    name = f"[{host}]" if ":" in host else host
+    head = [f"{method} {path} HTTP/1.1", f"Host: {name}:{port}", "Connection: close", "Accept-Encoding: identity"]
+    if payload is not None:
+        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    elif method in ("POST", "PUT", "PATCH"):
+        head.append("Content-Length: 0")
+    request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (payload or b"")
+    chunks: list[bytes] = []
+    size = 0
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{url} did not answer within {timeout:g} s")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                raise TimeoutError(f"{url} did not answer within {timeout:g} s") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise OSError(f"bad HTTP answer from {url}: over {MAX_ANSWER_BYTES} bytes")
+            if _complete(b"".join(chunks)):
+                break
+    return _parse_answer(b"".join(chunks), url)
+
+
+def _split_answer(raw: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    """Status, headers (lower-case names) and the bytes after them; None until the head is complete."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = raw[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise OSError(f"bad HTTP status line {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip().lower()] = value.strip()
+    return int(parts[1]), headers, raw[end + 4 :]
+
+
+def _complete(raw: bytes) -> bool:
+    """Whether ``raw`` holds the whole answer (by Content-Length or the last chunk), so no wait for EOF is needed."""
+    try:
+        split = _split_answer(raw)
+    except OSError:
+        return True  # let the parser say what is wrong
+    if split is None:
+        return False
+    _, headers, rest = split
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return rest.endswith(b"0\r\n\r\n")
+    length = headers.get("content-length")
+    return length is not None and length.isdigit() and len(rest) >= int(length)
+
+
+def _parse_answer(raw: bytes, url: str) -> tuple[int, bytes]:
+    try:
+        split = _split_answer(raw)
+        if split is None:
+            raise OSError("the connection closed before the answer's headers ended")
+        status, headers, rest = split
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = b""
+            while True:
+                line, sep, rest = rest.partition(b"\r\n")
+                if not sep:
+                    raise OSError("a chunked answer ended early")
+                n = int(line.split(b";", 1)[0].strip() or b"x", 16)
+                if n == 0:
+                    break
+                if len(rest) < n + 2:
+                    raise OSError("a chunked answer ended early")
+                body += rest[:n]
+                rest = rest[n + 2 :]
+            return status, body
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit() or len(rest) < int(length):
+                raise OSError("the answer is shorter than its Content-Length")
+            return status, rest[: int(length)]
+        return status, rest
+    except (OSError, ValueError) as exc:
+        raise OSError(f"bad HTTP answer from {url}: {exc}") from exc
 
 
 def is_healthy(base_url: str, *, timeout: float = 1.0) -> bool:

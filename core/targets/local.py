@@ -250,6 +250,7 @@ class LocalTarget:
         cancel: threading.Event | None = None,
         *,
         prestarted: Prestarted | None = None,
+        verified: bool = False,
     ) -> DeployResult:
         """Install ``bundle_dir`` as a new release and switch to it, health-gated and start-first.
 
@@ -259,11 +260,16 @@ class LocalTarget:
         raises :class:`Cancelled` after the same clean-up. ``prestarted`` (from :meth:`prestart`)
         is used if it was started for this bundle, name, host and port; the caller still
         :meth:`discard`\\ s it afterwards (a no-op once a switch took it over).
+
+        ``verified``: the caller has checked every file of ``bundle_dir`` against the manifest and nothing writes
+        to them any more (the SSH agent's staged objects, each checked against its sha256 when uploaded): they are
+        not hashed again here but hard-linked into the release. The runtime still verifies the release before
+        it serves.
         """
         _check_cancel(cancel)
         _check_warm_spare(options)
         progress(ProgressEvent("verify", "verifying the bundle", 0.02))
-        manifest = self._checked_bundle(bundle_dir)
+        manifest = read_manifest(Path(bundle_dir)) if verified else self._checked_bundle(bundle_dir)
         name = self._name_for(manifest, options)
         if prestarted is not None and prestarted.name == name and not options.port and not self.port:
             # No port asked for: the one the pre-started runtime was given (a first deploy would pick another
@@ -275,7 +281,9 @@ class LocalTarget:
         with releases.deployment_lock(self.root, name, create=True):
             first = releases.read_state(self.root, name) is None
             try:
-                return self._deploy_locked(bundle_dir, manifest, name, options, progress, cancel, prestarted)
+                return self._deploy_locked(
+                    bundle_dir, manifest, name, options, progress, cancel, prestarted, verified=verified
+                )
             except BaseException:
                 if first and releases.read_state(self.root, name) is None:
                     releases.remove_deployment(self.root, name)  # a first deploy that stopped early leaves nothing
@@ -290,6 +298,8 @@ class LocalTarget:
         progress: Progress,
         cancel: threading.Event | None,
         prestarted: Prestarted | None = None,
+        *,
+        verified: bool = False,
     ) -> DeployResult:
         """The body of :meth:`deploy`, run while holding the deployment's lock."""
         state = releases.read_state(self.root, name)
@@ -330,9 +340,10 @@ class LocalTarget:
             pinned = self._pin_serving_release(state) if state is not None and serving else False
         progress(ProgressEvent("install", f"installing release {release_id}", 0.1))
         runtime_config = self._runtime_config(name, host, port, options)
-        rdir = releases.install_release(self.root, name, Path(bundle_dir), release_id, runtime_config)
+        rdir = releases.install_release(self.root, name, Path(bundle_dir), release_id, runtime_config, link=verified)
         try:
-            verify_bundle(rdir / releases.BUNDLE_DIR)  # the copy, not just the source
+            if not verified:  # a linked release holds the very files the caller checked
+                verify_bundle(rdir / releases.BUNDLE_DIR)  # the copy, not just the source
         except BundleError as exc:
             releases.remove_release(self.root, name, release_id)
             raise DeployError(f"the installed copy of the bundle is damaged: {exc}") from exc

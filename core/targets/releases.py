@@ -177,11 +177,15 @@ def update_state(root: Path, name: str, **changes: Any) -> DeploymentState:
     return new
 
 
-def install_release(root: Path, name: str, bundle_dir: Path, release_id: str, runtime_config: str) -> Path:
+def install_release(
+    root: Path, name: str, bundle_dir: Path, release_id: str, runtime_config: str, *, link: bool = False
+) -> Path:
     """Copy a bundle into a new release folder and return it.
 
     The copy goes to ``<id>.tmp`` first and is renamed when complete, so a crash
-    never leaves a half-copied release that looks installed.
+    never leaves a half-copied release that looks installed. ``link``: hard-link the files
+    instead where the file system allows (the SSH agent's staged, content-addressed objects
+    are never written again, so a release may share them; copied otherwise).
     """
     base = deployment_dir(root, name) / RELEASES
     base.mkdir(parents=True, exist_ok=True)
@@ -191,13 +195,20 @@ def install_release(root: Path, name: str, bundle_dir: Path, release_id: str, ru
     tmp = base / f"{release_id}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        shutil.copytree(bundle_dir, tmp / BUNDLE_DIR)
+        shutil.copytree(bundle_dir, tmp / BUNDLE_DIR, copy_function=_link_or_copy if link else shutil.copy2)
         _atomic_write(tmp / RUNTIME_CONFIG, runtime_config)
         tmp.rename(final)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DeployError(f"cannot install release into {base}: {exc}") from exc
     return final
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def remove_release(root: Path, name: str, release_id: str) -> None:
