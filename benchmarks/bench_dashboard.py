@@ -347,6 +347,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--range", default="5 min", help="detail plots' time range")
     ap.add_argument("--no-freeze", action="store_true", help="skip gc.freeze() after start-up")
+    ap.add_argument("--no-trim", action="store_true", help="no HeapTrimmer (malloc_trim every 60 s), as the app runs")
     ap.add_argument("--in-process", action="store_true", help="collect in the GUI process (the old Collector)")
     ap.add_argument("--profile-plots", action="store_true", help="cProfile the plots' paints, print the top 25")
     ap.add_argument("--profile-table", action="store_true", help="cProfile the fleet table's paints, print the top 25")
@@ -360,6 +361,7 @@ def main() -> None:
     if not 10 <= args.duration <= 3600:
         ap.error("--duration must be between 10 and 3600 s")
 
+    from modeldeck.core.heap import HeapTrimmer
     from modeldeck.core.monitor.config import MonitorConfig
     from modeldeck.gui.app import create_application
     from modeldeck.gui.dashboard import plots as plots_module
@@ -430,6 +432,9 @@ def main() -> None:
             if not args.no_freeze:
                 gc.collect()
                 gc.freeze()
+            trimmer = HeapTrimmer()  # as the main window runs it
+            if not args.no_trim:
+                trimmer.start()
             gc.callbacks.append(on_gc)
             gc.callbacks.append(phases.on_gc)
 
@@ -545,6 +550,7 @@ def main() -> None:
                 page.grab().save(str(args.screenshot))
             restarts = getattr(source.collector, "restarts", 0)
             source.stop()
+            trimmer.stop()
             gc.callbacks.remove(on_gc)
             gc.callbacks.remove(phases.on_gc)
             if args.no_freeze is False:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from modeldeck.core.heap import HeapTrimmer
 from modeldeck.core.registry.types import VersionDetails
 from modeldeck.core.settings import Settings, save_settings
 from modeldeck.core.state import Selection, load_last_selection, remember_selection
@@ -62,6 +63,9 @@ class MainWindow(QMainWindow):
         self.settings_dialog: SettingsDialog | None = None
         self.setWindowTitle("ModelDeck")
         self.resize(1400, 860)
+        # Left open for days (the Monitor page's churn), glibc's heap keeps freed fragments resident.
+        self.heap_trimmer = HeapTrimmer()
+        self.heap_trimmer.start()
 
         self._page_refresh: dict[QWidget, Callable[[], object]] = {}
         self.pages = QTabWidget()
@@ -292,4 +296,5 @@ class MainWindow(QMainWindow):
         self._save_selection()
         default_pool().cancel_all()
         self._open_channel.invalidate()
+        self.heap_trimmer.stop(timeout=0)  # a trim in progress finishes by itself; the thread is a daemon
         super().closeEvent(event)

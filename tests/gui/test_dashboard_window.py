@@ -102,3 +102,11 @@ def test_prometheus_mode_writes_scrape_targets_and_the_settings_survive(qtbot: Q
     saved = load_monitor_config(window.settings.config_dir)
     assert saved.prometheus_url == "http://127.0.0.1:9090"
     assert saved.endpoints == (("edge-gw", "http://127.0.0.1:9100/metrics"),)
+
+
+def test_the_window_trims_its_heap_while_open_and_stops_when_closed(qtbot: QtBot, window: MainWindow) -> None:
+    # A dashboard left open for days: freed fragments go back to the OS (core/heap.py, glibc).
+    trimmer = window.heap_trimmer
+    assert trimmer._thread is not None and trimmer._thread.daemon
+    window.close()
+    assert trimmer._thread is None
