@@ -78,7 +78,71 @@ def runtime_phases(deploy_root: Path, name: str, release_id: str | None) -> dict
         return None
 
 
+def wait_for_spare(deploy_root: Path, name: str, timeout_s: float = 60.0) -> float:
+    """Seconds until the deployment's warm spare has imported its stack (0 if it has none to wait for)."""
+    run = deploy_root / "deployments" / name / "run"
+    if not (run / "spare.pid").is_file():
+        return 0.0
+    start = time.perf_counter()
+    while not (run / "spare.ready.json").is_file() and time.perf_counter() - start < timeout_s:
+        time.sleep(0.05)
+    return time.perf_counter() - start
+
+
+class Timeline:
+    """Progress events as they reach the client, in seconds since the deploy began (the remote phases' arrival)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.marks: list[tuple[float, str]] = []
+
+    def __call__(self, event: object) -> None:
+        step, message = getattr(event, "step", "?"), str(getattr(event, "message", ""))
+        if self.marks and self.marks[-1][1].startswith(f"{step}:") and step == "transfer" and "sent" not in message:
+            return  # one line per phase, not per upload chunk
+        self.marks.append((time.perf_counter() - self.start, f"{step}: {message[:70]}"))
+
+    def text(self) -> str:
+        return "\n".join(f"{'':<6}{t:6.3f} s  {m}" for t, m in self.marks)
+
+
+def agent_profiles(folder: Path, top: int) -> str:
+    """Each agent's CPU (interpreter start before main, total) and its cProfile's top cumulative entries."""
+    import json
+    import pstats
+
+    lines = []
+    for marks in sorted(folder.glob("agent-*.json"), key=lambda p: p.stat().st_mtime):
+        data = json.loads(marks.read_text())
+        lines.append(
+            f"      agent {' '.join(data['argv'][:1])}: CPU {data['cpu_total_s']:.3f} s, of which before main "
+            f"(interpreter start + imports of the module) {data['cpu_before_main_s']:.3f} s"
+        )
+        prof = marks.with_suffix(".prof")
+        if top and prof.is_file():
+            import io
+
+            buf = io.StringIO()
+            pstats.Stats(str(prof), stream=buf).sort_stats("cumulative").print_stats(top)
+            lines += ["        " + line for line in buf.getvalue().splitlines() if line.strip()][4:]
+        marks.unlink()
+        prof.unlink(missing_ok=True)
+    return "\n".join(lines)
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timeline", action="store_true", help="print each deploy's phases as the client saw them")
+    parser.add_argument(
+        "--profile-agent", type=int, default=0, metavar="N", help="cProfile the host's agent; print its top N entries"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="replace the serving release with new weights N times")
+    parser.add_argument(
+        "--runtime-version", help="the host's runtime: this cached seed (e.g. an older version, for an A/B run)"
+    )
+    cli = parser.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: daemonised supervisors stay our descendants (CPU counted)
     seeds = sorted(
@@ -90,7 +154,7 @@ def main() -> int:
     from modeldeck.core.targets.runtime_dist import runtime_version
 
     # This code's own runtime if the tests built it, else the newest (pinned below: the sources may have moved on).
-    mine = [p for p in seeds if p.parent.name == runtime_version()]
+    mine = [p for p in seeds if p.parent.name == (cli.runtime_version or runtime_version())]
     seed = (mine or seeds)[-1].parents[2]
     print(f"host runtime: {seed.name}{'' if mine else ' (NOT this working tree: run the SSH tests first)'}")
     work = Path(tempfile.mkdtemp(prefix="bench-ssh-"))
@@ -130,14 +194,27 @@ def main() -> int:
         )
         opts = DeployOptions(host=ip, port=free_port(ip))
 
+        profiles = work / "agent-profiles"
+        if cli.profile_agent:
+            from modeldeck.core.targets.agent import PROFILE_ENV
+
+            target.agent_env = {PROFILE_ENV: str(profiles)}
+
         def timed(label: str, bundle: Path) -> float:
+            waited = wait_for_spare(host.deploy_root, "iris")  # a real host's spare starts on its own CPU
             cpu = cpu_seconds(host.deploy_root, host.proc.pid)
+            timeline = Timeline()
             start = time.perf_counter()
-            result = target.deploy(bundle, opts)
+            result = target.deploy(bundle, opts, progress=timeline)
             elapsed = time.perf_counter() - start
             time.sleep(1.0)  # let a replaced release finish draining, so its CPU is counted with this deploy
             spent = cpu_seconds(host.deploy_root, host.proc.pid) - cpu
-            print(f"{label:<44} {elapsed:6.2f} s  ({result.outcome}); CPU, all processes: {spent:.2f} s")
+            spare = f"; waited {waited:.1f} s for the warm spare" if waited else ""
+            print(f"{label:<44} {elapsed:6.2f} s  ({result.outcome}); CPU, all processes: {spent:.2f} s{spare}")
+            if cli.timeline:
+                print(timeline.text())
+            if cli.profile_agent:
+                print(agent_profiles(profiles, cli.profile_agent))
             assert result.ok, result.message
             phases = runtime_phases(host.deploy_root, result.name, result.status.release_id if result.status else None)
             if phases:
@@ -148,6 +225,12 @@ def main() -> int:
         again = timed("same bundle again", bundles[0])
         relabel = timed("new version, unchanged weights", bundles[1])
         timed("new 20 MiB weights replacing the serving release", bundles[2])
+        for i in range(cli.repeat - 1):
+            out = work / f"bundle-r{i}"
+            out.mkdir()
+            (out / "weights.bin").write_bytes(os.urandom(20 * MIB))
+            timed(f"again new 20 MiB weights ({i + 2})", make_iris_bundle(out, version=str(10 + i)))
+            shutil.rmtree(out, ignore_errors=True)
         bare_cpu = cpu_seconds(host.deploy_root, host.proc.pid)
         with SshConnection.open(endpoint, known) as conn:  # its own connection, so sshd's share is counted at its end
             sftp = conn.sftp()

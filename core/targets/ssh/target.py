@@ -218,6 +218,8 @@ class SshTarget:
         self._runtime = runtime_version
         # Test seam: called with (connection, remote .part paths) after the upload, before the host checks them.
         self.before_verify: Callable[[SshConnection, list[str]], None] | None = None
+        # Benchmark seam: environment variables set for the remote agent (e.g. agent.PROFILE_ENV).
+        self.agent_env: dict[str, str] = {}
 
     @classmethod
     def from_url(
@@ -454,8 +456,18 @@ class SshTarget:
             if self.before_verify is not None:
                 self.before_verify(conn, [p for _, p in pending])
 
+        def open_sftp() -> None:
+            """Opened while the agent starts, so sshd's sftp-server start is off the critical path. Read-only:
+            nothing on the host changes before the agent holds the host lock and has checked the free disk."""
+            with contextlib.suppress(ModelDeckError):  # opened again in the upload, which reports the error
+                conn.sftp()
+
+        sftp_ready = threading.Thread(target=open_sftp, name=f"sftp-{self.label}", daemon=True)
+        sftp_ready.start()
+
         def on_need(need: dict[str, Any]) -> bytes:
             asked.set()
+            sftp_ready.join(self.timeouts.connect_s * 3)  # one SFTP session: wait for the one being opened
             asked_for = set(need.get("missing") or [])
             missing = [s for s in by_sha if s in asked_for]  # the bundle's order: the manifest last
             bad = [s for s in need.get("bad") or [] if s in by_sha]
@@ -487,6 +499,8 @@ class SshTarget:
                 f"uploading {len(missing)} of {len(files)} file(s), {needed} bytes; the host holds the rest",
                 0.2,
             )
+            if sftp_ready.is_alive():
+                raise HostUnreachable(f"{self.label}: the SFTP session did not open in time")
             with contextlib.suppress(OSError):
                 conn.sftp().mkdir(store)
             upload(missing, resume=True)
@@ -717,8 +731,9 @@ class SshTarget:
         answers the agent's ``need`` lines (the push's upload runs inside it; its deadline restarts after).
         """
         timeout = timeout or self.timeouts.command_s
+        env = "".join(f"{k}={quote(v)} " for k, v in sorted(self.agent_env.items()))
         cmd = (
-            f"exec {quote(self._python(facts, version))} -m {AGENT_MODULE} {command}"
+            f"{env}exec {quote(self._python(facts, version))} -m {AGENT_MODULE} {command}"
             + (f" {quote(name)}" if name else "")
             + f" --deploy-root {quote(facts.deploy_root)}{extra}"
         )
