@@ -86,3 +86,25 @@ def test_a_stored_object_damaged_after_its_upload_is_caught_before_the_release_s
     assert request_json("GET", status.endpoint + "/version", timeout=5).body["model_version"] == "1"
     state = json.loads((host.deploy_root / "deployments" / "iris" / "state.json").read_text())
     assert state["active_release"] == v1.status.release_id
+
+
+def test_a_bundle_changed_after_a_deploy_is_verified_again_before_the_next(tmp_path: Path, deploy_bundles) -> None:
+    from modeldeck.core.errors import HostUnreachable, TamperedBundle
+    from modeldeck.core.inventory.known_hosts import KnownHosts
+    from modeldeck.core.targets.ssh.connection import SshEndpoint
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(deploy_bundles["v1"], bundle)
+    nobody = SshEndpoint("127.0.0.1", free_port("127.0.0.1"), "nobody", allow_agent=False)
+    target = SshTarget(
+        nobody, str(tmp_path / "root"), known_hosts=KnownHosts(tmp_path / "pins", []), cache_dir=tmp_path
+    )
+    for _ in range(2):  # verified (the second time from the process's memo), then the host cannot be reached
+        with pytest.raises(HostUnreachable):
+            target.deploy(bundle, DeployOptions())
+    model = bundle / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1
+    model.write_bytes(bytes(data))  # same size, same inode, written in place
+    with pytest.raises(TamperedBundle, match=r"model\.onnx"):
+        target.deploy(bundle, DeployOptions())

@@ -546,7 +546,7 @@ class SshTarget:
         path = Path(bundle_dir)
         if not path.is_dir():
             raise DeployError(f"bundle {path} does not exist", hint="build one with `modeldeck bundle MODEL_URI`")
-        return verify_bundle(path)
+        return _VERIFIED.check(path)
 
     # -- runtime ---------------------------------------------------------------------------------------
     def _runtime_version(self) -> str:
@@ -991,6 +991,43 @@ class SshTarget:
             f"if [ -f {quote(path)} ]; then {ctl} disable {quote(unit)}; rm -f {quote(path)}; {ctl} daemon-reload; fi",
             timeout=self.timeouts.command_s,
         )
+
+
+class _VerifiedBundles:
+    """Bundles this process has verified, by the stat of every file (size, inode, mtime and ctime: any write changes
+    one): a fleet deploy's hosts share one sha256 pass over the bundle instead of one each (20 MiB: ~0.03 CPU-s per
+    host). The hosts check every file's sha256 again whatever this says; this only fails a bad bundle early."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.lock = threading.Lock()  # held while verifying: a fleet's hosts start at once, one of them hashes
+        self.size = size
+        self.known: dict[tuple[str, tuple[tuple[str, int, int, int, int], ...]], Manifest] = {}
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[tuple[str, int, int, int, int], ...]:
+        sig = []
+        for f in sorted(path.rglob("*")):
+            st = f.lstat()
+            sig.append((f.relative_to(path).as_posix(), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(sig)
+
+    def check(self, path: Path) -> Manifest:
+        """:func:`verify_bundle`, unless this process verified the same files unchanged before."""
+        with self.lock:
+            try:
+                key = (str(path.resolve()), self._signature(path))
+            except OSError:
+                return verify_bundle(path)  # reports what is wrong
+            manifest = self.known.get(key)
+            if manifest is None:
+                manifest = verify_bundle(path)
+                if len(self.known) >= self.size:
+                    self.known.pop(next(iter(self.known)))
+                self.known[key] = manifest
+            return manifest
+
+
+_VERIFIED = _VerifiedBundles()
 
 
 class _RuntimeMissing(TargetError):
