@@ -68,6 +68,7 @@ def test_a_stored_object_damaged_after_its_upload_is_caught_before_the_release_s
     model = release / "model.onnx"
     sha = _sha256_file(model)
     assert os.path.samefile(model, host.deploy_root / "objects" / sha)  # linked, not copied
+    assert model.stat().st_mode & 0o777 == 0o444  # so nobody edits a serving release through the store
 
     # The same model under a new version: only the manifest is sent, the model comes from the store -- which was
     # damaged since (replaced, not written in place: the serving release keeps its own inode).

@@ -349,6 +349,8 @@ def _promote_uploads(deploy_root: Path, shas: list[str]) -> list[str]:
         except OSError:
             ok = False
         if ok:
+            # Read-only: releases hard-link the stored objects, so a write in place would change a serving release.
+            os.chmod(part, 0o444)
             os.replace(part, final)
         else:
             bad.append(sha)
