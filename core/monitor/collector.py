@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
 from modeldeck.core.monitor.derive import LATENCY, SERIES, Derived, derive
@@ -75,32 +76,34 @@ class _EndpointState:
     started: float = 0.0
 
 
-class Collector:
-    """Scrapes ``endpoints`` every ``interval`` seconds until :meth:`stop`.
+class _Watched(Protocol):
+    endpoint: Endpoint
+    tracker: HealthTracker
 
-    ``window`` is the span percentiles are computed over (Prometheus' ``[1m]``);
-    ``retention`` bounds every series' ring buffer in points; one pool thread
-    per endpoint (up to ``max_workers``), because scrapes wait on the network and
-    a thread held by a hanging endpoint must not make a healthy one queue; ``max_pending``
-    bounds samples waiting for :meth:`drain` (oldest dropped), so a UI that stops
-    draining cannot grow memory; ``spread`` scrapes the endpoints in slots across
-    the interval instead of all at its start.
+
+StateT = TypeVar("StateT", bound=_Watched)
+
+
+class CollectorBase(Generic[StateT]):
+    """What every collector shares: the interval, the ring buffers, one health tracker per endpoint, the samples
+    waiting for the UI (``max_pending``, oldest dropped), one scheduler thread and its worker pools, and the
+    read side a UI uses (:meth:`drain`, :meth:`snapshot`, :meth:`health`). Subclasses say how an endpoint's
+    state starts (:meth:`_new_state`), which pools they run (:meth:`_pools`) and what one tick does (:meth:`_run`).
     """
+
+    thread_name = "modeldeck-collector"
 
     def __init__(
         self,
         endpoints: Iterable[Endpoint],
         *,
-        interval: float = 1.0,
-        timeout: float | None = None,
-        window: float = 60.0,
-        retention: int = DEFAULT_RETENTION,
-        policy: HealthPolicy | None = None,
-        on_event: Callable[[MonitorEvent], None] | None = None,
-        max_workers: int = 64,
-        max_pending: int = 10_000,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        spread: bool = True,
+        interval: float,
+        timeout: float | None,
+        window: float,
+        retention: int,
+        policy: HealthPolicy | None,
+        on_event: Callable[[MonitorEvent], None] | None,
+        max_pending: int,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
@@ -110,39 +113,44 @@ class Collector:
         self.series = SeriesStore(retention)
         self.policy = policy or HealthPolicy()
         self.on_event = on_event
-        self.max_bytes = max_bytes
-        self.spread = spread
-        self._states = {ep.name: _EndpointState(ep, HealthTracker(self.policy)) for ep in endpoints}
+        self._states: dict[str, StateT] = {ep.name: self._new_state(ep) for ep in endpoints}
         self._pending: deque[Sample] = deque(maxlen=max_pending)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        # threads start lazily (one per endpoint scraped at once), so endpoints added later get theirs too
-        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="modeldeck-scrape")
         self._thread: threading.Thread | None = None
+
+    def _new_state(self, endpoint: Endpoint) -> StateT:
+        raise NotImplementedError
+
+    def _pools(self) -> list[ThreadPoolExecutor]:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("collector already started")
-        self._thread = threading.Thread(target=self._run, name="modeldeck-collector", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop scheduling and wait at most ``timeout`` s for running scrapes; True if everything ended."""
+        """Stop scheduling and wait at most ``timeout`` s for work in flight; True if everything ended."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for worker in list(getattr(self._pool, "_threads", ())):
+        threads: list[threading.Thread] = []
+        for pool in self._pools():
+            pool.shutdown(wait=False, cancel_futures=True)
+            threads += list(getattr(pool, "_threads", ()))
+        for worker in threads:
             worker.join(max(0.0, deadline - time.monotonic()))
-        alive = (self._thread is not None and self._thread.is_alive()) or any(
-            w.is_alive() for w in getattr(self._pool, "_threads", ())
-        )
-        return not alive
+        return not (self._thread is not None and self._thread.is_alive()) and not any(w.is_alive() for w in threads)
 
-    def __enter__(self) -> Collector:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -171,6 +179,74 @@ class Collector:
         with self._lock:
             return [st.endpoint for st in self._states.values()]
 
+    def remove_endpoint(self, name: str, *, forget: bool = True) -> bool:
+        """Stop collecting ``name`` (work in flight for it is discarded); ``forget`` also drops its series."""
+        with self._lock:
+            removed = self._states.pop(name, None) is not None
+        if removed and forget:
+            self.series.forget(name)
+        return removed
+
+    def _emit(self, events: list[MonitorEvent]) -> None:
+        if self.on_event is None:
+            return
+        for event in events:
+            try:
+                self.on_event(event)
+            except Exception:  # a listener's bug must not stop collection
+                log.exception("monitor event listener failed on %s", event)
+
+
+class Collector(CollectorBase[_EndpointState]):
+    """Scrapes ``endpoints`` every ``interval`` seconds until :meth:`stop`.
+
+    ``window`` is the span percentiles are computed over (Prometheus' ``[1m]``);
+    ``retention`` bounds every series' ring buffer in points; one pool thread
+    per endpoint (up to ``max_workers``), because scrapes wait on the network and
+    a thread held by a hanging endpoint must not make a healthy one queue; ``max_pending``
+    bounds samples waiting for :meth:`drain` (oldest dropped), so a UI that stops
+    draining cannot grow memory; ``spread`` scrapes the endpoints in slots across
+    the interval instead of all at its start.
+    """
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint],
+        *,
+        interval: float = 1.0,
+        timeout: float | None = None,
+        window: float = 60.0,
+        retention: int = DEFAULT_RETENTION,
+        policy: HealthPolicy | None = None,
+        on_event: Callable[[MonitorEvent], None] | None = None,
+        max_workers: int = 64,
+        max_pending: int = 10_000,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        spread: bool = True,
+    ) -> None:
+        super().__init__(
+            endpoints,
+            interval=interval,
+            timeout=timeout,
+            window=window,
+            retention=retention,
+            policy=policy,
+            on_event=on_event,
+            max_pending=max_pending,
+        )
+        self.max_bytes = max_bytes
+        self.spread = spread
+        # threads start lazily (one per endpoint scraped at once), so endpoints added later get theirs too
+        self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="modeldeck-scrape")
+
+    def _new_state(self, endpoint: Endpoint) -> _EndpointState:
+        return _EndpointState(endpoint, HealthTracker(self.policy))
+
+    def _pools(self) -> list[ThreadPoolExecutor]:
+        return [self._pool]
+
+    # -- what the UI changes ---------------------------------------------------------------------------------------
+
     def add_endpoint(self, endpoint: Endpoint) -> bool:
         """Start scraping ``endpoint`` at the next tick; an existing name with a new URL is re-pointed.
 
@@ -181,20 +257,12 @@ class Collector:
             if state is not None and state.endpoint == endpoint:
                 return False
             if state is None:
-                self._states[endpoint.name] = _EndpointState(endpoint, HealthTracker(self.policy))
+                self._states[endpoint.name] = self._new_state(endpoint)
             else:
                 state.endpoint = endpoint
                 state.last = None
                 state.history.clear()
             return True
-
-    def remove_endpoint(self, name: str, *, forget: bool = True) -> bool:
-        """Stop scraping ``name`` (a scrape in flight is discarded); ``forget`` also drops its series."""
-        with self._lock:
-            removed = self._states.pop(name, None) is not None
-        if removed and forget:
-            self.series.forget(name)
-        return removed
 
     # -- the loop --------------------------------------------------------------------------------------------------
 
@@ -294,15 +362,6 @@ class Collector:
             self._pending.append(Sample(name, at, None, health, reason))
         if health != before:
             self._emit([MonitorEvent("health", name, at, f"{health.state}: {health.reason}")])
-
-    def _emit(self, events: list[MonitorEvent]) -> None:
-        if self.on_event is None:
-            return
-        for event in events:
-            try:
-                self.on_event(event)
-            except Exception:  # a listener's bug must not stop collection
-                log.exception("monitor event listener failed on %s", event)
 
 
 def is_down(status: HealthStatus) -> bool:

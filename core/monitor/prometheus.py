@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from modeldeck.core.errors import ModelDeckError
 from modeldeck.core.fileio import atomic_write_text
-from modeldeck.core.monitor.collector import Endpoint, MonitorEvent, Sample
+from modeldeck.core.monitor.collector import CollectorBase, Endpoint, MonitorEvent, Sample
 from modeldeck.core.monitor.derive import SERIES, Derived
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus, HealthTracker
 from modeldeck.core.monitor.scrape import ScrapeError, _watchdog
-from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
+from modeldeck.core.monitor.series import DEFAULT_RETENTION
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class Backfill:
     values: dict[str, np.ndarray]
 
 
-class PrometheusCollector:
+class PrometheusCollector(CollectorBase[_Watched]):
     """:class:`~modeldeck.core.monitor.collector.Collector`'s API with the figures queried from a Prometheus server.
 
     Endpoints are ``deployment`` labels (their URL is Prometheus' business: :func:`write_file_sd`). Every
@@ -316,6 +316,8 @@ class PrometheusCollector:
     :class:`MonitorEvent` of kind ``"source"`` (and once more, with an empty detail, when it answers again).
     """
 
+    thread_name = "modeldeck-prometheus"
+
     def __init__(
         self,
         endpoints: Iterable[Endpoint],
@@ -332,67 +334,34 @@ class PrometheusCollector:
         backfill: float = 0.0,
         backfill_points: int = 600,
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        super().__init__(
+            endpoints,
+            interval=interval,
+            timeout=timeout,
+            window=window,
+            retention=retention,
+            policy=policy,
+            on_event=on_event,
+            max_pending=max_pending,
+        )
         self.url = url
-        self.interval = interval
-        self.timeout = min(timeout if timeout is not None else interval * 0.8, interval * 0.9)
-        self.window = window
         self.range = f"{max(window, 1.0):g}s"
-        self.series = SeriesStore(retention)
-        self.policy = policy or HealthPolicy()
-        self.on_event = on_event
         self.backfill = backfill
         self.backfill_points = max(1, backfill_points)
         self.client = PrometheusClient(url, timeout=self.timeout)
-        self._states = {ep.name: _Watched(ep, HealthTracker(self.policy)) for ep in endpoints}
-        self._pending: deque[Sample] = deque(maxlen=max_pending)
         self._backfills: deque[Backfill] = deque(maxlen=1000)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="modeldeck-promql")
         self._backfill_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modeldeck-backfill")
         self._in_flight: dict[str, Future[list[tuple[dict[str, str], float]]]] = {}
         self._problem = ""  # why Prometheus gave nothing last round ('' while it answers)
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def _new_state(self, endpoint: Endpoint) -> _Watched:
+        return _Watched(endpoint, HealthTracker(self.policy))
 
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("collector already started")
-        self._thread = threading.Thread(target=self._run, name="modeldeck-prometheus", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the rounds and wait at most ``timeout`` s for queries in flight; True if everything ended."""
-        self._stop.set()
-        deadline = time.monotonic() + timeout
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        threads = []
-        for pool in (self._pool, self._backfill_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
-            threads += list(getattr(pool, "_threads", ()))
-        for worker in threads:
-            worker.join(max(0.0, deadline - time.monotonic()))
-        return not (self._thread is not None and self._thread.is_alive()) and not any(w.is_alive() for w in threads)
-
-    def __enter__(self) -> PrometheusCollector:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _pools(self) -> list[ThreadPoolExecutor]:
+        return [self._pool, self._backfill_pool]
 
     # -- what the UI reads -----------------------------------------------------------------------------------------
-
-    def drain(self) -> list[Sample]:
-        """Every sample since the last call, oldest first (thread-safe; meant for a UI timer)."""
-        with self._lock:
-            out = list(self._pending)
-            self._pending.clear()
-        return out
 
     def drain_backfill(self) -> list[Backfill]:
         """Every backfill since the last call (already in :attr:`series`; the collection process forwards them)."""
@@ -400,18 +369,6 @@ class PrometheusCollector:
             out = list(self._backfills)
             self._backfills.clear()
         return out
-
-    def snapshot(self, endpoint: str, names: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return self.series.snapshot(endpoint, names)
-
-    def health(self) -> dict[str, HealthStatus]:
-        with self._lock:
-            return {name: st.tracker.status for name, st in self._states.items()}
-
-    @property
-    def endpoints(self) -> list[Endpoint]:
-        with self._lock:
-            return [st.endpoint for st in self._states.values()]
 
     def add_endpoint(self, endpoint: Endpoint) -> bool:
         """Query ``endpoint.name`` from the next round on (after its backfill); True if anything changed."""
@@ -421,15 +378,8 @@ class PrometheusCollector:
                 changed = state.endpoint != endpoint
                 state.endpoint = endpoint  # the same deployment label: nothing else changes
                 return changed
-            self._states[endpoint.name] = _Watched(endpoint, HealthTracker(self.policy))
+            self._states[endpoint.name] = self._new_state(endpoint)
             return True
-
-    def remove_endpoint(self, name: str, *, forget: bool = True) -> bool:
-        with self._lock:
-            removed = self._states.pop(name, None) is not None
-        if removed and forget:
-            self.series.forget(name)
-        return removed
 
     # -- the rounds ------------------------------------------------------------------------------------------------
 
@@ -654,15 +604,6 @@ class PrometheusCollector:
                     backfill = Backfill(name, grid[known], {series: v[known] for series, v in values.items()})
                     self.series.extend(name, backfill.t, backfill.values)
                     self._backfills.append(backfill)
-
-    def _emit(self, events: list[MonitorEvent]) -> None:
-        if self.on_event is None:
-            return
-        for event in events:
-            try:
-                self.on_event(event)
-            except Exception:  # a listener's bug must not stop collection
-                log.exception("monitor event listener failed on %s", event)
 
 
 @dataclass(frozen=True)
