@@ -45,51 +45,14 @@ MAX_ANSWER = 64 << 20  # bytes of one API answer
 _UP, _STARTED, _INFO = "_up", "_started", "_info"
 
 
-def _selector(deployment: str, *extra: str) -> str:
-    quoted = json.dumps(deployment)  # PromQL string escaping is Go's, which JSON's matches for label values
-    return "{" + ",".join((f"deployment={quoted}", *extra)) + "}"
-
-
 def queries(deployment: str, window: str = "1m") -> dict[str, str]:
-    """PromQL per series name (the names of ``derive.SERIES``) for one deployment."""
-    sel = _selector(deployment)
-    req = _selector(deployment, _NOT_SCRAPES)
-
-    def by_status(prefix: str) -> str:
-        status = _selector(deployment, _NOT_SCRAPES, f'status=~"{prefix}.."')
-        total = f"sum(rate(modeldeck_requests_total{req}[{window}]))"
-        # "or vector(0)": no 5xx series at all means a rate of 0, not "no data"
-        return f"(sum(rate(modeldeck_requests_total{status}[{window}])) or vector(0)) / {total}"
-
-    def quantile(q: float) -> str:
-        return f"histogram_quantile({q}, sum by (le) (rate(modeldeck_request_duration_seconds_bucket{req}[{window}])))"
-
-    def mean(name: str) -> str:
-        return f"sum(rate({name}_sum{sel}[{window}])) / sum(rate({name}_count{sel}[{window}]))"
-
-    return {
-        "request_rate": f"sum(rate(modeldeck_requests_total{req}[{window}]))",
-        "error_rate": by_status("5"),
-        "client_error_rate": by_status("4"),
-        "latency_p50": quantile(0.5),
-        "latency_p95": quantile(0.95),
-        "latency_p99": quantile(0.99),
-        "inference_mean": mean("modeldeck_inference_duration_seconds"),
-        "batch_size_mean": mean("modeldeck_batch_size"),
-        "cpu_percent": f"100 * sum(rate(process_cpu_seconds_total{sel}[{window}]))",
-        "resident_memory": f"sum(process_resident_memory_bytes{sel})",
-        "uptime": f"max(time() - process_start_time_seconds{sel})",
-        "in_flight": f"sum(modeldeck_requests_in_flight{sel}) - count(modeldeck_requests_in_flight{sel})",
-    }
+    """PromQL per series name (the names of ``derive.SERIES``) for one deployment (an exact label match, which
+    the Grafana dashboard's ``$deployment`` variable replaces)."""
+    return _series_queries(f"deployment={json.dumps(deployment)}", window)  # Go's string escaping is JSON's
 
 
-def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, str]:
-    """PromQL per series name for many deployments at once: one result per ``deployment`` label.
-
-    A fleet costs the same dozen queries as one deployment, instead of a dozen per deployment.
-    """
-    regex = "|".join(re.escape(name) for name in sorted(set(deployments)))  # RE2 takes Python's escapes
-    matcher = f"deployment=~{json.dumps(regex)}"
+def _series_queries(matcher: str, window: str) -> dict[str, str]:
+    """PromQL per series name for the deployments ``matcher`` selects: one result per ``deployment`` label."""
     sel = "{" + matcher + "}"
     req = "{" + f"{matcher},{_NOT_SCRAPES}" + "}"
     total = f"sum by (deployment) (rate(modeldeck_requests_total{req}[{window}]))"
@@ -109,10 +72,7 @@ def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, s
             f" / sum by (deployment) (rate({name}_count{sel}[{window}]))"
         )
 
-    return {  # health first: on a slow server the pool takes them before the figures
-        _UP: f"max by (deployment) (up{sel})",
-        _STARTED: f"max by (deployment) (process_start_time_seconds{sel})",
-        _INFO: f"modeldeck_model_info{sel}",
+    return {
         "request_rate": total,
         "error_rate": by_status("5"),
         "client_error_rate": by_status("4"),
@@ -128,6 +88,22 @@ def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, s
             f"sum by (deployment) (modeldeck_requests_in_flight{sel})"
             f" - count by (deployment) (modeldeck_requests_in_flight{sel})"
         ),
+    }
+
+
+def fleet_queries(deployments: Iterable[str], window: str = "1m") -> dict[str, str]:
+    """PromQL per series name for many deployments at once: one result per ``deployment`` label.
+
+    A fleet costs the same dozen queries as one deployment, instead of a dozen per deployment.
+    """
+    regex = "|".join(re.escape(name) for name in sorted(set(deployments)))  # RE2 takes Python's escapes
+    matcher = f"deployment=~{json.dumps(regex)}"
+    sel = "{" + matcher + "}"
+    return {  # health first: on a slow server the pool takes them before the figures
+        _UP: f"max by (deployment) (up{sel})",
+        _STARTED: f"max by (deployment) (process_start_time_seconds{sel})",
+        _INFO: f"modeldeck_model_info{sel}",
+        **_series_queries(matcher, window),
     }
 
 
