@@ -6,8 +6,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from modeldeck.core.monitor.config import MonitorConfig
+from modeldeck.core.monitor.history import HistoryWriter
 from modeldeck.core.settings import load_settings
 from modeldeck.gui.app import create_application
+from modeldeck.gui.dashboard.page import MonitorPage
+from modeldeck.gui.dashboard.source import MonitorSource
 from modeldeck.gui.main_window import MainWindow
 from modeldeck.gui.workers import default_pool, wait_for_workers
 from PySide6.QtWidgets import QApplication
@@ -72,3 +76,31 @@ def settle(qtbot: QtBot, timeout_s: float = 30.0) -> None:
         return not default_pool().pending and not any(p.has_scheduled_work() for p in pages)
 
     qtbot.waitUntil(idle, timeout=int(timeout_s * 1000))
+
+
+@pytest.fixture
+def make_monitor_page(qtbot: QtBot) -> Iterator[Callable[..., MonitorPage]]:
+    """``make(config, interval=None, history=None, writer=None)``: a shown Monitor page whose source collects
+    every ``interval`` s (default ``config.interval``) in its own collection process; stopped after the test."""
+    made: list[MonitorPage] = []
+
+    def make(
+        config: MonitorConfig,
+        *,
+        interval: float | None = None,
+        history: Path | None = None,
+        writer: HistoryWriter | None = None,
+    ) -> MonitorPage:
+        source = MonitorSource(interval=interval or config.interval, drain_hz=10, history=writer)
+        page = MonitorPage(source, config, history_path=history)
+        qtbot.addWidget(page)
+        page.resize(1300, 820)
+        page.show()
+        source.start()
+        made.append(page)
+        return page
+
+    yield make
+    for page in made:
+        page.source.stop()
+    wait_for_workers(10)

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,7 @@ from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
 from modeldeck.core.monitor.prometheus import PrometheusClient, ScrapeTarget, write_file_sd
 from modeldeck.gui.dashboard.page import MonitorPage
-from modeldeck.gui.dashboard.source import Monitored, MonitorSource
-from modeldeck.gui.workers import wait_for_workers
+from modeldeck.gui.dashboard.source import Monitored
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.monitor import PrometheusServer, start_prometheus, stop_prometheus
@@ -34,23 +33,8 @@ FIGURES = ("request_rate", "error_rate", "latency_p99", "cpu_percent", "resident
 
 
 @pytest.fixture
-def make_page(qtbot: QtBot) -> Iterator[Callable[[str], MonitorPage]]:
-    made: list[MonitorPage] = []
-
-    def make(prometheus_url: str) -> MonitorPage:
-        source = MonitorSource(interval=0.5, drain_hz=10)
-        page = MonitorPage(source, MonitorConfig(interval=0.5, prometheus_url=prometheus_url))
-        qtbot.addWidget(page)
-        page.resize(1300, 820)
-        page.show()
-        source.start()
-        made.append(page)
-        return page
-
-    yield make
-    for page in made:
-        page.source.stop()
-    wait_for_workers(10)
+def make_page(make_monitor_page: Callable[..., MonitorPage]) -> Callable[[str], MonitorPage]:
+    return lambda prometheus_url: make_monitor_page(MonitorConfig(interval=0.5, prometheus_url=prometheus_url))
 
 
 def row(page: MonitorPage, name: str) -> Any:

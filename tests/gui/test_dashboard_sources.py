@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,7 @@ from modeldeck.core.monitor.config import MonitorConfig
 from modeldeck.core.monitor.history import HistoryWriter
 from modeldeck.core.monitor.prometheus import ScrapeTarget, write_file_sd
 from modeldeck.gui.dashboard.page import HISTORY_RANGE, MonitorPage
-from modeldeck.gui.dashboard.source import Monitored, MonitorSource
-from modeldeck.gui.workers import wait_for_workers
+from modeldeck.gui.dashboard.source import Monitored
 from pytestqt.qtbot import QtBot
 
 from tests.fixtures.monitor import PrometheusServer, free_port
@@ -27,23 +26,8 @@ pytestmark = [pytest.mark.gui, pytest.mark.server]
 
 
 @pytest.fixture
-def make_page(qtbot: QtBot) -> Iterator[Callable[..., MonitorPage]]:
-    made: list[MonitorPage] = []
-
-    def make(config: MonitorConfig, *, history: Path | None = None, writer: HistoryWriter | None = None) -> MonitorPage:
-        source = MonitorSource(interval=0.3, drain_hz=10, history=writer)
-        page = MonitorPage(source, config, history_path=history)
-        qtbot.addWidget(page)
-        page.resize(1300, 820)
-        page.show()
-        source.start()
-        made.append(page)
-        return page
-
-    yield make
-    for page in made:
-        page.source.stop()
-    wait_for_workers(10)
+def make_page(make_monitor_page: Callable[..., MonitorPage]) -> Callable[..., MonitorPage]:
+    return lambda config, **kw: make_monitor_page(config, interval=0.3, **kw)
 
 
 def points(page: MonitorPage, name: str, series: str) -> np.ndarray:
