@@ -548,7 +548,7 @@ class LocalTarget:
         """
         if not self.steer_port or not state.pid or not state.active_release or not _supervisor_can_steer(state.pid):
             return False
-        pin_file = releases.run_dir(self.root, state.name) / f"{state.active_release}.pinned"
+        pin_file = releases.pin_file(self.root, state.name, state.active_release)
         with contextlib.suppress(FileNotFoundError):
             pin_file.unlink()
         try:
@@ -680,14 +680,14 @@ class LocalTarget:
         stop that comes next finds the spare even if its Python has not started yet.
         """
         pid_path, sock_path, ready = self._spare_files(name)
-        run = releases.run_dir(self.root, name)
         logfile = releases.log_path(self.root, name)
         cmd = [
             self.python, "-m", SUPERVISOR_MODULE,
             "--pidfile", str(pid_path), "--log", str(logfile), "--clear-file", str(ready),
             "--state-file", str(releases.deployment_dir(self.root, name) / releases.STATE_FILE),
             "--public-port", str(port),
-            "--pin-file", str(run / f"{SPARE}.pinned"), "--handover-file", str(run / f"{SPARE}.handed"),
+            "--pin-file", str(releases.pin_file(self.root, name, SPARE)),
+            "--handover-file", str(releases.handover_file(self.root, name, SPARE)),
             "--stop-timeout", str(30.0 + 5.0),
             "--spare-socket", str(sock_path), "--spare-key", key, "--start-delay", f"{SPARE_START_DELAY_S:g}",
             "--",
@@ -725,18 +725,14 @@ class LocalTarget:
             return None
         from modeldeck.core.targets.supervisor import unix_address
 
-        rdir = releases.release_dir(self.root, name, release_id)
-        command = self.runtime_command(rdir, host, port, ready_file)
-        if wait_for_bundle:
-            command += ["--wait-for-bundle", f"{wait_for_bundle:g}"]
-        run = releases.run_dir(self.root, name)
+        command = self._release_command(name, release_id, host, port, ready_file, wait_for_bundle)
         claim = {
             "key": self._spare_key(host, port, env),
             "release": release_id,
             "pidfile": str(pidfile),
             "clear_file": str(ready_file),
-            "pin_file": str(run / f"{release_id}.pinned"),
-            "handover_file": str(run / f"{release_id}.handed"),
+            "pin_file": str(releases.pin_file(self.root, name, release_id)),
+            "handover_file": str(releases.handover_file(self.root, name, release_id)),
             "command": command,
             "argv": command[command.index(RUNTIME_MODULE) + 1 :],
         }
@@ -779,7 +775,6 @@ class LocalTarget:
         wait_for_bundle: float | None = None,
     ) -> tuple[int, int]:
         """Start a supervisor (on probation) for one release; return its pid and the commit pipe."""
-        rdir = releases.release_dir(self.root, name, release_id)
         logfile = releases.log_path(self.root, name)
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -791,12 +786,11 @@ class LocalTarget:
             "--probation-fd", str(read_fd),
             "--state-file", str(releases.deployment_dir(self.root, name) / releases.STATE_FILE),
             "--release", release_id, "--public-port", str(port),
-            "--pin-file", str(releases.run_dir(self.root, name) / f"{release_id}.pinned"),
-            "--handover-file", str(releases.run_dir(self.root, name) / f"{release_id}.handed"),
+            "--pin-file", str(releases.pin_file(self.root, name, release_id)),
+            "--handover-file", str(releases.handover_file(self.root, name, release_id)),
             "--stop-timeout", str(30.0 + 5.0),
             "--",
-            *self.runtime_command(rdir, host, port, ready_file),
-            *(["--wait-for-bundle", f"{wait_for_bundle:g}"] if wait_for_bundle else []),
+            *self._release_command(name, release_id, host, port, ready_file, wait_for_bundle),
         ]  # fmt: skip
         try:
             with logfile.open("ab") as out:
@@ -816,6 +810,15 @@ class LocalTarget:
         pid = int(pidfile.read_text().strip())
         log.info("started supervisor %d for %s release %s", pid, name, release_id)
         return pid, write_fd
+
+    def _release_command(
+        self, name: str, release_id: str, host: str, port: int, ready_file: Path, wait_for_bundle: float | None
+    ) -> list[str]:
+        """The runtime command of one release, waiting (pre-started) up to ``wait_for_bundle`` s for its files."""
+        command = self.runtime_command(releases.release_dir(self.root, name, release_id), host, port, ready_file)
+        if wait_for_bundle:
+            command += ["--wait-for-bundle", f"{wait_for_bundle:g}"]
+        return command
 
     def runtime_command(self, release: Path, host: str, port: int, ready_file: Path) -> list[str]:
         """The runtime's command line: the public port (shared via SO_REUSEPORT) plus a private health port."""
@@ -885,7 +888,7 @@ class LocalTarget:
                 return False
         except OSError:
             return False
-        handed = releases.run_dir(self.root, name) / f"{old_release}.handed"
+        handed = releases.handover_file(self.root, name, old_release)
         with contextlib.suppress(FileNotFoundError):
             handed.unlink()
         try:

@@ -127,6 +127,16 @@ def run_dir(root: Path, name: str) -> Path:
     return deployment_dir(root, name) / RUN_DIR
 
 
+def pin_file(root: Path, name: str, release: str) -> Path:
+    """Written by a release's supervisor once SIGUSR1 has pinned the public port to it."""
+    return run_dir(root, name) / f"{release}.pinned"
+
+
+def handover_file(root: Path, name: str, release: str) -> Path:
+    """Written by a release's supervisor once SIGUSR2 has sent new connections to the newer release."""
+    return run_dir(root, name) / f"{release}.handed"
+
+
 def new_release_id(bundle_sha256: str, now: float | None = None) -> str:
     """A sortable, unique-enough id: UTC timestamp (to the millisecond) plus the bundle's short sha."""
     t = time.time() if now is None else now
