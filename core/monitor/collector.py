@@ -76,6 +76,18 @@ class _EndpointState:
     started: float = 0.0
 
 
+def emit_events(on_event: Callable[[MonitorEvent], None] | None, events: list[MonitorEvent]) -> None:
+    """Hand ``events`` to a collector's listener, one by one; a listener's bug is logged, never raised into
+    collection."""
+    if on_event is None:
+        return
+    for event in events:
+        try:
+            on_event(event)
+        except Exception:  # a listener's bug must not stop collection
+            log.exception("monitor event listener failed on %s", event)
+
+
 class _Watched(Protocol):
     endpoint: Endpoint
     tracker: HealthTracker
@@ -188,13 +200,7 @@ class CollectorBase(Generic[StateT]):
         return removed
 
     def _emit(self, events: list[MonitorEvent]) -> None:
-        if self.on_event is None:
-            return
-        for event in events:
-            try:
-                self.on_event(event)
-            except Exception:  # a listener's bug must not stop collection
-                log.exception("monitor event listener failed on %s", event)
+        emit_events(self.on_event, events)
 
 
 class Collector(CollectorBase[_EndpointState]):

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from modeldeck.core.monitor.collector import Endpoint, MonitorEvent, Sample
+from modeldeck.core.monitor.collector import Endpoint, MonitorEvent, Sample, emit_events
 from modeldeck.core.monitor.derive import SERIES
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus
 from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
@@ -447,10 +447,4 @@ class CollectorProcess:
         return True
 
     def _emit(self, events: list[MonitorEvent]) -> None:
-        if self.on_event is None:
-            return
-        for event in events:
-            try:
-                self.on_event(event)
-            except Exception:  # a listener's bug must not stop collection
-                log.exception("monitor event listener failed on %s", event)
+        emit_events(self.on_event, events)
