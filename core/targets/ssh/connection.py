@@ -227,7 +227,7 @@ class SshConnection:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise HostUnreachable(f"{self.endpoint.label}: connection lost: {exc}") from exc
         finally:
-            chan.close()
+            close_channel(chan)
         result = CommandResult(
             command, status, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace")
         )
@@ -256,6 +256,16 @@ def quote(value: str | Path) -> str:
 
 def _short(command: str, limit: int = 80) -> str:
     return command if len(command) <= limit else command[: limit - 1] + "…"
+
+
+def close_channel(chan: paramiko.Channel) -> None:
+    """Close a channel whose connection may already be gone.
+
+    paramiko's ``Channel.close`` sends a message and raises ``EOFError`` on a dead socket; inside a ``finally``
+    that would replace the clear error being raised (e.g. "the connection dropped while uploading").
+    """
+    with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+        chan.close()
 
 
 def _close(conn: SshConnection | None) -> None:

@@ -60,7 +60,7 @@ from modeldeck.core.targets.base import (
     ProgressEvent,
     no_progress,
 )
-from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint, quote
+from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint, close_channel, quote
 from modeldeck.core.targets.ssh.facts import INSTALLED_MARKER, RUNTIME_DIR, HostFacts, check_compatible, detect_facts
 
 log = logging.getLogger(__name__)
@@ -798,7 +798,7 @@ class SshTarget:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise HostUnreachable(f"{self.label}: connection lost during `{command}`: {exc}") from exc
         finally:
-            chan.close()
+            close_channel(chan)
         if outcome is None and (exit_status == -1 or not transport.is_active()) and not self._still_connected(conn):
             raise HostUnreachable(
                 f"{self.label}: the connection dropped during `{command}`",
