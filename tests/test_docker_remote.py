@@ -317,6 +317,36 @@ def test_a_changed_host_key_is_refused_and_docker_watch_and_build_take_the_ssh_f
     assert err.startswith("error: HOST KEY CHANGED") and "Traceback" not in err
 
 
+def test_a_health_watch_over_ssh_that_stops_early_reports_its_event_and_no_error(
+    docker_ssh_host: SshHost, docker_client: Any, docker_base_image: str
+) -> None:
+    """docker-py's event stream cannot be cancelled over SSH (its close() raises DockerException): a watch that
+    stopped after its event, with the stream still open, raised "Docker engine error" instead of returning."""
+    from modeldeck.core.targets.docker.target import watch_health
+
+    name = f"t{uuid.uuid4().hex[:6]}-sick-ssh"
+    container = docker_client.containers.run(
+        docker_base_image,
+        ["sleep", "300"],
+        detach=True,
+        name=f"modeldeck-{name}-x-0",
+        labels={"io.modeldeck.deployment": name, "io.modeldeck.role": "runtime", "io.modeldeck.test": "1"},
+        healthcheck={"test": ["CMD", "false"], "interval": 500_000_000, "retries": 1, "timeout": 1_000_000_000},
+        network_mode="none",
+        stop_signal="SIGKILL",
+    )
+    target = open_target(
+        ssh_url(docker_ssh_host), identity=str(docker_ssh_host.client_key), accept_host_key=docker_ssh_host.fingerprint
+    )
+    try:
+        events = watch_health(target, name=name, timeout_s=30, restart_unhealthy=False, stop_after=1)
+        assert [(e.deployment, e.status, e.restarted) for e in events] == [(name, "unhealthy", False)]
+        assert [s.name for s in target.status() if s.name == name] == []  # the connection still works after it
+    finally:
+        target.close()
+        container.remove(force=True)
+
+
 def test_a_host_without_a_usable_docker_cli_is_a_one_line_error(sshd_factory: Any) -> None:
     host: SshHost = sshd_factory(extra_config=["ForceCommand /bin/false"])  # every command fails, as without docker
     target = open_target(ssh_url(host), identity=str(host.client_key), accept_host_key=host.fingerprint)

@@ -1052,6 +1052,23 @@ def _started_ns(started_at: str) -> int:
     return whole * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0")[:9])
 
 
+def _close_stream(stream: Any) -> None:
+    """End an engine event stream that may still be open, without raising.
+
+    docker-py's ``CancellableStream.close`` raises over SSH ("Cancellable streams not supported") and can raise
+    on a dead engine; in a ``finally`` that replaced the watch's events, or its real error. The response is
+    closed instead, which takes its connection out of the pool.
+    """
+    try:
+        stream.close()
+    except Exception as exc:
+        log.debug("closing the engine's event stream: %s", exc)
+        response = getattr(stream, "_response", None)
+        if response is not None:
+            with contextlib.suppress(Exception):
+                response.close()
+
+
 def watch_health(
     target: DockerTarget,
     *,
@@ -1150,9 +1167,7 @@ def watch_health(
                     if done():
                         break
             finally:
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
+                _close_stream(stream)
         since = until
         if not done():
             sweep()
