@@ -8,6 +8,7 @@ check what only a network target can do: an unreachable host, an unknown host ke
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -162,15 +163,30 @@ def test_a_host_past_its_deadline_is_cancelled_and_reported_timed_out(local_flee
     assert deploy_many(local_fleet, deploy_bundles["v1"], DeployOptions(), forks=3).ok
     slow = {"node1": local_fleet["node1"]}
 
-    def hold_in_health(event: ProgressEvent) -> None:
-        # A local deploy can finish inside any fixed deadline on a fast machine (CI once saw
-        # 'deployed' at 0.3 s), so the host is held past it in the middle of the health gate.
-        if event.step == "health":
-            time.sleep(1.0)
+    told_to_stop = threading.Event()
 
-    result = deploy_many(
-        slow, deploy_bundles["v2"], DeployOptions(), step_timeouts=StepTimeouts(host_s=0.3), progress=hold_in_health
-    )
+    class CancelWatcher(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "cancelling it" in record.getMessage():
+                told_to_stop.set()
+
+    def hold_in_health(event: ProgressEvent) -> None:
+        # A local deploy can finish inside any fixed deadline on a fast machine (CI once saw 'deployed' at
+        # 0.3 s), and a fixed hold can end before a loaded coordinator looks at the clock: the host is held in
+        # its health gate until the fleet has cancelled it (bounded, so a fleet that never does fails the test).
+        if event.step == "health":
+            told_to_stop.wait(30)
+
+    watcher = CancelWatcher()
+    fleet_log = logging.getLogger("modeldeck.core.targets.fleet")
+    fleet_log.addHandler(watcher)
+    try:
+        result = deploy_many(
+            slow, deploy_bundles["v2"], DeployOptions(), step_timeouts=StepTimeouts(host_s=0.3), progress=hold_in_health
+        )
+    finally:
+        fleet_log.removeHandler(watcher)
+    assert told_to_stop.is_set()
     (host,) = result.hosts
     assert host.outcome == TIMED_OUT
     assert not result.ok
