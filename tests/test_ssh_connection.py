@@ -116,3 +116,31 @@ def test_an_aes_gcm_cipher_is_negotiated_when_the_host_offers_one(ssh_host: SshH
         transport = conn.client.get_transport()
         assert transport is not None
         assert transport.local_cipher == "aes128-gcm@openssh.com"
+
+
+def test_a_host_test_whose_connection_drops_after_the_handshake_is_unreachable(
+    ssh_host: SshHost, tmp_path: Path
+) -> None:
+    """paramiko's get_remote_server_key raises a bare SSHException ("No existing session") once the transport is
+    gone: ``hosts test`` showed that instead of HostUnreachable when the host dropped the connection just then."""
+    import threading
+    import time
+
+    import paramiko
+    from modeldeck.core.inventory.probe import check_host
+
+    def transports() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if isinstance(t, paramiko.Transport) and t.is_alive()}
+
+    others = transports()
+
+    def drop_before_the_facts(message: str, fraction: float | None) -> None:
+        if message.endswith("collecting facts"):
+            ssh_host.kill_sessions()
+            deadline = time.monotonic() + 20  # until paramiko's reader thread has seen the connection go
+            while transports() - others:
+                assert time.monotonic() < deadline, "the transport never noticed the dropped connection"
+                time.sleep(0.02)
+
+    with pytest.raises(HostUnreachable, match="dropped"):
+        check_host(endpoint(ssh_host), trust(tmp_path, ssh_host), progress=drop_before_the_facts)
