@@ -239,12 +239,17 @@ def test_agent_killed_mid_switch_leaves_the_old_release_serving(serving, deploy_
     target, host, v1 = serving
     killed: list[int] = []
 
+    servers = {int(p.read_text()) for p in (host.deploy_root / "runtime").glob("*/agent.pid")}
+
     def kill_agent_at_health(event: ProgressEvent) -> None:
         if event.step == "health" and not killed:
             for proc in Path("/proc").iterdir():
                 with contextlib.suppress(OSError):
                     cmd = (proc / "cmdline").read_bytes()
-                    if b"modeldeck.core.targets.agent\x00push" in cmd and str(host.deploy_root).encode() in cmd:
+                    # An exec'd agent, or the resident agent's child running this push (never the resident itself).
+                    execd = b"modeldeck.core.targets.agent\x00push" in cmd
+                    forked = b"modeldeck.core.targets.agent\x00serve" in cmd and int(proc.name) not in servers
+                    if (execd or forked) and str(host.deploy_root).encode() in cmd:
                         os.kill(int(proc.name), signal.SIGKILL)
                         killed.append(int(proc.name))
 

@@ -29,8 +29,11 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -54,6 +57,14 @@ EXIT_GRACE_S = 60.0  # how long a cancelled operation may take to clean up after
 LIFELINE = "modeldeck-lifeline"
 HOST_LOCK = ".lock"  # DEPLOY_ROOT/.lock: one push (upload, switch, garbage collection) at a time per deploy root
 HOST_LOCK_WAIT_S = 30.0
+# The resident agent (``serve``): one idle process per deploy root and runtime version, listening on
+# DEPLOY_ROOT/runtime/VERSION/agent.sock (0600). The SSH target reaches it through a direct-streamlocal channel
+# (no remote shell, no interpreter start, no imports per command) and falls back to exec when that is refused.
+RESIDENT_SOCKET = "agent.sock"
+RESIDENT_PID = "agent.pid"
+RESIDENT_LOG = "agent.log"
+RESIDENT_CHECK_S = 2.0  # how often an idle resident agent checks that it is still wanted
+RESIDENT_HEADER_MAX = 65536
 
 
 # -- (de)serialisation shared with the SSH target ---------------------------------------------------
@@ -373,7 +384,9 @@ def cmd_push(args: argparse.Namespace, out: _Output, cancel: threading.Event) ->
     line on stdin (``bad``: uploads that failed their sha256 and were deleted). Anything else,
     or end-of-file, cancels before anything is installed. Then stdin becomes the lifeline.
     """
+    global RESIDENT_WANTED
     request = _read_request()
+    RESIDENT_WANTED = bool(request.get("resident", False))
     deploy_root = Path(args.deploy_root)
     with host_lock(deploy_root, _lock_wait(request), out):
         return _push_locked(deploy_root, request, out, cancel)
@@ -462,6 +475,8 @@ def cmd_undeploy(args: argparse.Namespace, out: _Output, cancel: threading.Event
             collect_garbage(deploy_root, grace_s=0.0)  # undeploy leaves none of its files behind
     except (DeployError, OSError) as exc:  # the deployment is gone; its objects go with the next push's collection
         log.warning("unused objects left for the next deploy to collect: %s", exc)
+    if not releases.list_deployments(deploy_root / DEPLOYMENTS):
+        stop_resident()  # nothing left to deploy to: no idle process stays behind
     return None
 
 
@@ -473,6 +488,193 @@ def cmd_logs(args: argparse.Namespace, out: _Output, cancel: threading.Event) ->
 
 def cmd_input_example(args: argparse.Namespace, out: _Output, cancel: threading.Event) -> Any:
     return {"example": _target(Path(args.deploy_root)).input_example(args.name)}
+
+
+# -- the resident agent -------------------------------------------------------------------------------------
+RESIDENT_WANTED = False  # set by a push whose deployer asked for a resident agent (one process: one command)
+
+
+def resident_files() -> tuple[Path, Path, Path]:
+    """Socket, pid file and log of this runtime version's resident agent (beside its venv)."""
+    base = Path(sys.prefix).parent
+    return base / RESIDENT_SOCKET, base / RESIDENT_PID, base / RESIDENT_LOG
+
+
+def _resident_pid() -> int | None:
+    """The live resident agent's pid (its pid file names a process running ``agent serve`` from this venv)."""
+    _, pid_path, _ = resident_files()
+    try:
+        pid = int(pid_path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    if state == "Z" or AGENT_MODULE_B not in cmdline or b"serve" not in cmdline:
+        return None
+    return pid
+
+
+AGENT_MODULE_B = b"modeldeck.core.targets.agent"
+
+
+def keep_resident(deploy_root: Path) -> None:
+    """Start this runtime version's resident agent for ``deploy_root`` unless one runs; never fails the caller.
+
+    Called after a successful push, once its answer is written: the start (an interpreter and the deploy code's
+    imports) happens while the deployer is already done, and every later command to this host skips it.
+    """
+    sock_path, _, log_path = resident_files()
+    if _resident_pid() is not None and sock_path.exists():
+        return
+    if len(str(sock_path).encode()) >= 100:  # sshd connects by path: sun_path holds 108 bytes
+        return
+    try:
+        with log_path.open("ab") as log_fh:
+            subprocess.Popen(
+                [sys.executable, "-m", AGENT_MODULE_B.decode(), "serve",
+                 "--deploy-root", str(deploy_root)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_fh, start_new_session=True,
+                close_fds=True,
+            )  # fmt: skip
+    except OSError as exc:
+        log.warning("no resident agent: %s", exc)
+
+
+def stop_resident(wait_s: float = 5.0) -> None:
+    """Stop this runtime version's resident agent, if one runs, and wait (bounded) until it is gone.
+
+    A command run by the resident agent itself (its forked child) may call this: it then stops its own parent,
+    which is fine, the child finishes on its own."""
+    pid = _resident_pid()
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and _resident_pid() == pid:
+        time.sleep(0.01)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(_signum: int, _frame: Any) -> None:
+    raise _Stop
+
+
+def serve(deploy_root: Path) -> int:
+    """Be the resident agent: accept connections on ``agent.sock`` and run each as one agent command in a forked
+    child (this process has imported the deploy code already; a fork costs milliseconds of CPU).
+
+    The connection carries a header line ``{"argv": [...], "env": {...}}`` and then exactly what an exec'd agent
+    would see on stdin and write to stdout, so the lock, the lifeline (end-of-file cancels) and probation work as
+    they do for an exec'd agent. It ends on SIGTERM, when its socket is removed or replaced, when its runtime
+    install goes away, or when no deployment is left under ``deploy_root``.
+    """
+    from modeldeck.core.targets import local  # noqa: F401  (imported once here, not per command)
+
+    sock_path, pid_path, _ = resident_files()
+    marker = Path(sys.prefix).parent / "installed.json"
+    for fd in (0, 1):  # the children's stdin/stdout are replaced by the connection: make sure both exist
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = sock_path.with_name(f"{sock_path.name}.{os.getpid()}")
+    old_umask = os.umask(0o177)  # 0600 from the start: only this user may ask the agent anything
+    try:
+        listener.bind(str(tmp))
+    finally:
+        os.umask(old_umask)
+    listener.listen(16)
+    os.replace(tmp, sock_path)
+    inode = sock_path.stat().st_ino
+    pid_tmp = pid_path.with_name(f"{pid_path.name}.{os.getpid()}")
+    pid_tmp.write_text(f"{os.getpid()}\n")
+    os.replace(pid_tmp, pid_path)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    log.info("resident agent %d for %s on %s", os.getpid(), deploy_root, sock_path)
+    children: set[int] = set()
+    last_check = 0.0
+    try:
+        while True:
+            ready, _, _ = select.select([listener], [], [], RESIDENT_CHECK_S)
+            while children:
+                try:
+                    done, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    children.clear()
+                    break
+                if not done:
+                    break
+                children.discard(done)
+            if ready:
+                with contextlib.suppress(OSError):
+                    conn, _ = listener.accept()
+                    pid = os.fork()
+                    if pid == 0:
+                        _serve_one(listener, conn)  # never returns
+                    children.add(pid)
+                    conn.close()
+            if time.monotonic() - last_check >= RESIDENT_CHECK_S:
+                last_check = time.monotonic()
+                try:
+                    ours = sock_path.stat().st_ino == inode
+                except OSError:
+                    ours = False
+                if not ours:
+                    return 0
+                if not marker.is_file() or not releases.list_deployments(deploy_root / DEPLOYMENTS):
+                    break
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        listener.close()
+    with contextlib.suppress(OSError):
+        if sock_path.stat().st_ino == inode:
+            sock_path.unlink()
+    with contextlib.suppress(OSError, ValueError):
+        if int(pid_path.read_text().strip()) == os.getpid():
+            pid_path.unlink()
+    return 0
+
+
+def _serve_one(listener: socket.socket, conn: socket.socket) -> None:
+    """In the forked child: the connection becomes stdin and stdout, then one agent command runs as if exec'd."""
+    code = 70
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        listener.close()
+        os.dup2(conn.fileno(), 0)
+        os.dup2(conn.fileno(), 1)
+        conn.close()
+        header = json.loads(sys.stdin.buffer.readline(RESIDENT_HEADER_MAX) or b"{}")
+        argv = header.get("argv")
+        env = header.get("env") or {}
+        if (
+            not isinstance(argv, list)
+            or not argv
+            or not all(isinstance(a, str) for a in argv)
+            or argv[0] not in COMMANDS
+            or not isinstance(env, dict)
+        ):
+            sys.stdout.write(json.dumps({"error": {"type": "DeployError", "message": "bad resident request"}}) + "\n")
+            code = 2
+        else:
+            os.environ.update({str(k): str(v) for k, v in env.items()})
+            sys.stdout.write(json.dumps({"hello": {"pid": os.getpid()}}) + "\n")
+            sys.stdout.flush()
+            code = main(argv)
+    except BaseException:  # a forked child must never return into the server's loop
+        log.exception("resident agent command failed")
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 COMMANDS = {
@@ -492,7 +694,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modeldeck.core.targets.agent", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("command", choices=sorted([*COMMANDS, "serve"]))
     parser.add_argument("name", nargs="?", help="deployment name (all but deploy/push/have; optional for status)")
     parser.add_argument("--deploy-root", required=True, help="the host's DEPLOY_ROOT (deployments/, objects/ below)")
     parser.add_argument("--lines", type=int, default=200, help="logs: how many lines")
@@ -542,6 +744,8 @@ def _profiled_run(argv: list[str] | None, folder: Path) -> int:
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return serve(Path(args.deploy_root))
     if args.command == "push" and not _runtime_complete():
         print("this runtime install is incomplete", file=sys.stderr)
         return 127  # like a missing interpreter: the deployer falls back to inspecting the host
@@ -561,6 +765,8 @@ def _run(argv: list[str] | None) -> int:
         out.line({"error": {"type": "DeployError", "message": f"the host agent failed: {exc!r}", "hint": None}})
         return 1
     out.line({"result": jsonable(result)})
+    if args.command in ("push", "deploy") and RESIDENT_WANTED:
+        keep_resident(Path(args.deploy_root))
     return 0
 
 

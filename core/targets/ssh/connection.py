@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -266,6 +267,85 @@ def close_channel(chan: paramiko.Channel) -> None:
     """
     with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
         chan.close()
+
+
+STREAMLOCAL = "direct-streamlocal@openssh.com"
+
+
+class _QuietRefusals(logging.Filter):
+    """paramiko logs every refused channel at ERROR; a refused stream-local channel is an expected answer (no
+    resident agent there, or forwarding disabled) with a fallback, so those lines go (by transport + channel id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: set[tuple[int, int]] = set()
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR or not self.pending:
+            return True
+        text = record.getMessage()
+        with self.lock:
+            return not any(text.startswith(f"Secsh channel {chanid} open FAILED") for _, chanid in self.pending)
+
+
+_QUIET = _QuietRefusals()
+logging.getLogger("paramiko.transport").addFilter(_QUIET)
+
+
+def open_unix_channel(transport: paramiko.Transport, path: str, timeout: float) -> paramiko.Channel:
+    """A channel to the unix socket ``path`` on the host (OpenSSH's ``direct-streamlocal@openssh.com``, what
+    ``ssh -L local:/remote.sock`` uses): sshd connects to the socket itself, so no shell or process starts.
+
+    paramiko's ``Transport.open_channel`` writes the extra fields of the tcpip and x11 kinds only, so this sends
+    the same CHANNEL_OPEN with streamlocal's (socket path, reserved string, reserved uint32) and then waits the
+    way ``open_channel`` does. Raises :class:`paramiko.ChannelException` when the host refuses (forwarding
+    disabled: ``AllowStreamLocalForwarding no``, or no such socket), :class:`paramiko.SSHException` on a timeout
+    or a dropped connection.
+    """
+    from paramiko.channel import Channel
+    from paramiko.common import cMSG_CHANNEL_OPEN
+    from paramiko.message import Message
+
+    if not transport.is_active():
+        raise paramiko.SSHException("SSH session not active")
+    with transport.lock:
+        window = transport._sanitize_window_size(None)
+        packet = transport._sanitize_packet_size(None)
+        chanid = transport._next_channel()
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_OPEN)
+        m.add_string(STREAMLOCAL)
+        m.add_int(chanid)
+        m.add_int(window)
+        m.add_int(packet)
+        m.add_string(path)
+        m.add_string("")  # reserved
+        m.add_int(0)  # reserved
+        chan = Channel(chanid)
+        transport._channels.put(chanid, chan)
+        transport.channel_events[chanid] = event = threading.Event()
+        transport.channels_seen[chanid] = True
+        chan._set_transport(transport)
+        chan._set_window(window, packet)
+    key = (id(transport), chanid)
+    with _QUIET.lock:
+        _QUIET.pending.add(key)
+    try:
+        transport._send_user_message(m)
+        deadline = time.monotonic() + timeout
+        while not event.wait(0.05):
+            if not transport.is_active():
+                raise transport.get_exception() or paramiko.SSHException("the connection closed")
+            if time.monotonic() > deadline:
+                raise paramiko.SSHException("timeout opening a streamlocal channel")
+    finally:
+        with _QUIET.lock:
+            _QUIET.pending.discard(key)
+    opened = transport._channels.get(chanid)
+    if opened is None:
+        raise transport.get_exception() or paramiko.ChannelException(2, "refused")
+    return opened
 
 
 def _close(conn: SshConnection | None) -> None:

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import shlex
 import stat
 import threading
 import time
@@ -60,7 +61,14 @@ from modeldeck.core.targets.base import (
     ProgressEvent,
     no_progress,
 )
-from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint, close_channel, quote
+from modeldeck.core.targets.ssh.connection import (
+    PassphrasePrompt,
+    SshConnection,
+    SshEndpoint,
+    close_channel,
+    open_unix_channel,
+    quote,
+)
 from modeldeck.core.targets.ssh.facts import INSTALLED_MARKER, RUNTIME_DIR, HostFacts, check_compatible, detect_facts
 
 log = logging.getLogger(__name__)
@@ -188,6 +196,7 @@ class SshTarget:
         systemd: bool = True,
         timeouts: SshTimeouts | None = None,
         runtime_version: str | None = None,
+        resident_agent: bool = True,
     ) -> None:
         if runtime_source not in RUNTIME_SOURCES:
             raise TargetError(f"unknown runtime source {runtime_source!r}", hint="use index or wheelhouse")
@@ -220,6 +229,10 @@ class SshTarget:
         self.before_verify: Callable[[SshConnection, list[str]], None] | None = None
         # Benchmark seam: environment variables set for the remote agent (e.g. agent.PROFILE_ENV).
         self.agent_env: dict[str, str] = {}
+        # Reach the host's resident agent (started by a push, see agent.serve) instead of starting one per command.
+        self.resident_agent = resident_agent
+        # Test and benchmark seam: how each agent command reached the host ("resident" or "exec"), in order.
+        self.agent_routes: list[str] = []
 
     @classmethod
     def from_url(
@@ -517,6 +530,7 @@ class SshTarget:
             "files": {f.rel: f.sha256 for f in files},
             "options": agent_protocol.options_to_dict(options),
             "lock_wait_s": self.timeouts.host_lock_s,
+            "resident": self.resident_agent,
         }
         gate = options.health
         timeout = (
@@ -707,7 +721,36 @@ class SshTarget:
         return True
 
     # -- the agent ---------------------------------------------------------------------------------------
-    def _agent(
+    def _open_resident(
+        self, transport: paramiko.Transport, facts: HostFacts, version: str | None
+    ) -> paramiko.Channel | None:
+        """A channel to the host's resident agent for this runtime version, or None (then the agent is exec'd):
+        none runs yet (first deploy), the host refuses stream-local forwarding (``AllowStreamLocalForwarding
+        no``), or this target has it turned off. A refusal costs one round trip and starts nothing on the host."""
+        if not self.resident_agent:
+            return None
+        path = (
+            f"{facts.deploy_root}/{RUNTIME_DIR}/{version or self._runtime_version()}/{agent_protocol.RESIDENT_SOCKET}"
+        )
+        try:
+            return open_unix_channel(transport, path, self.timeouts.connect_s)
+        except paramiko.ChannelException as exc:
+            log.debug("%s: no resident agent (%s); starting the agent", self.label, exc)
+            return None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostUnreachable(f"{self.label}: cannot open a channel: {exc}") from exc
+
+    def _agent(self, conn: SshConnection, facts: HostFacts, command: str, **kwargs: Any) -> Any:
+        """Run one agent command (see :meth:`_agent_once`); a resident agent that does not greet in time is left
+        alone and the command runs in an exec'd agent instead."""
+        try:
+            return self._agent_once(conn, facts, command, **kwargs)
+        except _ResidentSilent:
+            log.warning("%s: the resident agent did not answer; starting the agent instead", self.label)
+            self.agent_routes[-1] = "resident (no answer)"
+            return self._agent_once(conn, facts, command, use_resident=False, **kwargs)
+
+    def _agent_once(
         self,
         conn: SshConnection,
         facts: HostFacts,
@@ -723,8 +766,12 @@ class SshTarget:
         extra: str = "",
         fraction_base: float = 0.0,
         on_need: Callable[[dict[str, Any]], bytes] | None = None,
+        use_resident: bool = True,
     ) -> Any:
         """Run one agent command, streaming its progress events; return its result or raise its error.
+
+        The host's resident agent runs it when one listens (no process start on the host), else an exec'd agent
+        does; the protocol below is the same either way.
 
         Commands that switch releases keep stdin open as the agent's lifeline: cancelling sends
         ``cancel`` and waits for the agent to clean up; losing the connection closes it. ``on_need``
@@ -740,18 +787,29 @@ class SshTarget:
         transport = conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise HostUnreachable(f"{self.label}: the connection was closed")
-        try:
-            chan = transport.open_session(timeout=self.timeouts.connect_s)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostUnreachable(f"{self.label}: cannot open a session: {exc}") from exc
+        chan = self._open_resident(transport, facts, version) if use_resident else None
+        resident = chan is not None
+        if chan is None:
+            try:
+                chan = transport.open_session(timeout=self.timeouts.connect_s)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise HostUnreachable(f"{self.label}: cannot open a session: {exc}") from exc
+        self.agent_routes.append("resident" if resident else "exec")
         buffer = b""
         err: list[bytes] = []
         outcome: dict[str, Any] | None = None
         deadline = time.monotonic() + timeout
+        # A resident agent greets from its forked child before anything runs; silence means a wedged process
+        # (it got no request, so it does nothing) and the command goes the exec way instead.
+        hello_deadline = time.monotonic() + self.timeouts.connect_s if resident else None
         cancel_sent_at: float | None = None
         try:
             chan.settimeout(0.1)
-            chan.exec_command(cmd)
+            if resident:
+                argv = [command, *([name] if name else []), "--deploy-root", facts.deploy_root, *shlex.split(extra)]
+                chan.sendall(json.dumps({"argv": argv, "env": self.agent_env}).encode() + b"\n")
+            else:
+                chan.exec_command(cmd)
             if request is not None:
                 chan.sendall(json.dumps(request).encode() + b"\n")
             if not lifeline:
@@ -773,7 +831,9 @@ class SshTarget:
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
                         obj = self._agent_line(line, progress, fraction_base)
-                        if obj is not None and "need" in obj:
+                        if obj is not None and "hello" in obj:
+                            hello_deadline = None
+                        elif obj is not None and "need" in obj:
                             if on_need is None:
                                 raise TargetError(f"{self.label}: the host's agent asked for files during `{command}`")
                             chan.sendall(on_need(obj["need"]))
@@ -782,6 +842,8 @@ class SshTarget:
                             outcome = obj or outcome
                 elif data == b"":  # EOF on stdout: the agent finished (or died)
                     break
+                if hello_deadline is not None and time.monotonic() > hello_deadline:
+                    raise _ResidentSilent
                 if not transport.is_active():
                     raise HostUnreachable(
                         f"{self.label}: the connection dropped during `{command}`",
@@ -791,14 +853,23 @@ class SshTarget:
                     raise TargetError(f"{self.label}: the host's agent did not finish `{command}` in {timeout:.0f} s")
             if buffer.strip():
                 outcome = self._agent_line(buffer, progress, fraction_base) or outcome
-            status_deadline = time.monotonic() + 10
-            while not chan.exit_status_ready() and time.monotonic() < status_deadline:
-                time.sleep(0.01)
-            exit_status = chan.exit_status if chan.exit_status_ready() else -1
+            if resident:  # a socket has no exit status: the answer line is what counts
+                exit_status = 0 if outcome is not None else -1
+            else:
+                status_deadline = time.monotonic() + 10
+                while not chan.exit_status_ready() and time.monotonic() < status_deadline:
+                    time.sleep(0.01)
+                exit_status = chan.exit_status if chan.exit_status_ready() else -1
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise HostUnreachable(f"{self.label}: connection lost during `{command}`: {exc}") from exc
         finally:
             close_channel(chan)
+        if outcome is None and resident and transport.is_active():
+            raise TargetError(
+                f"{self.label}: the host's resident agent ended without an answer to `{command}`",
+                hint="run the command again (the previous release keeps serving); the host's "
+                f"{facts.deploy_root}/{RUNTIME_DIR}/<version>/{agent_protocol.RESIDENT_LOG} says why",
+            )
         if outcome is None and (exit_status == -1 or not transport.is_active()) and not self._still_connected(conn):
             raise HostUnreachable(
                 f"{self.label}: the connection dropped during `{command}`",
@@ -839,7 +910,7 @@ class SshTarget:
                 fraction = fraction_base + (1.0 - fraction_base) * float(fraction)
             progress(ProgressEvent(str(ev.get("step")), str(ev.get("message")), fraction, host=self.label))
             return None
-        if "result" in obj or "error" in obj or "need" in obj:
+        if "result" in obj or "error" in obj or "need" in obj or "hello" in obj:
             return obj
         return None
 
@@ -1028,6 +1099,10 @@ class _VerifiedBundles:
 
 
 _VERIFIED = _VerifiedBundles()
+
+
+class _ResidentSilent(Exception):
+    """The resident agent took the connection but did not greet in time (nothing ran)."""
 
 
 class _RuntimeMissing(TargetError):
