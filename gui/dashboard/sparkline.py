@@ -1,8 +1,10 @@
-"""A sparkline painted by a delegate: one polyline per cell from the ring buffer's values.
+"""The fleet table's sparklines and health chips, drawn by delegates without the style.
 
 Fifty small ``PlotWidget`` s would each own a scene, a view box and axes; a
-delegate draws the same line with one ``drawPolyline`` per visible row and no
+delegate draws the same line with one ``drawPolyline`` per run of values and no
 widgets at all. NaN (failed scrapes) breaks the line, as in the detail plots.
+Text cells keep the style's drawing (~45 µs a cell): a Python delegate drawing
+the text itself measured no faster (its per-call overhead ate the difference).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import pyqtgraph as pg
 from modeldeck.gui import style
 from modeldeck.gui.dashboard.models import SparkRole
 from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QPointF, QSize, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 
-def spark_shape(values: np.ndarray, width: int, height: int) -> tuple[QPainterPath, list[QPointF]]:
-    """The sparkline in a ``width`` x ``height`` box (origin at its top left): one path whose line breaks at NaN
-    (failed scrapes), plus the isolated points between two gaps (a path draws nothing for a lone point).
+def spark_shape(values: np.ndarray, width: int, height: int) -> tuple[list[QPolygonF], list[QPointF]]:
+    """The sparkline in a ``width`` x ``height`` box (origin at its top left): one polyline per run of values
+    between NaNs (failed scrapes), plus the isolated points between two gaps (a polyline of one point draws nothing).
+    Polylines filled straight from numpy: ``drawPolyline`` is ~4x faster than ``drawPath`` of the same line.
 
     Longer than ``width``, the values become one per pixel column: the peak of its bucket, so spikes stay visible.
     """
@@ -31,23 +34,40 @@ def spark_shape(values: np.ndarray, width: int, height: int) -> tuple[QPainterPa
         values = np.where(np.isfinite(peaks), peaks, np.nan)
     finite = np.isfinite(values)
     if not finite.any():
-        return QPainterPath(), []
+        return [], []
     top = max(float(values[finite].max()), 1e-9)
     n = len(values)
     xs = np.arange(n) * (width / max(n - 1, 1))
-    ys = height - (np.clip(values, 0, None) / top) * height  # NaN stays NaN: a break in the line
-    path = pg.arrayToQPath(xs, ys, connect="finite")
+    ys = height - (np.clip(values, 0, None) / top) * height
     padded = np.concatenate(([False], finite, [False]))
-    lone = np.flatnonzero(finite & ~padded[:-2] & ~padded[2:])
-    return path, [QPointF(float(xs[i]), float(ys[i])) for i in lone]
+    edges = np.flatnonzero(padded[1:] != padded[:-1])  # start, end (exclusive) of each run of finite values
+    lines, points = [], []
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - start == 1:
+            points.append(QPointF(float(xs[start]), float(ys[start])))
+            continue
+        line = pg.functions.create_qpolygonf(int(end - start))
+        memory = pg.functions.ndarray_from_qpolygonf(line)
+        memory[:, 0] = xs[start:end]
+        memory[:, 1] = ys[start:end]
+        lines.append(line)
+    return lines, points
 
 
-def paint_cell_background(painter: QPainter, option: QStyleOptionViewItem) -> None:
-    """Selection or alternate-row background only: the style sheet's full item drawing cost ~1 ms a cell."""
-    if option.state & QStyle.StateFlag.State_Selected:
+_SELECTED = QStyle.StateFlag.State_Selected
+_ALTERNATE = QStyleOptionViewItem.ViewItemFeature.Alternate
+
+
+def paint_cell_background(painter: QPainter, option: QStyleOptionViewItem) -> bool:
+    """Selection or alternate-row background only (the style sheet's full item drawing cost ~45 µs a cell).
+    Returns whether the cell is selected. Flags are tested with ``in``: ``state & flag`` builds enum objects,
+    ~9 µs a test, a fifth of a cell."""
+    if _SELECTED in option.state:
         painter.fillRect(option.rect, option.palette.highlight())
-    elif option.features & QStyleOptionViewItem.ViewItemFeature.Alternate:
+        return True
+    if _ALTERNATE in option.features:
         painter.fillRect(option.rect, option.palette.alternateBase())
+    return False
 
 
 class HealthChipDelegate(QStyledItemDelegate):
@@ -92,7 +112,7 @@ class SparklineDelegate(QStyledItemDelegate):
         # per row (by the name in its first column): the values it was computed from, the cell size, the shape. A row
         # repainted without a new sample (scrolling, selection, a neighbour's update) redraws the cached path
         # instead of recomputing it (~0.4 ms a row); a new sample replaces the row's entry, so it never grows.
-        self._shapes: dict[object, tuple[object, int, int, tuple[QPainterPath, list[QPointF]]]] = {}
+        self._shapes: dict[object, tuple[object, int, int, tuple[list[QPolygonF], list[QPointF]]]] = {}
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
         return QSize(160, option.fontMetrics.height() + 8)
@@ -115,12 +135,13 @@ class SparklineDelegate(QStyledItemDelegate):
             if row not in self._shapes and len(self._shapes) >= self.MAX_SHAPES:
                 self._shapes.clear()  # rows come and go: forget the gone ones now and then
             self._shapes[row] = (spark, rect.width(), rect.height(), shape)
-        path, points = shape
+        lines, points = shape
         painter.save()
         painter.translate(rect.left(), rect.top())
         # no antialiasing and a 1 px cosmetic pen: the raster engine's fast path (antialiased it was ~15 ms a row)
         painter.setPen(self.pen)
-        painter.drawPath(path)
+        for line in lines:
+            painter.drawPolyline(line)
         for point in points:
             painter.drawPoint(point)
         painter.restore()

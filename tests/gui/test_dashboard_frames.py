@@ -41,13 +41,13 @@ def test_a_sparkline_breaks_at_a_gap_keeps_its_spike_and_shows_a_lone_point() ->
     values = np.ones(600)  # four values per pixel column of 150
     values[101] = 40.0
     values[300:310] = np.nan
-    path, points = sparkline.spark_shape(values, 150, 20)
-    box = path.boundingRect()
+    lines, points = sparkline.spark_shape(values, 150, 20)
+    assert len(lines) == 2  # two runs: one gap
+    box = lines[0].boundingRect().united(lines[1].boundingRect())
     assert box.top() == pytest.approx(0.0) and box.bottom() == pytest.approx(20 - 20 / 40)  # the spike is the top
-    assert sum(path.elementAt(i).isMoveTo() for i in range(path.elementCount())) == 2  # two runs: one gap
     assert points == []
-    # a value alone between two failed scrapes is a point (a path draws nothing for it)
-    _path, lone = sparkline.spark_shape(np.array([1.0, 1.0, np.nan, 3.0, np.nan, 1.0, 1.0]), 150, 20)
+    # a value alone between two failed scrapes is a point (a polyline of one point draws nothing)
+    _lines, lone = sparkline.spark_shape(np.array([1.0, 1.0, np.nan, 3.0, np.nan, 1.0, 1.0]), 150, 20)
     assert [(p.x(), p.y()) for p in lone] == [(75.0, 0.0)]
 
 
