@@ -44,10 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 import paramiko  # noqa: E402
 
-from benchmarks.bench_ssh_cpu import CpuByRole  # noqa: E402
+from benchmarks.bench_ssh_cpu import CpuByRole, HostsCgroup  # noqa: E402
 from tests.fixtures.runtime import _write_xy_bundle  # noqa: E402
 from tests.fixtures.sshd import SshHost, _free_port, keygen  # noqa: E402
 
+HOSTS_CGROUP = HostsCgroup()  # every "host"'s processes (exited ones included) for the CPU accounting
 PYTHON = sys.executable  # the runtime Python Ansible starts (ModelDeck installs its own venv on the host)
 SFTP_CHUNK = 255 * 1024  # 256 KiB makes OpenSSH's sftp-server drop the connection
 GCM = "aes128-gcm@openssh.com"
@@ -113,6 +114,8 @@ def ssh_hosts(base: Path, count: int) -> Iterator[tuple[list[SshHost], Path]]:
             host.deploy_root.mkdir()
             (workdir / "authorized_keys").write_text(Path(str(client_key) + ".pub").read_text())
             host.start()
+            if host.proc is not None:
+                HOSTS_CGROUP.add(host.proc.pid)
             hosts.append(host)
         known = base / "known_hosts"
         known.write_text("".join(h.known_hosts_line + "\n" for h in hosts))
@@ -547,6 +550,7 @@ def modeldeck_push(
     warm_spare: bool = True,
     ab_rounds: int = 0,
     fresh_bundle: Callable[[], Path] | None = None,
+    ab_mode: str = "spare",
 ) -> ModelDeckFigures:
     """Install the runtime (timed once), then deploy the bundle to all hosts twice (first contact, no-change),
     then ``second`` (other weights) to the now known hosts."""
@@ -573,6 +577,8 @@ def modeldeck_push(
         if warm_spare:
             figures.spare_waits.append(wait_for_spares(hosts, "bench"))
             figures.spare_rss_mib = spare_rss_mib(hosts, "bench")
+        if all(t.resident_agent for t in targets.values()):
+            wait_for_resident(hosts, next(iter(targets.values()))._runtime_version())
         sent = SentBytes()
         figures.redeploy_s, again = timed(lambda: deploy_many(targets, bundle, options, forks=8, progress=sent))
         figures.redeploy_outcomes = _outcomes(again)
@@ -593,6 +599,12 @@ def modeldeck_push(
             figures.known_phases = runtime_phases(hosts, "bench")
             if warm_spare:
                 figures.spare_waits.append(wait_for_spares(hosts, "bench"))
+        if ab_mode == "resident":
+            assert fresh_bundle is not None
+            for r in range(ab_rounds):
+                figures.ab_rows.extend(resident_round(r, hosts, known, bundle, targets, options, fresh_bundle))
+                print("\n".join(figures.ab_rows[-3:]), flush=True)
+            ab_rounds = 0
         for r in range(ab_rounds):
             assert fresh_bundle is not None
             # Each timed deploy sends new 20 MB weights; "off" runs today's path (and leaves no spare), the untimed
@@ -605,8 +617,10 @@ def modeldeck_push(
             deploy_many(targets, b_between, options, forks=8)
             waited = wait_for_spares(hosts, "bench")
             load = os.getloadavg()[0]
+            hosts0 = HOSTS_CGROUP.cpu_s()
             with CpuByRole() as cpu_on:
                 t_on, res_on = timed(lambda b=b_on: deploy_many(targets, b, options, forks=8))
+            hosts1 = HOSTS_CGROUP.cpu_s()
             waited_after = wait_for_spares(hosts, "bench")
             bare = paramiko_all(hosts, known, bundle, f"ab{r}")
             figures.ab_rows.append(
@@ -629,6 +643,26 @@ def modeldeck_push(
                     f"{sum(v[0] for v in cpu_off.table().values()) / n:.3f}"
                 )
             print("\n".join(figures.ab_rows[-2 if cpu_table else -1 :]), flush=True)
+            if cpu_table:
+                print(f"  round {r + 1}, with the spare, CPU by role and machine-wide:\n{cpu_on.text(len(hosts))}")
+                if hosts0 is not None and hosts1 is not None:
+                    user, system = hosts1[0] - hosts0[0], hosts1[1] - hosts0[1]
+                    sampled = sum(v[0] for k, v in cpu_on.table().items() if not k.startswith("client"))
+                    print(
+                        f"    hosts' cgroup (all their processes, exited ones included): user {user:.2f} + system "
+                        f"{system:.2f} = {user + system:.2f} CPU-s ({(user + system) / len(hosts):.3f} per host); "
+                        f"the sampler saw {sampled:.2f} of it"
+                    )
+                bare0 = HOSTS_CGROUP.cpu_s()
+                self_cpu0 = time.process_time()
+                bare_again = paramiko_all(hosts, known, bundle, f"ab{r}-cpu")
+                bare1 = HOSTS_CGROUP.cpu_s()
+                if bare0 is not None and bare1 is not None:
+                    hs = bare1[0] + bare1[1] - bare0[0] - bare0[1]
+                    print(
+                        f"    bare paramiko x{len(hosts)} ({bare_again:.2f} s): hosts' cgroup {hs:.2f} CPU-s, client "
+                        f"{time.process_time() - self_cpu0:.2f} CPU-s"
+                    )
     finally:  # also after a failure: no runtime, supervisor or spare outlives the benchmark
         for target in targets.values():
             with contextlib.suppress(Exception):
@@ -638,6 +672,78 @@ def modeldeck_push(
         for h in hosts:
             kill_runtimes(h.deploy_root)
     return figures
+
+
+def wait_for_resident(hosts: list[SshHost], version: str, timeout_s: float = 30.0) -> float:
+    """Wait until every host's resident agent listens (started after a push; on a real host, on its own CPU)."""
+    t0 = time.perf_counter()
+    pending = list(hosts)
+    while pending and time.perf_counter() - t0 < timeout_s:
+        pending = [h for h in pending if not (h.deploy_root / "runtime" / version / "agent.sock").exists()]
+        if pending:
+            time.sleep(0.02)
+    if pending:
+        raise RuntimeError(f"{len(pending)} host(s) had no resident agent after {timeout_s:g} s")
+    return time.perf_counter() - t0
+
+
+def resident_round(
+    r: int,
+    hosts: list[SshHost],
+    known: Path,
+    bundle: Path,
+    targets: dict[str, Any],
+    options: Any,
+    fresh_bundle: Callable[[], Path],
+) -> list[str]:
+    """One interleaved round, both with warm spares: commands through the hosts' resident agents vs an exec'd
+    agent per command (today's path). Each variant: an untimed deploy (leaves spares), wait for the spares (and
+    the resident agents), then the timed deploy of new weights; the bare transfer last. Order alternates."""
+    from modeldeck.core.targets.fleet import deploy_many
+
+    version = next(iter(targets.values()))._runtime_version()
+    variants = [("resident", True), ("exec", False)]
+    if r % 2:
+        variants.reverse()
+    rows: list[str] = []
+    times: dict[str, float] = {}
+    for label, on in variants:
+        for t in targets.values():
+            t.resident_agent = on
+        warm, timed_bundle = fresh_bundle(), fresh_bundle()
+        deploy_many(targets, warm, options, forks=8)
+        wait_for_spares(hosts, "bench")
+        if on:
+            wait_for_resident(hosts, version)
+        time.sleep(1.0)  # let the old releases' drains and the spares' last imports finish
+        load = os.getloadavg()[0]
+        hosts0 = HOSTS_CGROUP.cpu_s()
+        busy0 = busy_cpu_s()
+        with CpuByRole() as cpu:
+            elapsed, res = timed(lambda b=timed_bundle: deploy_many(targets, b, options, forks=8))
+        hosts1 = HOSTS_CGROUP.cpu_s()
+        busy = busy_cpu_s() - busy0
+        times[label] = elapsed
+        n = len(hosts)
+        hosts_cpu = (hosts1[0] + hosts1[1] - hosts0[0] - hosts0[1]) if hosts0 and hosts1 else float("nan")
+        rows.append(
+            f"round {r + 1} {label}: {elapsed:.2f} s ({_outcomes(res)}), load {load:.2f}; CPU-s per host: hosts' "
+            f"cgroup {hosts_cpu / n:.3f}, client {cpu.client_s / n:.3f}; machine busy {busy:.2f} s; by role: "
+            + ", ".join(f"{role.split(' ')[0]} {v[0] / n:.3f}" for role, v in sorted(cpu.table().items()))
+        )
+        wait_for_spares(hosts, "bench")
+    hosts0 = HOSTS_CGROUP.cpu_s()
+    busy0 = busy_cpu_s()
+    cpu0 = time.process_time()
+    bare = paramiko_all(hosts, known, bundle, f"ab{r}")
+    hosts1 = HOSTS_CGROUP.cpu_s()
+    hosts_cpu = (hosts1[0] + hosts1[1] - hosts0[0] - hosts0[1]) if hosts0 and hosts1 else float("nan")
+    rows.append(
+        f"round {r + 1} bare paramiko x{len(hosts)}: {bare:.2f} s; CPU-s per host: hosts' cgroup "
+        f"{hosts_cpu / len(hosts):.3f}, client {(time.process_time() - cpu0) / len(hosts):.3f}; machine busy "
+        f"{busy_cpu_s() - busy0:.2f} s -> resident {times['resident'] / bare:.2f}x, exec {times['exec'] / bare:.2f}x"
+    )
+    return rows
 
 
 def _outcomes(result: Any) -> str:
@@ -669,6 +775,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--ab", type=int, default=0, metavar="N", help="then N interleaved rounds: new weights with / without the spare"
+    )
+    parser.add_argument(
+        "--ab-mode",
+        choices=("spare", "resident"),
+        default="spare",
+        help="what --ab compares: warm spare on/off, or (spares on) resident agent vs an exec'd agent per command",
     )
     args = parser.parse_args()
 
@@ -706,6 +818,7 @@ def main() -> int:
                     warm_spare=not args.no_warm_spare,
                     ab_rounds=args.ab,
                     fresh_bundle=fresh_bundle,
+                    ab_mode=args.ab_mode,
                 )
                 if md.first_s is not None:
                     figures["modeldeck"] = md.first_s
@@ -730,6 +843,7 @@ def main() -> int:
                     stop_control_masters(base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        HOSTS_CGROUP.close()
 
     load_after = os.getloadavg()
     total_mb = size * args.hosts / 1e6
