@@ -121,6 +121,10 @@ class CpuByRole:
                 self.others[pid] = (self.others[pid][0], cpu)
                 continue
             role = known[0] if known else _role(pid)
+            if role is not None and known is None and role in ("runtime", "supervisor") and pid not in self.base:
+                # Started inside the window: a warm spare's (its imports are no part of this deploy on a real host,
+                # where they run after it on the host's own CPU) or, without spares, the new release's.
+                role += " (started in the window)"
             if role is not None:
                 self.last[pid] = (role, cpu)
             else:

@@ -729,7 +729,10 @@ def resident_round(
         rows.append(
             f"round {r + 1} {label}: {elapsed:.2f} s ({_outcomes(res)}), load {load:.2f}; CPU-s per host: hosts' "
             f"cgroup {hosts_cpu / n:.3f}, client {cpu.client_s / n:.3f}; machine busy {busy:.2f} s; by role: "
-            + ", ".join(f"{role.split(' ')[0]} {v[0] / n:.3f}" for role, v in sorted(cpu.table().items()))
+            + ", ".join(
+                f"{role.split(' ')[0]}{' (new)' if 'started in' in role else ''} {v[0] / n:.3f}"
+                for role, v in sorted(cpu.table().items())
+            )
         )
         wait_for_spares(hosts, "bench")
     hosts0 = HOSTS_CGROUP.cpu_s()
