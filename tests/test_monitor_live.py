@@ -208,7 +208,10 @@ def test_restart_with_a_new_version_is_detected_and_health_recovers_by_itself(
         assert collector.stop(timeout=5)
     assert events.of("iris", "restart")
     assert "iris version 4" in events.of("iris", "version")[0][1].detail
-    assert [e.detail.split(":")[0] for _, e in events.of("iris", "health")] == ["ok", "down", "ok"]
+    # A new reason while down is an event of its own ("connection refused", then "did not answer" while the new
+    # runtime loads on a slow machine): the states, not the events, go ok -> down -> ok.
+    states = [e.detail.split(":")[0] for _, e in events.of("iris", "health")]
+    assert [state for state, _ in itertools.groupby(states)] == ["ok", "down", "ok"], states
     samples = collector.drain()
     assert any(s.derived is not None and s.derived.restarted for s in samples)
     assert not any(

@@ -19,7 +19,7 @@ from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import LocalTarget, free_port
 from modeldeck.core.targets.ssh.target import SshTarget
 
-from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.deploy import HeldProcess, child_pids, runtime_pids
 from tests.fixtures.sshd import SshHost
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -115,7 +115,10 @@ def test_a_connection_cut_after_the_claim_stops_the_uncommitted_release(
         if event.step == "health":
             ssh_deploy_host.kill_sessions()
 
-    with pytest.raises(HostUnreachable):
+    # Held, the claimed spare cannot become ready: the cut lands in the health gate, not after a commit that a
+    # ready spare reaches ~50 ms after the "health" event (the pgrep in kill_sessions lost that race under load).
+    (spare_runtime,) = child_pids(spare)
+    with HeldProcess(spare_runtime), pytest.raises(HostUnreachable):
         ssh_target.deploy(deploy_bundles["v2"], opts, progress=cut_at_health)
     # The claimed spare lost its probation channel with the agent and stopped; v1's two processes remain.
     wait_until(lambda: sorted(runtime_pids(ssh_deploy_host.deploy_root)) == sorted(serving_pids(v1.status.pid)))
@@ -169,7 +172,9 @@ def test_warm_spare_off_leaves_none_and_rollback_remembers_it(
     time.sleep(0.5)  # a spare would have been launched before the rollback returned; give it time to show up
     assert spare_pid(ssh_deploy_host) is None
     assert not [p for p in ("spare.pid", "spare.sock", "spare.ready.json") if (run_dir(ssh_deploy_host) / p).exists()]
-    assert len(runtime_pids(ssh_deploy_host.deploy_root)) == 2  # the serving release only
+    # The serving release only, once the retired one has drained (in the background, after the rollback returned:
+    # a fixed 0.5 s was not always enough on a loaded machine).
+    wait_until(lambda: len(runtime_pids(ssh_deploy_host.deploy_root)) == 2)
     # Turned on again by a later deploy.
     on = ssh_target.deploy(deploy_bundles["v2"], options(ssh_deploy_host, opts.port, extra={"warm_spare": True}))
     assert on.ok and v2.ok
