@@ -42,14 +42,18 @@ def test_figures_of_a_runtime_under_load_arrive_from_the_child(
     bundle = runtime_bundles["iris"]
     body = {"dataframe_split": {"columns": bundle.feature_names, "data": bundle.X[:1].tolist()}}
     collector = CollectorProcess([Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.3)
+    samples: list[Any] = []
     collector.start()
     try:
         assert collector.pid is not None and collector.pid != os.getpid()
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:  # bounded load while it scrapes
+        # Load until the child has sent five rounds of figures (bounded): a fixed 3 s window got only 2 while the
+        # child was still starting on a loaded machine.
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and sum(s.derived is not None for s in samples) < 5:
             send(iris_runtime.url, body, 20)
+            samples += collector.drain()
         wait_until(lambda: collector.health().get("iris", None) is not None, 1, "health")
-        samples = collector.drain()
+        samples += collector.drain()
     finally:
         assert collector.stop(timeout=5)
     figures = [s.derived for s in samples if s.derived is not None]
