@@ -2,8 +2,9 @@
 
 :meth:`FleetModel.set_rows` merges rows by name: only the cells whose values
 changed are rewritten (one ``dataChanged`` each), new rows are appended and gone
-ones removed, so the selection and the sort order survive updates. The cells are
-``QStandardItem`` s (see :class:`FleetModel` for why).
+ones removed, so the selection and the sort order survive updates; it returns
+the columns it wrote, so the page re-sorts once per update and only when the
+sorted column changed. The cells are ``QStandardItem`` s (see :class:`FleetModel` for why).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FleetRow:
     url: str = ""
     spark: np.ndarray = field(default_factory=lambda: np.empty(0), compare=False)
     spark_stamp: float = 0.0  # last sparkline time: rows compare equal only if the sparkline did not move
+    scraped: bool = True  # False until the endpoint's first sample arrives
+    stopped: bool = False  # collection stopped for good (the banner offers to restart it)
 
 
 _CHIP_FG = {state: QColor(fg) for state, (fg, _bg) in HEALTH_COLOURS.items()}
@@ -90,7 +93,9 @@ class FleetModel(QStandardItemModel):
         self._cells: list[list[dict[int, Any]]] = []  # per row and column: the roles last written
 
     # -- data in -----------------------------------------------------------------------------------
-    def set_rows(self, rows: list[FleetRow]) -> None:
+    def set_rows(self, rows: list[FleetRow]) -> set[int]:
+        """Merge ``rows`` by name; returns the columns written (every column when a row was added)."""
+        written: set[int] = set()
         fresh = {r.name: r for r in rows}
         for i in reversed(range(len(self._rows))):
             if self._rows[i].name not in fresh:
@@ -112,23 +117,29 @@ class FleetModel(QStandardItemModel):
                 self._rows.append(row)
                 self._cells.append(cells)
                 self.appendRow(items)
+                written.update(range(len(self.HEADERS)))
             elif self._rows[at] != row:
-                self._write(at, row)
+                written |= self._write(at, row)
+        return written
 
-    def update_row(self, row: FleetRow) -> None:
-        """Replace one row by name (e.g. a health event between two drains)."""
+    def update_row(self, row: FleetRow) -> set[int]:
+        """Replace one row by name (e.g. a health event between two drains); returns the columns written."""
         at = self.row_of(row.name)
         if at >= 0 and self._rows[at] != row:
-            self._write(at, row)
+            return self._write(at, row)
+        return set()
 
-    def _write(self, at: int, row: FleetRow) -> None:
-        """Only the cells that changed: the name never does, so sorting by name never re-sorts."""
+    def _write(self, at: int, row: FleetRow) -> set[int]:
+        """Only the cells that changed: the name never does."""
         cells = self._cells_of(row)
+        written = set()
         for col, roles in enumerate(cells):
             if roles != self._cells[at][col]:
                 self.setItemData(self.index(at, col), roles)
+                written.add(col)
         self._rows[at] = row
         self._cells[at] = cells
+        return written
 
     def _cells_of(self, r: FleetRow) -> list[dict[int, Any]]:
         cells: list[dict[int, Any]] = []
@@ -160,7 +171,7 @@ class FleetModel(QStandardItemModel):
         if col == self.NAME:
             return r.name
         if col == self.HEALTH:
-            return str(r.health.state).upper() if r.health.state is not HealthState.UNKNOWN else "…"
+            return chip_text(r)
         if col == self.RATE:
             return _num(r.request_rate, "{:.1f}")
         if col == self.ERRORS:
@@ -193,9 +204,20 @@ class FleetModel(QStandardItemModel):
         return value
 
 
+def chip_text(row: FleetRow) -> str:
+    """The health chip's word: the state, or for an unknown one what a user can tell apart — "…" while the
+    first scrape is pending, "STOPPED" when collection gave up, otherwise "UNKNOWN" (the tooltip says why)."""
+    if row.health.state is not HealthState.UNKNOWN:
+        return str(row.health.state).upper()
+    if row.stopped:
+        return "STOPPED"
+    return "UNKNOWN" if row.scraped else "…"
+
+
 _HEADER_TIPS = (
     "Deployment name (tooltip: its metrics URL)",
-    "OK / DEGRADED / DOWN from the health rules (tooltip: why)",
+    "OK / DEGRADED / DOWN from the health rules; UNKNOWN without figures, STOPPED when monitoring stopped,"
+    " … before the first scrape (tooltip: why)",
     "Requests per second over the last scrape interval (scrapes not counted)",
     "Share of requests answered 5xx over the last interval",
     "99th percentile request latency over the last minute",

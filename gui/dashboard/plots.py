@@ -81,6 +81,20 @@ _BOTTOM_ROW = frozenset(k for k, (row, _c, _s) in _GRID.items() if row == max(r 
 # view matrix and the axes stay as they are, so their cached pictures are reused and a paint draws only the
 # curves (regenerating five date axes' ticks and text every second was ~60 % of each paint).
 _X_STEPS = 30
+# The panels by grid row: the page redraws one row per tick, so a paint covers a third of the curves (the scene
+# repaints only what changed) and an x step re-lays two axes at a time instead of all of them.
+PANEL_ROWS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(k for k, (row, _c, _s) in _GRID.items() if row == r) for r in sorted({g[0] for g in _GRID.values()})
+)
+# "Nice" tops of a y range (times a power of ten): the range changes only when the data outgrows it or falls below
+# half of it, so the left axes keep their cached pictures instead of re-laying their ticks every second.
+_NICE = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0, 10.0)
+
+
+def nice_ceil(value: float) -> float:
+    """The smallest of 1, 1.2, 1.4 … 9, 10 times a power of ten that is at least ``value`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    return next(m * power for m in _NICE if m * power >= value * (1 - 1e-12))
 
 
 def decimate(t: np.ndarray, v: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +192,7 @@ class DetailPlots(QWidget):
         self.markers: list[tuple[pg.PlotItem, pg.InfiniteLine]] = []
         self._marker_key: tuple[tuple[str, float, str], ...] = ()
         self.crosshair_t: float | None = None
+        self._y_shown: dict[str, tuple[float, float]] = {}  # per panel: the y range it shows
         self.last_update_s = 0.0  # seconds the last show_data took (benchmarks read it)
         tick_font = QFont(self.font())
         tick_font.setPointSizeF(max(8.0, self.font().pointSizeF() - 1))
@@ -216,6 +231,7 @@ class DetailPlots(QWidget):
     def set_range(self, seconds: float | None) -> None:
         """Show the last ``seconds`` (None: everything the data covers)."""
         self.range_s = seconds
+        self._y_shown.clear()
         self._apply_range()
 
     def set_deployments(self, names: Sequence[str]) -> None:
@@ -224,6 +240,7 @@ class DetailPlots(QWidget):
         if names == self.names:
             return
         self.names = names
+        self._y_shown.clear()
         for (_name, series), curve in self.curves.items():
             self.plots[_PANEL_OF[series]].removeItem(curve)
         self.curves.clear()
@@ -249,12 +266,16 @@ class DetailPlots(QWidget):
             f'<span style="color:{self.colour_of(i)}">&#9632;</span>&nbsp;{name}' for i, name in enumerate(self.names)
         )
 
-    def show_data(self, data: Mapping[str, Series]) -> None:
-        """Redraw from whole arrays ``{deployment: {series: (t, v)}}`` (one ``setData`` per curve)."""
+    def show_data(self, data: Mapping[str, Series], panels: Iterable[str] | None = None) -> None:
+        """Redraw from whole arrays ``{deployment: {series: (t, v)}}`` (one ``setData`` per curve); only the
+        curves and ranges of ``panels`` (keys of :data:`PANELS`) when given."""
         started = time.perf_counter()
+        keys = set(self.plots) if panels is None else set(panels)
         span = self._scrolling_span()
         max_points = 2 * max(100, self.graphics.width())  # a min and a max per pixel column
         for (name, series), curve in self.curves.items():
+            if _PANEL_OF[series] not in keys:
+                continue
             t, v = data.get(name, {}).get(series, (None, None))
             if t is None or v is None or len(t) == 0:
                 curve.setData([], [])
@@ -264,7 +285,7 @@ class DetailPlots(QWidget):
                 t, v = t[max(0, i - 1) : j + 1], v[max(0, i - 1) : j + 1]
             t, v = decimate(t, v, max_points)
             curve.show_points(t, v * _SCALE_OF[series], span)
-        self._apply_range()
+        self._apply_range(keys)
         if self.crosshair_t is not None:
             self.readout.setText(self.describe_at(self.crosshair_t))
         self.last_update_s = time.perf_counter() - started
@@ -341,9 +362,10 @@ class DetailPlots(QWidget):
         (x0, x1), _ = self.plots["throughput"].getViewBox().viewRange()
         return x0, x1
 
-    def _apply_range(self) -> None:
+    def _apply_range(self, keys: set[str] | None = None) -> None:
         # Every plot gets the same range explicitly: pyqtgraph's x-link keeps the pixel scale between views,
         # which misaligns the time axes of plots of different widths (the latency plot spans two columns).
+        # Only ``keys``' plots (default: all) — the others follow when their row is redrawn, a tick later.
         if self.range_s is None:
             lo, hi = math.inf, -math.inf
             for curve in self.curves.values():
@@ -355,6 +377,8 @@ class DetailPlots(QWidget):
         else:
             (lo, hi), pad = self._scrolling_span(), 0.0  # type: ignore[misc]
         for key, plot in self.plots.items():
+            if keys is not None and key not in keys:
+                continue
             plot.setRange(xRange=(lo, hi), yRange=self._y_range(key, lo, hi), padding=0)
             if pad:
                 plot.setXRange(lo, hi, padding=pad)
@@ -371,7 +395,29 @@ class DetailPlots(QWidget):
         return hi - self.range_s, hi
 
     def _y_range(self, key: str, lo: float, hi: float) -> tuple[float, float]:
-        """What the panel's curves reach inside the time span [lo, hi] (from 0, except memory), plus headroom."""
+        """What the panel's curves reach inside the time span [lo, hi] (from 0, except memory), plus headroom; the
+        range shown so far while the data stays inside it and fills at least half of it."""
+        wanted = self._y_wanted(key, lo, hi)
+        if wanted is None:
+            fresh = (0.0, 1.0)
+        elif key == "memory":  # not from 0: 8 % headroom either side, at least 1 MiB
+            pad = max((wanted[1] - wanted[0]) * 0.08, 1.0)
+            fresh = (wanted[0] - pad, wanted[1] + pad)
+        else:
+            fresh = (0.0, nice_ceil(wanted[1] * 1.05) if wanted[1] > 0 else 1.0)
+        shown = self._y_shown.get(key)
+        if (
+            shown is None
+            or wanted is None
+            or not shown[0] <= wanted[0] <= wanted[1] <= shown[1]
+            or (fresh[1] - fresh[0]) * 2 < shown[1] - shown[0]
+        ):
+            shown = fresh
+        self._y_shown[key] = shown
+        return shown
+
+    def _y_wanted(self, key: str, lo: float, hi: float) -> tuple[float, float] | None:
+        """What the panel's curves reach inside the time span [lo, hi] (from 0, except memory); None: nothing."""
         top, bottom = -math.inf, math.inf
         for (_name, series), curve in self.curves.items():
             if _PANEL_OF[series] != key or curve.xData is None or not len(curve.xData):
@@ -392,12 +438,8 @@ class DetailPlots(QWidget):
             if visible.size:
                 top, bottom = max(top, float(visible.max())), min(bottom, float(visible.min()))
         if not math.isfinite(top):
-            return (0.0, 1.0)
-        if key != "memory":
-            bottom = 0.0
-        span = top - bottom
-        headroom = span * 0.08 if span > 0 else max(abs(top) * 0.05, 1.0)
-        return (bottom - (headroom if key == "memory" else 0.0), top + headroom)
+            return None
+        return (bottom if key == "memory" else 0.0, top)
 
     def _clear_markers(self) -> None:
         for plot, line in self.markers:

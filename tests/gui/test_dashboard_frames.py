@@ -1,5 +1,6 @@
 """What keeps the Monitor page's frames short and its memory flat: sparklines drawn from a cached shape until a
-new sample arrives, a drain tick that redraws the plots leaving its rows to the next slice, and bounded records."""
+new sample arrives, a drain tick that redraws the plots leaving its rows to the next slice, plots redrawn a row of
+panels per tick with y ranges that stay put, one re-sort per update, and bounded records; and the health chip's word."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from modeldeck.core.monitor.health import HealthState, HealthStatus
 from modeldeck.gui.dashboard import sparkline
 from modeldeck.gui.dashboard.models import FleetModel, FleetRow
 from modeldeck.gui.dashboard.page import UPDATE_TIMES_KEPT, MonitorPage
-from modeldeck.gui.dashboard.plots import DetailPlots
+from modeldeck.gui.dashboard.plots import PANEL_ROWS, DetailPlots, nice_ceil
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource
 from modeldeck.gui.workers import wait_for_workers
-from PySide6.QtCore import QRect
+from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QStyleOptionViewItem
 from pytestqt.qtbot import QtBot
@@ -157,3 +158,89 @@ def test_the_y_range_is_what_is_in_view_also_after_the_range_changes_without_new
     assert 50.0 <= cpu.viewRange()[1][1] < 60.0
     plots.set_range(60)  # paused plots: no new data, the curve still holds five minutes
     assert cpu.viewRange()[1][1] < 2.0
+
+
+# -- sorting, redraw rounds, the health chip --------------------------------------------------------------------
+def test_rows_sorted_by_a_figure_are_resorted_once_per_update_and_keep_the_selection(
+    qtbot: QtBot, page: MonitorPage
+) -> None:
+    names = [f"d{i}" for i in range(12)]
+    for name in names:
+        page.source.add(Monitored(name, f"http://127.0.0.1:9/{name}/metrics", None, "manual"))
+    page.view.sortByColumn(FleetModel.RATE, Qt.SortOrder.DescendingOrder)
+    page.select("d3")
+    layouts: list[int] = []
+    page.proxy.layoutChanged.connect(lambda *_: layouts.append(1))
+
+    def rows_with(rates: dict[str, float]) -> list[FleetRow]:
+        return [FleetRow(n, OK, request_rate=r) for n, r in rates.items()]
+
+    def shown() -> list[str]:
+        return [page.proxy.index(r, FleetModel.NAME).data() for r in range(page.proxy.rowCount())]
+
+    rates = {n: float(i) for i, n in enumerate(names)}
+    page._resort(page.model.set_rows(rows_with(rates)))
+    assert shown()[:3] == ["d11", "d10", "d9"]
+    layouts.clear()
+    page._resort(page.model.set_rows(rows_with({n: 100.0 - r for n, r in rates.items()})))  # every rate changed
+    assert len(layouts) == 1  # one re-sort, not one per changed cell
+    assert shown()[:3] == ["d0", "d1", "d2"]
+    assert page.selected_names() == ["d3"]
+    layouts.clear()
+    page._resort(page.model.set_rows(rows_with({n: 200.0 - r for n, r in rates.items()})))  # same order
+    assert layouts == []
+
+
+def test_a_redraw_round_refreshes_every_curve_within_the_scrape_interval_a_row_of_panels_per_tick(
+    qtbot: QtBot, page: MonitorPage
+) -> None:
+    redrawn: list[tuple[str, ...] | None] = []
+    show = page.plots.show_data
+    page.plots.show_data = lambda data, panels=None: redrawn.append(panels) or show(data, panels)  # type: ignore[method-assign]
+    started = time.monotonic()
+    feed(page, 5.0)
+    assert redrawn == [PANEL_ROWS[0]]  # the tick itself draws only the first row of panels
+    qtbot.waitUntil(lambda: len(redrawn) == len(PANEL_ROWS), timeout=2_000)
+    assert time.monotonic() - started < page.source.collector.interval
+    assert sorted(k for row in redrawn for k in row) == sorted(page.plots.plots)  # each panel once
+    assert all(curve.xData is not None and len(curve.xData) for curve in page.plots.curves.values())
+    qtbot.waitUntil(lambda: shown_rate(page, "b") == 5.0, timeout=2_000)  # then the fleet rows
+
+
+def test_the_y_range_keeps_its_nice_top_while_the_data_moves_inside_it(qtbot: QtBot) -> None:
+    plots = DetailPlots()
+    qtbot.addWidget(plots)
+    plots.resize(1000, 600)
+    plots.show()
+    plots.set_deployments(["a"])
+    plots.set_range(300)
+    now = time.time()
+    t = now - 299 + np.arange(300.0)
+    cpu = plots.plots["cpu"].getViewBox()
+    tops = []
+    for peak in (41.0, 44.0, 38.0, 30.0, 47.0):  # inside 0-45 and above half of it, then outgrowing it
+        plots.show_data({"a": {"cpu_percent": (t, np.full(300, peak))}})
+        tops.append(cpu.viewRange()[1][1])
+    assert tops == [45.0, 45.0, 45.0, 45.0, 50.0]
+    plots.show_data({"a": {"cpu_percent": (t, np.full(300, 12.0))}})  # below half: shrinks to fit
+    assert cpu.viewRange()[1][1] == 14.0
+    assert nice_ceil(0.0123) == pytest.approx(0.014) and nice_ceil(7.0) == 7.0 and nice_ceil(9.2) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("health", "scraped", "stopped", "word"),
+    [
+        (HealthStatus(HealthState.UNKNOWN, "not scraped yet"), False, False, "…"),
+        (HealthStatus(HealthState.UNKNOWN, "Prometheus did not answer within 2 s"), True, False, "UNKNOWN"),
+        (HealthStatus(HealthState.UNKNOWN, "process died; gave up after 5 restarts"), True, True, "STOPPED"),
+        (HealthStatus(HealthState.DOWN, "connection refused"), True, False, "DOWN"),
+    ],
+)
+def test_the_health_chip_says_why_a_row_has_no_state_in_a_word_and_the_tooltip_in_full(
+    health: HealthStatus, scraped: bool, stopped: bool, word: str
+) -> None:
+    model = FleetModel()
+    model.set_rows([FleetRow("a", health, scraped=scraped, stopped=stopped)])
+    cell = model.index(0, FleetModel.HEALTH)
+    assert cell.data() == word
+    assert health.reason in cell.data(Qt.ItemDataRole.ToolTipRole)
