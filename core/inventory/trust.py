@@ -17,7 +17,13 @@ from typing import Literal, NamedTuple
 import paramiko
 from modeldeck.core.errors import HostKeyChanged, HostKeyError, HostUnreachable
 from modeldeck.core.inventory.known_hosts import KnownHosts, _same_fingerprint, fingerprint, host_key_name
-from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint, socket_reason
+from modeldeck.core.targets.ssh.connection import (
+    PassphrasePrompt,
+    SshConnection,
+    SshEndpoint,
+    close_channel,
+    socket_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +141,7 @@ def _presented_key(
     except HostKeyError:
         _close(jump)
         raise
-    except (OSError, paramiko.SSHException) as exc:
+    except (OSError, paramiko.SSHException, EOFError) as exc:  # EOFError: the jump host's connection is gone
         _close(jump)
         raise HostUnreachable(f"{endpoint.label}: cannot connect: {socket_reason(exc)}") from exc
     transport = paramiko.Transport(sock)
@@ -154,9 +160,15 @@ def _presented_key(
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise HostUnreachable(f"{endpoint.label}: SSH handshake failed: {exc}") from exc
     finally:
-        transport.close()
-        with contextlib.suppress(OSError):
-            sock.close()
+        # Through a jump host both closes send on its connection, and raise EOFError once it is gone: that must not
+        # replace the error above, nor skip closing the jump connection.
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            transport.close()
+        if isinstance(sock, paramiko.Channel):
+            close_channel(sock)
+        else:
+            with contextlib.suppress(OSError):
+                sock.close()
         _close(jump)
 
 
