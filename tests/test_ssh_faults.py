@@ -144,6 +144,7 @@ def test_checksum_mismatch_is_refused_and_nothing_is_activated(serving, deploy_b
             with open(part, "r+b") as fh:
                 fh.write(b"X")
 
+    target.stream_upload = False  # parts on disk between the SFTP upload and the agent's check
     target.before_verify = corrupt
     with pytest.raises(DeployError, match="checksum mismatch"):
         target.deploy(deploy_bundles["v2"], options(host, int(v1.status.endpoint.rsplit(":", 1)[1])))

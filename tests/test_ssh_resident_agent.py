@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from modeldeck.core.errors import HostUnreachable, TargetError
+from modeldeck.core.errors import DeployError, HostUnreachable, TargetError
 from modeldeck.core.targets.base import DeployOptions, ProgressEvent
 from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import free_port
@@ -223,3 +223,70 @@ def test_resident_agent_off_starts_none_and_execs_every_command(
     assert ssh_target.agent_routes == ["exec", "exec"]
     time.sleep(0.5)  # a resident agent would have been started right after the push's answer
     assert resident_agent_pids(ssh_deploy_host.deploy_root) == []
+
+
+# -- the files go through the agent's own channel ------------------------------------------------------------
+def test_files_stream_through_the_agents_channel_without_an_sftp_session(serving, deploy_bundles) -> None:
+    target, host, v1 = serving
+    sftp_servers: set[int] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.003):
+            for proc in Path("/proc").iterdir():
+                with contextlib.suppress(OSError):
+                    if b"sftp-server" in (proc / "cmdline").read_bytes():
+                        sftp_servers.add(int(proc.name))
+
+    before = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        v2 = target.deploy(deploy_bundles["v2"], options(host, port_of(v1)))
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert v2.outcome == "deployed", v2.message
+    assert served_version(v2.status.endpoint) == "2"
+    assert not (sftp_servers - before)  # (other sessions' sftp-servers on this machine existed before)
+    stored = [p for p in (host.deploy_root / "objects").iterdir()]
+    assert stored and all(p.stat().st_mode & 0o777 == 0o444 for p in stored)
+    assert not [p for p in stored if p.name.endswith(".part")]
+
+
+def test_bytes_damaged_in_transit_are_refused_and_nothing_is_activated(serving, deploy_bundles) -> None:
+    target, host, v1 = serving
+    real_send = target._send
+    damaged: list[int] = []
+
+    def damaging_send(chan, data: bytes) -> None:  # type: ignore[no-untyped-def]
+        if not damaged and len(data) > 1000 and not data.startswith(b"{"):
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+            damaged.append(len(data))
+        real_send(chan, data)
+
+    target._send = damaging_send  # type: ignore[method-assign]
+    with pytest.raises(DeployError, match="checksum mismatch"):
+        target.deploy(deploy_bundles["v2"], options(host, port_of(v1)))
+    assert damaged
+    assert not list((host.deploy_root / "objects").glob("*.part"))
+    (status,) = target.status()
+    assert (status.release_id, served_version(status.endpoint)) == (v1.status.release_id, "1")
+
+    target._send = real_send  # type: ignore[method-assign]
+    v2 = target.deploy(deploy_bundles["v2"], options(host, port_of(v1)))
+    assert v2.outcome == "deployed", v2.message
+
+
+def test_a_damaged_resumed_part_is_sent_again_from_the_start(serving, deploy_bundles) -> None:
+    target, host, v1 = serving
+    model = deploy_bundles["v2"] / "model.onnx"
+    from modeldeck.core.runtime.manifest import read_manifest
+
+    sha = read_manifest(deploy_bundles["v2"]).files["model.onnx"]
+    part = host.deploy_root / "objects" / f"{sha}.part"
+    part.write_bytes(b"X" * min(100, model.stat().st_size - 1))  # a left-over part that is not the file's start
+    v2 = target.deploy(deploy_bundles["v2"], options(host, port_of(v1)))
+    assert v2.outcome == "deployed", v2.message
+    assert served_version(v2.status.endpoint) == "2"
+    assert not part.exists()

@@ -370,6 +370,74 @@ def _promote_uploads(deploy_root: Path, shas: list[str]) -> list[str]:
     return bad
 
 
+def _part_sizes(deploy_root: Path, shas: list[str]) -> dict[str, int]:
+    """Sizes of the partial uploads (``objects/<sha>.part``) already on the host: a streamed upload resumes there."""
+    sizes = {}
+    for sha in shas:
+        with contextlib.suppress(OSError):
+            sizes[sha] = (deploy_root / OBJECTS / f"{sha}.part").stat().st_size
+    return sizes
+
+
+STREAM_BLOCK = 1 << 20
+
+
+def _receive_object(deploy_root: Path, header: bytes, wanted: set[str]) -> tuple[str, bool]:
+    """Receive one object sent on stdin after its header line ``{"put": {"sha", "offset", "size", "name"}}``.
+
+    The bytes go into ``objects/<sha>.part`` (from ``offset``: the size of the part already there, so an
+    interrupted upload resumes) and through sha256 as they arrive -- the file is never read back, except for a
+    resumed part's first ``offset`` bytes. A complete object that matches its name is made read-only and renamed
+    into place; one that does not is deleted. Returns (sha256, whether it was good). End-of-file before ``size``
+    bytes keeps what arrived (for the next try to resume) and cancels; a failed write raises :class:`DeployError`.
+    """
+    try:
+        put = json.loads(header)["put"]
+        sha, offset, size, name = str(put["sha"]), int(put["offset"]), int(put["size"]), str(put.get("name") or "")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DeployError(f"the agent got a malformed upload header: {exc}") from exc
+    if sha not in wanted or offset < 0 or size < 0:
+        raise DeployError(f"the agent was sent an object it did not ask for ({sha[:12]})")
+    label = name or sha[:12]
+    store = deploy_root / OBJECTS
+    part = store / f"{sha}.part"
+    digest = hashlib.sha256()
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        if offset:
+            have = part.stat().st_size if part.is_file() else -1
+            if have != offset:
+                raise DeployError(f"cannot resume {label} at {offset} bytes: the host holds {max(have, 0)}")
+            with part.open("rb") as fh:
+                for block in iter(lambda: fh.read(STREAM_BLOCK), b""):
+                    digest.update(block)
+        with part.open("ab" if offset else "wb") as fh:
+            left = size
+            stdin = sys.stdin.buffer
+            while left:
+                block = stdin.read(min(left, STREAM_BLOCK))
+                if not block:
+                    raise Cancelled("the deployer stopped before the upload finished; nothing was installed")
+                fh.write(block)
+                digest.update(block)
+                left -= len(block)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise DeployError(
+            f"uploading {label} failed on the host: {exc}",
+            hint="check free disk on the host; the previous release still serves",
+        ) from exc
+    if digest.hexdigest() != sha:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        return sha, False
+    # Read-only: releases hard-link the stored objects, so a write in place would change a serving release.
+    os.chmod(part, 0o444)
+    os.replace(part, store / sha)
+    return sha, True
+
+
 def _runtime_complete() -> bool:
     """Whether this interpreter's runtime install finished (``runtime/<version>/installed.json`` exists)."""
     marker = Path(sys.prefix).parent / "installed.json"
@@ -401,17 +469,29 @@ def _push_locked(deploy_root: Path, request: dict[str, Any], out: _Output, cance
     try:
         bad: list[str] = []
         while missing:
-            out.line({"need": {"missing": missing, "bad": bad, "free_bytes": _free_bytes(deploy_root)}})
+            need: dict[str, Any] = {"missing": missing, "bad": bad, "free_bytes": _free_bytes(deploy_root)}
+            if request.get("stream"):
+                need["stream"] = True
+                need["parts"] = _part_sizes(deploy_root, missing)
+            out.line({"need": need})
             if target is None:  # imported while the upload runs, not before it starts
                 target = _target(deploy_root)
                 # The new release's runtime imports its stack while the upload runs (it waits for the release
                 # folder, then verifies the bundle as always): measured, imports were ~70 % of its start-up.
                 early = target.prestart(bundle_digest(files), options)
-            reply = sys.stdin.buffer.readline()
-            if reply.strip() != b"uploaded":
-                raise Cancelled("the deployer stopped before the upload finished; nothing was installed")
-            bad = _promote_uploads(deploy_root, missing)
-            missing = bad
+            streamed: dict[str, bool] = {}
+            while True:
+                reply = sys.stdin.buffer.readline()
+                if reply.startswith(b"{") and request.get("stream"):
+                    sha, ok = _receive_object(deploy_root, reply, set(missing))
+                    streamed[sha] = ok
+                    continue
+                if reply.strip() != b"uploaded":
+                    raise Cancelled("the deployer stopped before the upload finished; nothing was installed")
+                break
+            bad = [sha for sha in missing if streamed.get(sha) is False]
+            bad += _promote_uploads(deploy_root, [sha for sha in missing if sha not in streamed])  # sent by SFTP
+            missing = sorted(bad)
         threading.Thread(target=_watch_lifeline, args=(cancel,), name=LIFELINE, daemon=True).start()
         if target is None:  # nothing to upload: still overlaps the imports with staging and installing
             target = _target(deploy_root)

@@ -197,6 +197,7 @@ class SshTarget:
         timeouts: SshTimeouts | None = None,
         runtime_version: str | None = None,
         resident_agent: bool = True,
+        stream_upload: bool = True,
     ) -> None:
         if runtime_source not in RUNTIME_SOURCES:
             raise TargetError(f"unknown runtime source {runtime_source!r}", hint="use index or wheelhouse")
@@ -231,6 +232,9 @@ class SshTarget:
         self.agent_env: dict[str, str] = {}
         # Reach the host's resident agent (started by a push, see agent.serve) instead of starting one per command.
         self.resident_agent = resident_agent
+        # Send the bundle's files through the agent's own channel (the agent hashes them as they arrive) instead of
+        # an SFTP session beside it.
+        self.stream_upload = stream_upload
         # Test and benchmark seam: how each agent command reached the host ("resident" or "exec"), in order.
         self.agent_routes: list[str] = []
 
@@ -463,9 +467,16 @@ class SshTarget:
         def part(sha: str) -> str:
             return f"{store}/{sha}.part"
 
+        stream_parts: dict[str, int] = {}
+        send: Callable[[bytes], None] | None = None
+
         def upload(shas: list[str], *, resume: bool) -> None:
             pending = [(by_sha[s], part(s)) for s in shas]
-            resumed.update(self._put_files(conn, pending, progress, cancel, "transfer", resume=resume))
+            if send is not None:  # through the agent's own channel
+                offsets = {s: (stream_parts.get(s, 0) if resume else 0) for s in shas}
+                resumed.update(self._stream_files(send, pending, offsets, progress, cancel))
+            else:
+                resumed.update(self._put_files(conn, pending, progress, cancel, "transfer", resume=resume))
             if self.before_verify is not None:
                 self.before_verify(conn, [p for _, p in pending])
 
@@ -476,11 +487,20 @@ class SshTarget:
                 conn.sftp()
 
         sftp_ready = threading.Thread(target=open_sftp, name=f"sftp-{self.label}", daemon=True)
-        sftp_ready.start()
+        if not self.stream_upload:
+            sftp_ready.start()
 
-        def on_need(need: dict[str, Any]) -> bytes:
+        def on_need(need: dict[str, Any], sender: Callable[[bytes], None]) -> bytes:
+            nonlocal send
             asked.set()
-            sftp_ready.join(self.timeouts.connect_s * 3)  # one SFTP session: wait for the one being opened
+            if need.get("stream") and self.stream_upload:
+                send = sender
+                stream_parts.clear()
+                stream_parts.update({str(k): int(v) for k, v in (need.get("parts") or {}).items()})
+            elif not sftp_ready.is_alive() and sftp_ready.ident is None:
+                sftp_ready.start()  # an agent that takes no streamed upload: SFTP after all
+            if send is None:
+                sftp_ready.join(self.timeouts.connect_s * 3)  # one SFTP session: wait for the one being opened
             asked_for = set(need.get("missing") or [])
             missing = [s for s in by_sha if s in asked_for]  # the bundle's order: the manifest last
             bad = [s for s in need.get("bad") or [] if s in by_sha]
@@ -512,10 +532,11 @@ class SshTarget:
                 f"uploading {len(missing)} of {len(files)} file(s), {needed} bytes; the host holds the rest",
                 0.2,
             )
-            if sftp_ready.is_alive():
-                raise HostUnreachable(f"{self.label}: the SFTP session did not open in time")
-            with contextlib.suppress(OSError):
-                conn.sftp().mkdir(store)
+            if send is None:
+                if sftp_ready.is_alive():
+                    raise HostUnreachable(f"{self.label}: the SFTP session did not open in time")
+                with contextlib.suppress(OSError):
+                    conn.sftp().mkdir(store)
             upload(missing, resume=True)
             _check_cancel(cancel)
             return b"uploaded\n"
@@ -531,6 +552,7 @@ class SshTarget:
             "options": agent_protocol.options_to_dict(options),
             "lock_wait_s": self.timeouts.host_lock_s,
             "resident": self.resident_agent,
+            "stream": self.stream_upload,
         }
         gate = options.health
         timeout = (
@@ -712,6 +734,91 @@ class SshTarget:
         self._emit(progress, step, f"sent {sent // 1024} KiB in {elapsed:.1f} s", span[1])
         return resumed
 
+    def _send(self, chan: paramiko.Channel, data: bytes) -> None:
+        """All of ``data`` on ``chan`` (whose timeout is short, for the read loop): waits for the peer's window up to
+        ``transfer_stall_s``. Raises :class:`_AgentStopped` when the agent closed its end (it stopped reading: an
+        error line follows), :class:`HostUnreachable` when the connection is gone or stalled."""
+        view = memoryview(data)
+        stalled_at: float | None = None
+        transport = chan.get_transport()
+        while view:
+            try:
+                sent = chan.send(view[: 1 << 20])
+            except TimeoutError:
+                sent = 0
+            except OSError as exc:  # paramiko: "Socket is closed" once the agent's end closed
+                if transport is not None and transport.is_active():
+                    raise _AgentStopped from exc
+                raise HostUnreachable(f"{self.label}: the connection dropped while uploading") from exc
+            if sent:
+                view = view[sent:]
+                stalled_at = None
+                continue
+            if transport is None or not transport.is_active():
+                raise HostUnreachable(f"{self.label}: the connection dropped while uploading")
+            if chan.closed or chan.eof_received:
+                raise _AgentStopped
+            stalled_at = stalled_at or time.monotonic()
+            if time.monotonic() - stalled_at > self.timeouts.transfer_stall_s:
+                raise HostUnreachable(f"{self.label}: the upload stalled for {self.timeouts.transfer_stall_s:g} s")
+
+    def _stream_files(
+        self,
+        send: Callable[[bytes], None],
+        items: list[tuple[LocalFile, str]],
+        offsets: dict[str, int],
+        progress: Progress,
+        cancel: threading.Event | None,
+        span: tuple[float, float] = (0.2, 0.45),
+    ) -> set[str]:
+        """Send files through the agent's own channel (a header line, then the bytes from the part the host already
+        holds): no SFTP session, no sftp-server process, no per-write requests and acknowledgements; the agent
+        hashes the bytes as they arrive. Returns the remote part paths that were resumed, not restarted."""
+        total = sum(f.size for f, _ in items) or 1
+        sent = 0
+        resumed: set[str] = set()
+        started = time.monotonic()
+        last_report = 0.0
+        last_sent = 0
+        for f, remote in items:
+            offset = offsets.get(f.sha256, 0)
+            if not 0 < offset <= f.size:
+                offset = 0
+            if offset:
+                resumed.add(remote)
+                log.info("%s: resuming %s at %d of %d bytes", self.label, f.rel, offset, f.size)
+            header = {"put": {"sha": f.sha256, "offset": offset, "size": f.size - offset, "name": f.rel}}
+            try:
+                send(json.dumps(header).encode() + b"\n")
+                with f.path.open("rb") as src:
+                    src.seek(offset)
+                    sent += offset
+                    while True:
+                        _check_cancel(cancel)
+                        chunk = src.read(CHUNK * 4)
+                        if not chunk:
+                            break
+                        send(chunk)
+                        sent += len(chunk)
+                        now = time.monotonic()
+                        if now - last_report > 0.2 or sent - last_sent >= 2 * 1024 * 1024:
+                            last_report, last_sent = now, sent
+                            rate = sent / max(now - started, 1e-6) / 1e6
+                            self._emit(
+                                progress,
+                                "transfer",
+                                f"{f.rel}: {sent // 1024} of {total // 1024} KiB ({rate:.0f} MB/s)",
+                                span[0] + (span[1] - span[0]) * min(sent / total, 1.0),
+                            )
+            except HostUnreachable as exc:
+                raise HostUnreachable(
+                    f"{self.label}: the connection dropped while uploading {f.rel}",
+                    hint="deploy again: the upload resumes where it stopped; the previous release still serves",
+                ) from exc
+        elapsed = time.monotonic() - started
+        self._emit(progress, "transfer", f"sent {sent // 1024} KiB in {elapsed:.1f} s", span[1])
+        return resumed
+
     def _still_connected(self, conn: SshConnection) -> bool:
         """One cheap round trip tells a dropped connection from an error the host reported (e.g. a full disk)."""
         try:
@@ -765,7 +872,7 @@ class SshTarget:
         lifeline: bool = False,
         extra: str = "",
         fraction_base: float = 0.0,
-        on_need: Callable[[dict[str, Any]], bytes] | None = None,
+        on_need: Callable[[dict[str, Any], Callable[[bytes], None]], bytes] | None = None,
         use_resident: bool = True,
     ) -> Any:
         """Run one agent command, streaming its progress events; return its result or raise its error.
@@ -836,7 +943,9 @@ class SshTarget:
                         elif obj is not None and "need" in obj:
                             if on_need is None:
                                 raise TargetError(f"{self.label}: the host's agent asked for files during `{command}`")
-                            chan.sendall(on_need(obj["need"]))
+                            # _AgentStopped: it stopped reading mid-upload; its error line follows.
+                            with contextlib.suppress(_AgentStopped):
+                                self._send(chan, on_need(obj["need"], lambda data: self._send(chan, data)))
                             deadline = time.monotonic() + timeout
                         else:
                             outcome = obj or outcome
@@ -1099,6 +1208,10 @@ class _VerifiedBundles:
 
 
 _VERIFIED = _VerifiedBundles()
+
+
+class _AgentStopped(Exception):
+    """The agent closed its end of the channel while we were sending (its error line is on the way)."""
 
 
 class _ResidentSilent(Exception):
