@@ -599,10 +599,10 @@ def modeldeck_push(
             figures.known_phases = runtime_phases(hosts, "bench")
             if warm_spare:
                 figures.spare_waits.append(wait_for_spares(hosts, "bench"))
-        if ab_mode == "resident":
+        if ab_mode in AB_VARIANTS:
             assert fresh_bundle is not None
             for r in range(ab_rounds):
-                figures.ab_rows.extend(resident_round(r, hosts, known, bundle, targets, options, fresh_bundle))
+                figures.ab_rows.extend(resident_round(ab_mode, r, hosts, known, bundle, targets, options, fresh_bundle))
                 print("\n".join(figures.ab_rows[-3:]), flush=True)
             ab_rounds = 0
         for r in range(ab_rounds):
@@ -688,6 +688,7 @@ def wait_for_resident(hosts: list[SshHost], version: str, timeout_s: float = 30.
 
 
 def resident_round(
+    mode: str,
     r: int,
     hosts: list[SshHost],
     known: Path,
@@ -696,24 +697,25 @@ def resident_round(
     options: Any,
     fresh_bundle: Callable[[], Path],
 ) -> list[str]:
-    """One interleaved round, both with warm spares: commands through the hosts' resident agents vs an exec'd
-    agent per command (today's path). Each variant: an untimed deploy (leaves spares), wait for the spares (and
-    the resident agents), then the timed deploy of new weights; the bare transfer last. Order alternates."""
+    """One interleaved round of ``AB_VARIANTS[mode]``, all with warm spares. Each variant: an untimed deploy
+    (leaves spares), wait for the spares (and the resident agents), then the timed deploy of new weights; the bare
+    transfer last. The order alternates between rounds."""
     from modeldeck.core.targets.fleet import deploy_many
 
     version = next(iter(targets.values()))._runtime_version()
-    variants = [("resident", True), ("exec", False)]
+    variants = list(AB_VARIANTS[mode])
     if r % 2:
         variants.reverse()
     rows: list[str] = []
     times: dict[str, float] = {}
-    for label, on in variants:
+    for label, settings in variants:
         for t in targets.values():
-            t.resident_agent = on
+            for key, value in settings.items():
+                setattr(t, key, value)
         warm, timed_bundle = fresh_bundle(), fresh_bundle()
         deploy_many(targets, warm, options, forks=8)
         wait_for_spares(hosts, "bench")
-        if on:
+        if settings["resident_agent"]:
             wait_for_resident(hosts, version)
         time.sleep(1.0)  # let the old releases' drains and the spares' last imports finish
         load = os.getloadavg()[0]
@@ -744,9 +746,24 @@ def resident_round(
     rows.append(
         f"round {r + 1} bare paramiko x{len(hosts)}: {bare:.2f} s; CPU-s per host: hosts' cgroup "
         f"{hosts_cpu / len(hosts):.3f}, client {(time.process_time() - cpu0) / len(hosts):.3f}; machine busy "
-        f"{busy_cpu_s() - busy0:.2f} s -> resident {times['resident'] / bare:.2f}x, exec {times['exec'] / bare:.2f}x"
+        f"{busy_cpu_s() - busy0:.2f} s -> " + ", ".join(f"{k} {v / bare:.2f}x" for k, v in times.items())
     )
     return rows
+
+
+# --ab-mode: what the interleaved rounds compare (all with warm spares). "resident": this session's path (resident
+# agent, files through its channel) vs the one before it (an exec'd agent per command, files by SFTP); "stream":
+# files through the agent's channel vs SFTP, both with the resident agent.
+AB_VARIANTS: dict[str, tuple[tuple[str, dict[str, bool]], ...]] = {
+    "resident": (
+        ("resident+stream", {"resident_agent": True, "stream_upload": True}),
+        ("exec+sftp", {"resident_agent": False, "stream_upload": False}),
+    ),
+    "stream": (
+        ("stream", {"resident_agent": True, "stream_upload": True}),
+        ("sftp", {"resident_agent": True, "stream_upload": False}),
+    ),
+}
 
 
 def _outcomes(result: Any) -> str:
@@ -781,9 +798,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--ab-mode",
-        choices=("spare", "resident"),
+        choices=("spare", "resident", "stream"),
         default="spare",
-        help="what --ab compares: warm spare on/off, or (spares on) resident agent vs an exec'd agent per command",
+        help="what --ab compares: warm spare on/off; (spares on) resident agent + streamed files vs an exec'd agent "
+        "+ SFTP; streamed files vs SFTP (resident agent on)",
     )
     args = parser.parse_args()
 
