@@ -36,7 +36,7 @@ from modeldeck.core.targets.ssh.connection import SshConnection, SshEndpoint  # 
 from modeldeck.core.targets.ssh.target import CHUNK, SshTarget  # noqa: E402
 
 from tests.fixtures.deploy import make_iris_bundle, runtime_pids  # noqa: E402
-from tests.fixtures.ssh_target import kill_runtimes, seed_runtime  # noqa: E402
+from tests.fixtures.ssh_target import kill_runtimes, resident_agent_pids, seed_runtime  # noqa: E402
 from tests.fixtures.sshd import SshHost, _free_port, keygen  # noqa: E402
 
 MIB = 1024 * 1024
@@ -61,9 +61,10 @@ def cpu_seconds(deploy_root: Path, sshd_pid: int) -> float:
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{sshd_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    for pid in [sshd_pid, *resident_agent_pids(deploy_root)]:  # the resident agent reaps the children it forks
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15]) / tick  # utime, stime, cutime, cstime
     return total
 
 
