@@ -183,7 +183,9 @@ class Phases:
         self._gc_t0 = 0.0
 
     def wrap(self, owner: object, attr: str, name: str) -> None:
-        original = getattr(owner, attr)
+        original = getattr(owner, attr, None)
+        if original is None:  # an older page (A/B runs against a previous commit)
+            return
         outer = self
 
         def timed(*args: object, **kwargs: object) -> object:
@@ -352,6 +354,7 @@ def main() -> None:
     ap.add_argument("--profile-plots", action="store_true", help="cProfile the plots' paints, print the top 25")
     ap.add_argument("--profile-table", action="store_true", help="cProfile the fleet table's paints, print the top 25")
     ap.add_argument("--screenshot", type=Path, help="save the page as a PNG at the end")
+    ap.add_argument("--sort", default="Deployment", help="fleet column to sort by, descending unless the name")
     ap.add_argument("--profile-slow-ticks", action="store_true", help="cProfile every tick, print the slow ones'")
     ap.add_argument(
         "--tracemalloc", action="store_true", help="Python allocations' growth between a third of the run and its end"
@@ -384,6 +387,7 @@ def main() -> None:
         (MonitorSource, "snapshot", "snapshot"),
         (FleetModel, "set_rows", "set_rows"),
         (FleetModel, "setItemData", "setItemData"),
+        (MonitorPage, "_resort", "resort"),
         (plots_module.DetailPlots, "show_data", "show_data"),
         (plots_module.DetailPlots, "show_markers", "markers"),
         (plots_module.DetailPlots, "_apply_range", "range"),
@@ -429,6 +433,25 @@ def main() -> None:
                 source.add(Monitored(name, f"http://127.0.0.1:{port}/metrics", None, "manual"))
             page.select(*(f"dep-{i:02d}" for i in range(args.selected)))
             page.set_range(args.range)
+            sort_column = FleetModel.HEADERS.index(args.sort)
+            page.view.sortByColumn(
+                sort_column, Qt.SortOrder.AscendingOrder if sort_column == 0 else Qt.SortOrder.DescendingOrder
+            )
+            # what makes Qt re-lay out the table, what repaints cells, what re-lays an axis: counted per second
+            counts = dict.fromkeys(("table layoutChanged", "table dataChanged", "axis pictures generated"), 0)
+
+            def count(key: str) -> None:
+                counts[key] += phases.recording
+
+            page.proxy.layoutChanged.connect(lambda *_: count("table layoutChanged"))
+            page.proxy.dataChanged.connect(lambda *_: count("table dataChanged"))
+            generate = pg.AxisItem.generateDrawSpecs
+
+            def counted_generate(self_: object, *a: object) -> object:
+                count("axis pictures generated")
+                return generate(self_, *a)
+
+            pg.AxisItem.generateDrawSpecs = counted_generate  # type: ignore[method-assign]
             if not args.no_freeze:
                 gc.collect()
                 gc.freeze()
@@ -569,6 +592,7 @@ def main() -> None:
         else f"in a child process ({restarts} restarts, MALLOC_ARENA_MAX={args.arena_max or 'unset'})"
     )
     print(f"samples in ring buffers: {samples} ({samples / elapsed:.1f}/s); collection {where}")
+    print(f"sorted by {args.sort}; per second: " + ", ".join(f"{k} {v / args.duration:.1f}" for k, v in counts.items()))
     print(
         f"UI-thread stall (10 ms timer lag): p50 {statistics.median(lags):.2f} ms, p99 {pct(list(lags), 0.99):.1f} ms,"
         f" max {max(lags):.1f} ms ({len(lags)} ticks)"

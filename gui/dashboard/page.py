@@ -53,8 +53,8 @@ RANGES: tuple[tuple[str, float | None], ...] = (
 )
 HISTORY_RANGE = "Saved history"
 SPARK_SECONDS = 300.0
-ROWS_PER_SLICE = 8  # fleet rows updated per slice (at least), ...
-SLICES_PER_INTERVAL = 4  # ... so that a whole fleet is updated in this many slices
+ROWS_PER_SLICE = 4  # fleet rows updated per slice (at least), ...
+SLICES_PER_INTERVAL = 8  # ... so that a whole fleet is updated in this many slices (a paint of ~7 of 50 rows)
 SLICE_MS = 60
 UPDATE_TIMES_KEPT = 10_000
 
@@ -95,6 +95,10 @@ class MonitorPage(QWidget):
         self._plots_stale = False
         self._plots_drawn = 0.0
         self._plot_rows: list[tuple[str, ...]] = []  # rows of panels still to redraw in this round, one per tick
+        self._sorted_at = -math.inf  # monotonic time of the last re-sort
+        self._resort_timer = QTimer(self)
+        self._resort_timer.setSingleShot(True)
+        self._resort_timer.timeout.connect(lambda: self._resort({self.proxy.sortColumn()}))
         self._dirty: dict[str, None] = {}  # endpoints with samples not yet shown in their row, oldest first
         self._slice_timer = QTimer(self)
         self._slice_timer.setInterval(SLICE_MS)
@@ -263,17 +267,24 @@ class MonitorPage(QWidget):
         self._resort(self.model.set_rows(rows))
 
     def _resort(self, written: set[int]) -> None:
-        """Re-sort after an update that wrote the sorted column, unless the rows are still in order (each sort is
-        a relayout and a repaint of the whole table). Persistent indexes survive it, so the selection stays."""
+        """Re-sort after an update that wrote the sorted column, unless the rows are still in order, and at most
+        once per scrape interval (each sort is a relayout and a repaint of the whole table; the slices of one
+        interval would otherwise re-sort up to 8 times). Persistent indexes survive it, so the selection stays."""
         column = self.proxy.sortColumn()
-        if column < 0 or column not in written:
+        if column < 0 or column not in written or self._resort_timer.isActive():
             return
         order = self.proxy.sortOrder()
         values = [self.proxy.index(r, column).data(RawRole) for r in range(self.proxy.rowCount())]
         if order == Qt.SortOrder.DescendingOrder:
             values.reverse()
-        if any(b < a for a, b in itertools.pairwise(values)):
-            self.proxy.sort(column, order)
+        if not any(b < a for a, b in itertools.pairwise(values)):
+            return
+        wait = self._sorted_at + self.source.collector.interval - time.monotonic()
+        if wait > 0:
+            self._resort_timer.start(math.ceil(wait * 1000))
+            return
+        self._sorted_at = time.monotonic()
+        self.proxy.sort(column, order)
 
     # -- data in ------------------------------------------------------------------------------------------------------
     def _row(self, name: str, monitored: Monitored) -> FleetRow:

@@ -161,7 +161,7 @@ def test_the_y_range_is_what_is_in_view_also_after_the_range_changes_without_new
 
 
 # -- sorting, redraw rounds, the health chip --------------------------------------------------------------------
-def test_rows_sorted_by_a_figure_are_resorted_once_per_update_and_keep_the_selection(
+def test_rows_sorted_by_a_figure_are_resorted_at_most_once_per_interval_and_keep_the_selection(
     qtbot: QtBot, page: MonitorPage
 ) -> None:
     names = [f"d{i}" for i in range(12)]
@@ -169,26 +169,30 @@ def test_rows_sorted_by_a_figure_are_resorted_once_per_update_and_keep_the_selec
         page.source.add(Monitored(name, f"http://127.0.0.1:9/{name}/metrics", None, "manual"))
     page.view.sortByColumn(FleetModel.RATE, Qt.SortOrder.DescendingOrder)
     page.select("d3")
-    layouts: list[int] = []
-    page.proxy.layoutChanged.connect(lambda *_: layouts.append(1))
+    layouts: list[float] = []
+    page.proxy.layoutChanged.connect(lambda *_: layouts.append(time.monotonic()))
 
-    def rows_with(rates: dict[str, float]) -> list[FleetRow]:
-        return [FleetRow(n, OK, request_rate=r) for n, r in rates.items()]
+    def update(rates: dict[str, float]) -> None:
+        page._resort(page.model.set_rows([FleetRow(n, OK, request_rate=r) for n, r in rates.items()]))
 
     def shown() -> list[str]:
         return [page.proxy.index(r, FleetModel.NAME).data() for r in range(page.proxy.rowCount())]
 
     rates = {n: float(i) for i, n in enumerate(names)}
-    page._resort(page.model.set_rows(rows_with(rates)))
-    assert shown()[:3] == ["d11", "d10", "d9"]
+    update(rates)
+    qtbot.waitUntil(lambda: shown()[:3] == ["d11", "d10", "d9"], timeout=3_000)
+    sorted_at = layouts[-1]
     layouts.clear()
-    page._resort(page.model.set_rows(rows_with({n: 100.0 - r for n, r in rates.items()})))  # every rate changed
-    assert len(layouts) == 1  # one re-sort, not one per changed cell
+    update({n: 100.0 - r for n, r in rates.items()})  # every rate changed, within the interval: sorted later
+    update({n: 90.0 - r for n, r in rates.items()})
+    assert layouts == []
+    qtbot.waitUntil(lambda: len(layouts) > 0, timeout=3_000)
+    assert len(layouts) == 1 and layouts[0] - sorted_at >= 0.9 * page.source.collector.interval
     assert shown()[:3] == ["d0", "d1", "d2"]
     assert page.selected_names() == ["d3"]
-    layouts.clear()
-    page._resort(page.model.set_rows(rows_with({n: 200.0 - r for n, r in rates.items()})))  # same order
-    assert layouts == []
+    qtbot.wait(int(page.source.collector.interval * 1000))
+    update({n: 200.0 - r for n, r in rates.items()})  # changed figures, same order: no relayout
+    assert len(layouts) == 1
 
 
 def test_a_redraw_round_refreshes_every_curve_within_the_scrape_interval_a_row_of_panels_per_tick(
