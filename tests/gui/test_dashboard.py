@@ -104,6 +104,12 @@ def test_plots_and_fleet_row_fill_from_a_real_runtime(
     qtbot.waitUntil(lambda: finite_points(page, "iris", "request_rate") >= 2, timeout=10_000)
     for series in ("latency_p99", "cpu_percent", "resident_memory"):
         qtbot.waitUntil(lambda s=series: finite_points(page, "iris", s) >= 1, timeout=10_000)
+
+    def row_scraped() -> bool:  # a tick that redraws plots leaves the rows to a later slice: the row may lag them
+        row = page.model.row_at(page.model.row_of("iris"))
+        return row is not None and row.health.state is HealthState.OK
+
+    qtbot.waitUntil(row_scraped, timeout=10_000)
     row = page.model.row_at(page.model.row_of("iris"))
     assert row is not None and row.health.state is HealthState.OK and row.version == "3"
     assert page.status_colour("iris") == OK
