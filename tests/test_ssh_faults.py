@@ -30,10 +30,10 @@ from modeldeck.core.inventory.known_hosts import KnownHosts
 from modeldeck.core.runtime.manifest import hash_tree, read_manifest, write_manifest
 from modeldeck.core.targets.base import DeployOptions, HealthGate, ProgressEvent
 from modeldeck.core.targets.health import request_json
-from modeldeck.core.targets.local import LocalTarget, free_port
+from modeldeck.core.targets.local import free_port
 from modeldeck.core.targets.ssh.target import SshTarget
 
-from tests.fixtures.deploy import HeldProcess, child_pids, make_iris_bundle, runtime_pids
+from tests.fixtures.deploy import held_spare_runtime, make_iris_bundle, runtime_pids
 from tests.fixtures.ssh_target import seed_runtime, ssh_endpoint, target_for
 from tests.fixtures.sshd import SshHost, keygen
 
@@ -54,16 +54,6 @@ def wait_until(condition, timeout: float = 20.0, interval: float = 0.1) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
-
-
-def held_spare_runtime(host: SshHost) -> HeldProcess:
-    """The host's warm spare runtime, once ready, held: the next deploy claims it and then waits in its health gate
-    until the test has cancelled it, cut it or killed its agent (a ready spare commits ~50 ms after "health")."""
-    run = host.deploy_root / "deployments" / "iris" / "run"
-    spares = LocalTarget(host.deploy_root / "deployments")
-    wait_until(lambda: (run / "spare.ready.json").is_file() and spares.spare_pid("iris") is not None, timeout=30)
-    (runtime,) = child_pids(spares.spare_pid("iris"))  # type: ignore[arg-type]
-    return HeldProcess(runtime)
 
 
 def releases_of(host: SshHost, name: str = "iris") -> list[str]:
@@ -225,7 +215,7 @@ def test_cancel_or_connection_cut_mid_switch_leaves_the_old_release_serving(serv
         if event.step == "health":
             cancel.set()
 
-    with held_spare_runtime(host), pytest.raises(Cancelled):
+    with held_spare_runtime(host.deploy_root), pytest.raises(Cancelled):
         target.deploy(deploy_bundles["v2"], options(host, port), progress=cancel_at_health, cancel=cancel)
     assert releases_of(host) == [v1.status.release_id]
     wait_until(lambda: len(runtime_pids(host.deploy_root)) == 2, timeout=30)
@@ -265,7 +255,7 @@ def test_agent_killed_mid_switch_leaves_the_old_release_serving(serving, deploy_
                         killed.append(int(proc.name))
 
     port = int(v1.status.endpoint.rsplit(":", 1)[1])
-    with held_spare_runtime(host), pytest.raises(TargetError, match="without an answer"):
+    with held_spare_runtime(host.deploy_root), pytest.raises(TargetError, match="without an answer"):
         target.deploy(deploy_bundles["v2"], options(host, port), progress=kill_agent_at_health)
     assert killed
     # The candidate's supervisor saw its probation pipe close uncommitted and stopped itself.

@@ -23,7 +23,7 @@ from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import free_port
 from modeldeck.core.targets.ssh.target import SshTarget, SshTimeouts
 
-from tests.fixtures.deploy import runtime_pids
+from tests.fixtures.deploy import held_spare_runtime, runtime_pids
 from tests.fixtures.ssh_target import kill_runtimes, resident_agent_pids, seed_runtime, target_for
 from tests.fixtures.sshd import SshHost
 
@@ -163,7 +163,8 @@ def test_a_cut_connection_or_a_killed_resident_command_leaves_the_previous_relea
             host.kill_sessions()
 
     target.agent_routes.clear()
-    with pytest.raises(HostUnreachable):
+    # The claimed spare held: the cut lands in the health gate, not after a commit ~50 ms past the "health" event.
+    with held_spare_runtime(host.deploy_root), pytest.raises(HostUnreachable):
         target.deploy(deploy_bundles["v2"], options(host, port), progress=cut_at_health)
     assert target.agent_routes == ["resident"]
     wait_until(lambda: len(runtime_pids(host.deploy_root)) == 2)  # v1's supervisor and runtime only
