@@ -179,6 +179,8 @@ def test_a_host_past_its_deadline_is_cancelled_and_reported_timed_out(local_flee
 
     watcher = CancelWatcher()
     fleet_log = logging.getLogger("modeldeck.core.targets.fleet")
+    level = fleet_log.level
+    fleet_log.setLevel(logging.WARNING)  # whatever an earlier test configured: the watcher must see the warning
     fleet_log.addHandler(watcher)
     try:
         result = deploy_many(
@@ -186,6 +188,7 @@ def test_a_host_past_its_deadline_is_cancelled_and_reported_timed_out(local_flee
         )
     finally:
         fleet_log.removeHandler(watcher)
+        fleet_log.setLevel(level)
     assert told_to_stop.is_set()
     (host,) = result.hosts
     assert host.outcome == TIMED_OUT
