@@ -10,6 +10,7 @@ import pytest
 from modeldeck.core.monitor.config import MonitorConfig
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
+from modeldeck.gui.dashboard.models import FleetModel
 from modeldeck.gui.dashboard.page import MonitorPage
 from modeldeck.gui.dashboard.source import Monitored, MonitorSource
 from modeldeck.gui.workers import wait_for_workers
@@ -71,6 +72,7 @@ def test_monitoring_that_gave_up_says_so_and_restarts_from_the_banner(
     assert page.banner.action_button.isVisible() and page.banner.action_button.text() == "Restart monitoring"
     stopped = page.model.row_at(page.model.row_of("iris"))
     assert stopped is not None and stopped.health.state is HealthState.UNKNOWN and "gave up" in stopped.health.reason
+    assert page.model.index(page.model.row_of("iris"), FleetModel.HEALTH).data() == "STOPPED"
     seen = page.source.latest["iris"].at
     qtbot.waitUntil(lambda: not (collector._thread and collector._thread.is_alive()), timeout=5_000)
     page.banner.action_button.click()

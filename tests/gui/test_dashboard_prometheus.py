@@ -18,6 +18,7 @@ from modeldeck.core.monitor.config import MonitorConfig
 from modeldeck.core.monitor.health import HealthState
 from modeldeck.core.monitor.process import CollectorProcess
 from modeldeck.core.monitor.prometheus import PrometheusClient, ScrapeTarget, write_file_sd
+from modeldeck.gui.dashboard.models import FleetModel
 from modeldeck.gui.dashboard.page import MonitorPage
 from modeldeck.gui.dashboard.source import Monitored
 from pytestqt.qtbot import QtBot
@@ -119,6 +120,7 @@ def test_a_server_that_goes_away_is_unknown_with_why_and_figures_come_back_with_
         qtbot.waitUntil(lambda: row(page, "iris").health.state is HealthState.UNKNOWN, timeout=10_000)
         assert "unreachable" in row(page, "iris").health.reason
         assert math.isnan(row(page, "iris").request_rate)  # no stale figure left standing
+        assert page.model.index(page.model.row_of("iris"), FleetModel.HEALTH).data() == "UNKNOWN"
         qtbot.waitUntil(page.banner.isVisible, timeout=5_000)
         assert page.banner.label.text() == row(page, "iris").health.reason  # the why, once, above the page
         assert "connection refused" in page.banner.label.text() and "Prometheus URL" in page.banner.label.text()
