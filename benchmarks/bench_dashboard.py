@@ -356,6 +356,7 @@ def main() -> None:
     ap.add_argument("--screenshot", type=Path, help="save the page as a PNG at the end")
     ap.add_argument("--sort", default="Deployment", help="fleet column to sort by, descending unless the name")
     ap.add_argument("--profile-slow-ticks", action="store_true", help="cProfile every tick, print the slow ones'")
+    ap.add_argument("--slow-ms", type=float, default=16.0, help="a tick is slow above this (wall or UI-thread CPU)")
     ap.add_argument(
         "--tracemalloc", action="store_true", help="Python allocations' growth between a third of the run and its end"
     )
@@ -376,7 +377,7 @@ def main() -> None:
     create_application()
     import pyqtgraph as pg
 
-    phases = Phases()
+    phases = Phases(slow_ms=args.slow_ms)
     phases.profile_ticks = args.profile_slow_ticks
     phases.wrap_tick(MonitorPage, "_samples", "drain tick", lambda page_: page_.plots.x_range())
     phases.wrap_tick(MonitorPage, "_row_slice", "row slice", lambda page_: page_.plots.x_range())

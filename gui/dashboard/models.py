@@ -51,6 +51,8 @@ class FleetRow:
 _CHIP_FG = {state: QColor(fg) for state, (fg, _bg) in HEALTH_COLOURS.items()}
 _CHIP_BG = {state: QColor(bg) for state, (_fg, bg) in HEALTH_COLOURS.items()}
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+_DISPLAY, _TOOLTIP, _ALIGN = Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.TextAlignmentRole
+_FOREGROUND, _BACKGROUND = Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.BackgroundRole
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +70,10 @@ class Spark:
 
 def _num(value: float, fmt: str) -> str:
     return "–" if value is None or math.isnan(value) else fmt.format(value)
+
+
+def _sortable(value: float) -> float:
+    return -1.0 if math.isnan(value) else value  # NaN breaks sorting; "no data" sorts first
 
 
 class FleetModel(QStandardItemModel):
@@ -142,19 +148,40 @@ class FleetModel(QStandardItemModel):
         return written
 
     def _cells_of(self, r: FleetRow) -> list[dict[int, Any]]:
-        cells: list[dict[int, Any]] = []
-        for col in range(len(self.HEADERS)):
-            roles: dict[int, Any] = {Qt.ItemDataRole.DisplayRole: self._display(r, col), RawRole: self._raw(r, col)}
-            if self.RATE <= col <= self.MEMORY:
-                roles[Qt.ItemDataRole.TextAlignmentRole] = _RIGHT
-            cells.append(roles)
-        cells[self.NAME][Qt.ItemDataRole.ToolTipRole] = r.url
-        health = cells[self.HEALTH]
-        health[Qt.ItemDataRole.ToolTipRole] = (
-            f"{r.health.state}: {r.health.reason}" if r.health.reason else str(r.health.state)
+        """Every cell's roles in one pass over the row (a slice writes ~7 rows a tick, and on a busy machine each
+        Python operation here costs many times its usual time: building each column's values once, not 9 x 9)."""
+        mem = r.resident_memory
+        displays = (
+            r.name,
+            chip_text(r),
+            _num(r.request_rate, "{:.1f}"),
+            _num(r.error_rate * 100, "{:.2f} %"),
+            _num(r.latency_p99 * 1000, "{:.1f} ms"),
+            _num(r.cpu_percent, "{:.0f} %"),
+            "–" if math.isnan(mem) else format_size(int(mem)),
+            r.version or "–",
+            None,
         )
-        health[Qt.ItemDataRole.ForegroundRole] = _CHIP_FG[r.health.state]
-        health[Qt.ItemDataRole.BackgroundRole] = _CHIP_BG[r.health.state]
+        rate = _sortable(r.request_rate)
+        raws = (
+            r.name,
+            int(r.health.state),
+            rate,
+            _sortable(r.error_rate),
+            _sortable(r.latency_p99),
+            _sortable(r.cpu_percent),
+            _sortable(mem),
+            r.version,
+            rate,
+        )
+        cells: list[dict[int, Any]] = [{_DISPLAY: d, RawRole: v} for d, v in zip(displays, raws, strict=True)]
+        for col in range(self.RATE, self.MEMORY + 1):
+            cells[col][_ALIGN] = _RIGHT
+        cells[self.NAME][_TOOLTIP] = r.url
+        health = cells[self.HEALTH]
+        health[_TOOLTIP] = f"{r.health.state}: {r.health.reason}" if r.health.reason else str(r.health.state)
+        health[_FOREGROUND] = _CHIP_FG[r.health.state]
+        health[_BACKGROUND] = _CHIP_BG[r.health.state]
         cells[self.TREND][SparkRole] = Spark(r.spark, r.spark_stamp)
         return cells
 
@@ -166,42 +193,6 @@ class FleetModel(QStandardItemModel):
 
     def rows(self) -> list[FleetRow]:
         return list(self._rows)
-
-    def _display(self, r: FleetRow, col: int) -> str | None:
-        if col == self.NAME:
-            return r.name
-        if col == self.HEALTH:
-            return chip_text(r)
-        if col == self.RATE:
-            return _num(r.request_rate, "{:.1f}")
-        if col == self.ERRORS:
-            return _num(r.error_rate * 100 if not math.isnan(r.error_rate) else math.nan, "{:.2f} %")
-        if col == self.P99:
-            return _num(r.latency_p99 * 1000 if not math.isnan(r.latency_p99) else math.nan, "{:.1f} ms")
-        if col == self.CPU:
-            return _num(r.cpu_percent, "{:.0f} %")
-        if col == self.MEMORY:
-            return "–" if math.isnan(r.resident_memory) else format_size(int(r.resident_memory))
-        if col == self.VERSION:
-            return r.version or "–"
-        return None
-
-    def _raw(self, r: FleetRow, col: int) -> Any:
-        values = {
-            self.NAME: r.name,
-            self.HEALTH: int(r.health.state),
-            self.RATE: r.request_rate,
-            self.ERRORS: r.error_rate,
-            self.P99: r.latency_p99,
-            self.CPU: r.cpu_percent,
-            self.MEMORY: r.resident_memory,
-            self.VERSION: r.version,
-            self.TREND: r.request_rate,
-        }
-        value = values.get(col)
-        if isinstance(value, float) and math.isnan(value):
-            return -1.0  # NaN breaks sorting; "no data" sorts first
-        return value
 
 
 def chip_text(row: FleetRow) -> str:
