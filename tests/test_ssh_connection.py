@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,18 @@ def test_a_host_test_whose_connection_drops_after_the_handshake_is_unreachable(
 
     with pytest.raises(HostUnreachable, match="dropped"):
         check_host(endpoint(ssh_host), trust(tmp_path, ssh_host), progress=drop_before_the_facts)
+
+
+def test_the_host_key_of_a_dropped_connection_is_unreachable_not_a_paramiko_error(
+    ssh_host: SshHost, tmp_path: Path
+) -> None:
+    with SshConnection.open(endpoint(ssh_host), trust(tmp_path, ssh_host)) as conn:
+        transport = conn.client.get_transport()
+        assert transport is not None
+        ssh_host.kill_sessions()
+        deadline = time.monotonic() + 20  # until paramiko's reader thread has seen the connection go
+        while transport.is_alive():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(HostUnreachable, match="dropped"):
+            conn.host_key_fingerprint  # noqa: B018

@@ -111,7 +111,7 @@ class SshConnection:
                 sock = transport.open_channel(
                     "direct-tcpip", (endpoint.host, endpoint.port), ("127.0.0.1", 0), timeout=endpoint.connect_timeout_s
                 )
-            except (paramiko.SSHException, OSError) as exc:
+            except (paramiko.SSHException, OSError, EOFError) as exc:  # EOFError: the jump connection is gone
                 jump.close()
                 raise HostUnreachable(
                     f"{endpoint.label}: the jump host {endpoint.proxy_jump.label} cannot reach it: {exc}"
@@ -171,14 +171,23 @@ class SshConnection:
             with contextlib.suppress(Exception):
                 self._sftp.close()
             self._sftp = None
-        self.client.close()
+        # Through a jump host the transport's socket is a channel of the jump connection, whose close sends and
+        # raises EOFError once that is gone: in __exit__ it would replace the real error and skip the jump's close.
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            self.client.close()
         _close(self._jump)
 
     @property
     def host_key_fingerprint(self) -> str:
+        """Raises :class:`HostUnreachable` once the connection is gone (paramiko's ``get_remote_server_key`` raises
+        a bare ``SSHException("No existing session")`` then; a deploy asks for it first thing, for its facts cache)."""
         transport = self.client.get_transport()
-        assert transport is not None
-        return fingerprint(transport.get_remote_server_key())
+        try:
+            if transport is None:
+                raise paramiko.SSHException("closed")
+            return fingerprint(transport.get_remote_server_key())
+        except paramiko.SSHException as exc:
+            raise HostUnreachable(f"{self.endpoint.label}: the connection dropped", hint="run it again") from exc
 
     def run(
         self, command: str, *, timeout: float = 60.0, stdin: bytes | None = None, check: bool = False
