@@ -360,6 +360,7 @@ def main() -> None:
     ap.add_argument(
         "--tracemalloc", action="store_true", help="Python allocations' growth between a third of the run and its end"
     )
+    ap.add_argument("--child-nice", type=int, default=5, help="niceness increment of the collection process (0: none)")
     ap.add_argument("--arena-max", type=int, default=2, help="MALLOC_ARENA_MAX of the collection process (0: unset)")
     args = ap.parse_args()
     if not 10 <= args.duration <= 3600:
@@ -422,6 +423,7 @@ def main() -> None:
             source = MonitorSource(interval=1.0, drain_hz=5.0, in_process=args.in_process)
             if not args.in_process:
                 source.collector.malloc_arena_max = args.arena_max or None  # type: ignore[union-attr]
+                source.collector.nice = args.child_nice  # type: ignore[union-attr]
             page = MonitorPage(source, MonitorConfig())
             row_h = page.view.verticalHeader().defaultSectionSize()
             table_h = (args.endpoints + 1) * row_h + 8
@@ -590,7 +592,8 @@ def main() -> None:
     where = (
         "in the GUI process"
         if args.in_process
-        else f"in a child process ({restarts} restarts, MALLOC_ARENA_MAX={args.arena_max or 'unset'})"
+        else f"in a child process ({restarts} restarts, MALLOC_ARENA_MAX={args.arena_max or 'unset'}, "
+        f"nice +{args.child_nice})"
     )
     print(f"samples in ring buffers: {samples} ({samples / elapsed:.1f}/s); collection {where}")
     print(f"sorted by {args.sort}; per second: " + ", ".join(f"{k} {v / args.duration:.1f}" for k, v in counts.items()))

@@ -287,3 +287,21 @@ def test_a_child_is_started_again_without_holding_the_lock_the_ui_thread_drains_
     finally:
         assert collector.stop(timeout=5)
     assert held == [False, False]
+
+
+def test_the_collection_process_runs_at_a_lower_cpu_priority_than_the_gui(iris_runtime: RuntimeProcess) -> None:
+    """Collection is background work: under CPU contention the scheduler should pick the UI thread first."""
+
+    def niceness(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    for nice, expected in ((None, 5), (0, 0)):
+        kwargs = {} if nice is None else {"nice": nice}
+        collector = CollectorProcess([Endpoint("iris", f"{iris_runtime.url}/metrics")], interval=0.3, **kwargs)
+        collector.start()
+        try:
+            wait_until(lambda c=collector: len(c.drain()) > 0, 10, "first sample")  # type: ignore[misc]
+            assert collector.pid is not None
+            assert niceness(collector.pid) == niceness(os.getpid()) + expected
+        finally:
+            assert collector.stop(timeout=5)

@@ -38,7 +38,9 @@ from modeldeck.core.monitor.derive import SERIES
 from modeldeck.core.monitor.health import HealthPolicy, HealthState, HealthStatus
 from modeldeck.core.monitor.series import DEFAULT_RETENTION, SeriesStore
 from modeldeck.core.monitor.worker import (
+    CHILD_NICE,
     MAX_LINE,
+    NICE_ENV,
     PROTOCOL,
     MonitorProcessError,
     backfill_from_wire,
@@ -75,7 +77,8 @@ class CollectorProcess:
     ``remove_endpoint``, ``on_event``), plus :attr:`pid` and :attr:`restarts`.
     ``malloc_arena_max`` goes into the child's environment: glibc otherwise gives
     each scrape thread its own arena, and their memory creeps. ``command`` replaces the child's
-    command line (tests use it to start a process that breaks the protocol); a child silent for
+    command line (tests use it to start a process that breaks the protocol); ``nice`` lowers the child's CPU
+    priority (collection is background work: on a busy machine the UI thread should win the CPU); a child silent for
     ``hang_after`` seconds is taken for hung. With ``prometheus_url`` the child queries that Prometheus server
     (:class:`~modeldeck.core.monitor.prometheus.PrometheusCollector`) instead of scraping, and first sends the
     history the server kept for the span of the ring buffers; :meth:`set_prometheus` switches either way.
@@ -94,6 +97,7 @@ class CollectorProcess:
         max_pending: int = 10_000,
         max_restarts: int = 5,
         malloc_arena_max: int | None = 2,
+        nice: int = CHILD_NICE,
         command: list[str] | None = None,
         hang_after: float = HANG_S,
         prometheus_url: str | None = None,
@@ -108,6 +112,7 @@ class CollectorProcess:
         self.on_event = on_event
         self.max_restarts = max_restarts
         self.malloc_arena_max = malloc_arena_max
+        self.nice = nice
         self.command = command or [sys.executable, "-m", "modeldeck.core.monitor.worker"]
         self.hang_after = hang_after
         self.prometheus_url = prometheus_url or None
@@ -283,6 +288,7 @@ class CollectorProcess:
         env = dict(os.environ)
         if self.malloc_arena_max:
             env["MALLOC_ARENA_MAX"] = str(self.malloc_arena_max)
+        env[NICE_ENV] = str(self.nice)
         proc = subprocess.Popen(
             self.command,
             stdin=subprocess.PIPE,

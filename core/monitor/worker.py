@@ -47,6 +47,8 @@ PROTOCOL = 1
 BATCH_S = 0.1
 HEARTBEAT_S = 1.0
 MAX_LINE = 4 << 20  # a batch line longer than this is not something this module wrote
+CHILD_NICE = 5  # the collection process's niceness increment (see _lower_priority)
+NICE_ENV = "MODELDECK_MONITOR_NICE"
 
 _DERIVED_FIELDS = tuple(f.name for f in fields(Derived))
 _STR_FIELDS = frozenset({"model_name", "model_version", "bundle_sha256"})
@@ -282,8 +284,19 @@ class _Worker:
             self.collector.stop(timeout=2.0)
 
 
+def _lower_priority(text: str) -> None:
+    """Collection is background work: under CPU contention the GUI's UI thread should be scheduled first."""
+    try:
+        increment = int(text) if text else CHILD_NICE
+        if increment > 0:
+            os.nice(increment)
+    except (ValueError, OSError) as exc:
+        log.warning("cannot lower the monitor process's priority (%s=%r): %s", NICE_ENV, text, exc)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="modeldeck monitor process: %(levelname)s %(message)s")
+    _lower_priority(os.environ.get(NICE_ENV, ""))
     # The protocol owns the real stdout; anything else that prints (a library, a stray print) goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
