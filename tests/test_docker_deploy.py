@@ -17,7 +17,7 @@ from modeldeck.core.targets.base import DeployOptions
 from modeldeck.core.targets.docker.target import watch_health
 from modeldeck.core.targets.health import load_example, request_json
 
-from tests.fixtures.docker import ModelImages, bounded_load, free_port
+from tests.fixtures.docker import ModelImages, bounded_load, free_port, run_unhealthy_container
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -252,16 +252,7 @@ def test_health_watcher_restarts_an_unhealthy_container(
     docker_target: Any, docker_client: Any, docker_base_image: str
 ) -> None:
     name = docker_target.test_name("sick")
-    container = docker_client.containers.run(
-        docker_base_image,
-        ["sleep", "300"],
-        detach=True,
-        name=f"modeldeck-{name}-x-0",
-        labels={"io.modeldeck.deployment": name, "io.modeldeck.role": "runtime", "io.modeldeck.test": "1"},
-        healthcheck={"test": ["CMD", "false"], "interval": 500_000_000, "retries": 1, "timeout": 1_000_000_000},
-        network_mode="none",
-        stop_signal="SIGKILL",  # sleep as pid 1 ignores SIGTERM; a restart would wait out the stop timeout
-    )
+    container = run_unhealthy_container(docker_client, docker_base_image, name)
     try:
         started_at = container.attrs["State"]["StartedAt"]
         # Each run of the container is reported (and restarted) once: the restarted run turns unhealthy

@@ -26,7 +26,7 @@ from modeldeck.core.errors import TargetError, UnknownHostKey
 from modeldeck.core.targets.base import DeployOptions, open_target
 from modeldeck.core.targets.health import load_example, request_json
 
-from tests.fixtures.docker import ModelImages, free_port, start_dockerd, stop_dockerd
+from tests.fixtures.docker import ModelImages, free_port, run_unhealthy_container, start_dockerd, stop_dockerd
 from tests.fixtures.docker_base import unmount_below
 from tests.fixtures.sshd import SshHost
 
@@ -325,16 +325,7 @@ def test_a_health_watch_over_ssh_that_stops_early_reports_its_event_and_no_error
     from modeldeck.core.targets.docker.target import watch_health
 
     name = f"t{uuid.uuid4().hex[:6]}-sick-ssh"
-    container = docker_client.containers.run(
-        docker_base_image,
-        ["sleep", "300"],
-        detach=True,
-        name=f"modeldeck-{name}-x-0",
-        labels={"io.modeldeck.deployment": name, "io.modeldeck.role": "runtime", "io.modeldeck.test": "1"},
-        healthcheck={"test": ["CMD", "false"], "interval": 500_000_000, "retries": 1, "timeout": 1_000_000_000},
-        network_mode="none",
-        stop_signal="SIGKILL",
-    )
+    container = run_unhealthy_container(docker_client, docker_base_image, name)
     target = open_target(
         ssh_url(docker_ssh_host), identity=str(docker_ssh_host.client_key), accept_host_key=docker_ssh_host.fingerprint
     )
