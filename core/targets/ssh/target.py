@@ -680,12 +680,8 @@ class SshTarget:
         channel = sftp.get_channel()
         if channel is not None:
             channel.settimeout(self.timeouts.transfer_stall_s)
-        total = sum(f.size for f, _ in items) or 1
-        sent = 0
+        meter = _TransferMeter(lambda message, fraction: self._emit(progress, step, message, fraction), items, span)
         resumed: set[str] = set()
-        started = time.monotonic()
-        last_report = 0.0
-        last_sent = 0
         for f, remote in items:
             offset = 0
             if resume:
@@ -702,24 +698,14 @@ class SshTarget:
                 with f.path.open("rb") as src, sftp.open(remote, "ab" if offset else "wb") as dst:
                     dst.set_pipelined(True)
                     src.seek(offset)
-                    sent += offset
+                    meter.sent += offset
                     while True:
                         _check_cancel(cancel)
                         chunk = src.read(CHUNK)
                         if not chunk:
                             break
                         dst.write(chunk)
-                        sent += len(chunk)
-                        now = time.monotonic()
-                        if now - last_report > 0.2 or sent - last_sent >= 2 * 1024 * 1024:
-                            last_report, last_sent = now, sent
-                            rate = sent / max(now - started, 1e-6) / 1e6
-                            self._emit(
-                                progress,
-                                step,
-                                f"{f.rel}: {sent // 1024} of {total // 1024} KiB ({rate:.0f} MB/s)",
-                                span[0] + (span[1] - span[0]) * min(sent / total, 1.0),
-                            )
+                        meter.add(len(chunk), f.rel)
             except Cancelled:
                 raise
             except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
@@ -732,8 +718,7 @@ class SshTarget:
                     f"{self.label}: uploading {f.rel} failed: {exc}",
                     hint="check free disk on the host; the previous release still serves",
                 ) from exc
-        elapsed = time.monotonic() - started
-        self._emit(progress, step, f"sent {sent // 1024} KiB in {elapsed:.1f} s", span[1])
+        meter.finish()
         return resumed
 
     def _send(self, chan: paramiko.Channel, data: bytes) -> None:
@@ -781,12 +766,10 @@ class SshTarget:
         """Send files through the agent's own channel (a header line, then the bytes from the part the host already
         holds): no SFTP session, no sftp-server process, no per-write requests and acknowledgements; the agent
         hashes the bytes as they arrive. Returns the remote part paths that were resumed, not restarted."""
-        total = sum(f.size for f, _ in items) or 1
-        sent = 0
+        meter = _TransferMeter(
+            lambda message, fraction: self._emit(progress, "transfer", message, fraction), items, span
+        )
         resumed: set[str] = set()
-        started = time.monotonic()
-        last_report = 0.0
-        last_sent = 0
         for f, remote in items:
             offset = offsets.get(f.sha256, 0)
             if not 0 < offset <= f.size:
@@ -799,31 +782,20 @@ class SshTarget:
                 send(json.dumps(header).encode() + b"\n")
                 with f.path.open("rb") as src:
                     src.seek(offset)
-                    sent += offset
+                    meter.sent += offset
                     while True:
                         _check_cancel(cancel)
                         chunk = src.read(CHUNK * 4)
                         if not chunk:
                             break
                         send(chunk)
-                        sent += len(chunk)
-                        now = time.monotonic()
-                        if now - last_report > 0.2 or sent - last_sent >= 2 * 1024 * 1024:
-                            last_report, last_sent = now, sent
-                            rate = sent / max(now - started, 1e-6) / 1e6
-                            self._emit(
-                                progress,
-                                "transfer",
-                                f"{f.rel}: {sent // 1024} of {total // 1024} KiB ({rate:.0f} MB/s)",
-                                span[0] + (span[1] - span[0]) * min(sent / total, 1.0),
-                            )
+                        meter.add(len(chunk), f.rel)
             except HostUnreachable as exc:
                 raise HostUnreachable(
                     f"{self.label}: the connection dropped while uploading {f.rel}",
                     hint="deploy again: the upload resumes where it stopped; the previous release still serves",
                 ) from exc
-        elapsed = time.monotonic() - started
-        self._emit(progress, "transfer", f"sent {sent // 1024} KiB in {elapsed:.1f} s", span[1])
+        meter.finish()
         return resumed
 
     def _still_connected(self, conn: SshConnection) -> bool:
@@ -1227,6 +1199,32 @@ class _ResidentSilent(Exception):
 
 class _RuntimeMissing(TargetError):
     """The runtime venv's interpreter could not start the agent (exit 127): nothing ran on the host."""
+
+
+class _TransferMeter:
+    """Bytes sent across one upload's files, reported at most every 0.2 s or 2 MiB as a share of ``span``."""
+
+    def __init__(
+        self, emit: Callable[[str, float], None], items: list[tuple[LocalFile, str]], span: tuple[float, float]
+    ) -> None:
+        self.emit, self.span = emit, span
+        self.total = sum(f.size for f, _ in items) or 1
+        self.sent = 0
+        self.started = time.monotonic()
+        self._last_report = 0.0
+        self._last_sent = 0
+
+    def add(self, n: int, rel: str) -> None:
+        self.sent += n
+        now = time.monotonic()
+        if now - self._last_report > 0.2 or self.sent - self._last_sent >= 2 * 1024 * 1024:
+            self._last_report, self._last_sent = now, self.sent
+            rate = self.sent / max(now - self.started, 1e-6) / 1e6
+            share = self.span[0] + (self.span[1] - self.span[0]) * min(self.sent / self.total, 1.0)
+            self.emit(f"{rel}: {self.sent // 1024} of {self.total // 1024} KiB ({rate:.0f} MB/s)", share)
+
+    def finish(self) -> None:
+        self.emit(f"sent {self.sent // 1024} KiB in {time.monotonic() - self.started:.1f} s", self.span[1])
 
 
 def _agent_error(data: dict[str, Any], label: str) -> ModelDeckError:
