@@ -398,18 +398,21 @@ class DetailPlots(QWidget):
         """What the panel's curves reach inside the time span [lo, hi] (from 0, except memory), plus headroom; the
         range shown so far while the data stays inside it and fills at least half of it."""
         wanted = self._y_wanted(key, lo, hi)
+        need = wanted  # what the range shown so far must hold to be kept: the data plus some headroom
         if wanted is None:
             fresh = (0.0, 1.0)
         elif key == "memory":  # not from 0: 8 % headroom either side, at least 1 MiB
             pad = max((wanted[1] - wanted[0]) * 0.08, 1.0)
             fresh = (wanted[0] - pad, wanted[1] + pad)
+            need = (wanted[0] - pad / 2, wanted[1] + pad / 2)
         else:
             fresh = (0.0, nice_ceil(wanted[1] * 1.05) if wanted[1] > 0 else 1.0)
+            need = (wanted[0], wanted[1] * 1.05)  # a line drawn on the top border is hard to read
         shown = self._y_shown.get(key)
         if (
             shown is None
-            or wanted is None
-            or not shown[0] <= wanted[0] <= wanted[1] <= shown[1]
+            or need is None
+            or not shown[0] <= need[0] <= need[1] <= shown[1]
             or (fresh[1] - fresh[0]) * 2 < shown[1] - shown[0]
         ):
             shown = fresh
