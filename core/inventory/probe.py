@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import paramiko
-from modeldeck.core.errors import Cancelled, HostUnreachable
+from modeldeck.core.errors import Cancelled
 from modeldeck.core.inventory.known_hosts import KnownHosts, fingerprint
 from modeldeck.core.targets.ssh.connection import PassphrasePrompt, SshConnection, SshEndpoint
 
@@ -69,14 +68,7 @@ def check_host(
             raise Cancelled()
         if progress:
             progress(f"{endpoint.label}: collecting facts", None)
-        transport = conn.client.get_transport()
-        assert transport is not None
-        try:
-            key = transport.get_remote_server_key()
-        except paramiko.SSHException as exc:  # "No existing session": the transport is already gone
-            raise HostUnreachable(
-                f"{endpoint.label}: the connection dropped right after the handshake", hint="test the host again"
-            ) from exc
+        key = conn.host_key
         facts, problems = _facts(conn, deploy_root or DEFAULT_DEPLOY_ROOT)
     return HostCheck(endpoint.label, key.get_name(), fingerprint(key), facts, problems, time.monotonic() - started)
 

@@ -178,16 +178,21 @@ class SshConnection:
         _close(self._jump)
 
     @property
-    def host_key_fingerprint(self) -> str:
-        """Raises :class:`HostUnreachable` once the connection is gone (paramiko's ``get_remote_server_key`` raises
-        a bare ``SSHException("No existing session")`` then; a deploy asks for it first thing, for its facts cache)."""
+    def host_key(self) -> paramiko.PKey:
+        """The host's (verified) key. Raises :class:`HostUnreachable` once the connection is gone: paramiko's
+        ``get_remote_server_key`` raises a bare ``SSHException("No existing session")`` then, and a deploy (for its
+        facts cache) and ``hosts test`` ask for it right after connecting."""
         transport = self.client.get_transport()
         try:
             if transport is None:
                 raise paramiko.SSHException("closed")
-            return fingerprint(transport.get_remote_server_key())
+            return transport.get_remote_server_key()
         except paramiko.SSHException as exc:
             raise HostUnreachable(f"{self.endpoint.label}: the connection dropped", hint="run it again") from exc
+
+    @property
+    def host_key_fingerprint(self) -> str:
+        return fingerprint(self.host_key)
 
     def run(
         self, command: str, *, timeout: float = 60.0, stdin: bytes | None = None, check: bool = False
