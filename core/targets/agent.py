@@ -344,6 +344,13 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _store_object(part: Path, final: Path) -> None:
+    """Move a checked upload into the store, read-only: releases hard-link the stored objects, so a write in place
+    would change a serving release."""
+    os.chmod(part, 0o444)
+    os.replace(part, final)
+
+
 def _promote_uploads(deploy_root: Path, shas: list[str]) -> list[str]:
     """Check each uploaded ``objects/<sha>.part`` against its name; rename the good ones into place.
 
@@ -360,9 +367,7 @@ def _promote_uploads(deploy_root: Path, shas: list[str]) -> list[str]:
         except OSError:
             ok = False
         if ok:
-            # Read-only: releases hard-link the stored objects, so a write in place would change a serving release.
-            os.chmod(part, 0o444)
-            os.replace(part, final)
+            _store_object(part, final)
         else:
             bad.append(sha)
             with contextlib.suppress(OSError):
@@ -432,9 +437,7 @@ def _receive_object(deploy_root: Path, header: bytes, wanted: set[str]) -> tuple
         with contextlib.suppress(OSError):
             part.unlink()
         return sha, False
-    # Read-only: releases hard-link the stored objects, so a write in place would change a serving release.
-    os.chmod(part, 0o444)
-    os.replace(part, store / sha)
+    _store_object(part, store / sha)
     return sha, True
 
 
@@ -848,7 +851,7 @@ def _run(argv: list[str] | None) -> int:
         out.line({"error": {"type": "DeployError", "message": f"the host agent failed: {exc!r}", "hint": None}})
         return 1
     out.line({"result": jsonable(result)})
-    if args.command in ("push", "deploy") and RESIDENT_WANTED:
+    if args.command == "push" and RESIDENT_WANTED:  # only a push's request asks for one
         keep_resident(Path(args.deploy_root))
     return 0
 
