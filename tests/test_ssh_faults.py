@@ -33,7 +33,7 @@ from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import free_port
 from modeldeck.core.targets.ssh.target import SshTarget
 
-from tests.fixtures.deploy import held_spare_runtime, make_iris_bundle, runtime_pids
+from tests.fixtures.deploy import held_spare_runtime, make_iris_bundle, processes, runtime_pids
 from tests.fixtures.ssh_target import seed_runtime, ssh_endpoint, target_for
 from tests.fixtures.sshd import SshHost, keygen
 
@@ -244,15 +244,14 @@ def test_agent_killed_mid_switch_leaves_the_old_release_serving(serving, deploy_
 
     def kill_agent_at_health(event: ProgressEvent) -> None:
         if event.step == "health" and not killed:
-            for proc in Path("/proc").iterdir():
-                with contextlib.suppress(OSError):
-                    cmd = (proc / "cmdline").read_bytes()
-                    # An exec'd agent, or the resident agent's child running this push (never the resident itself).
-                    execd = b"modeldeck.core.targets.agent\x00push" in cmd
-                    forked = b"modeldeck.core.targets.agent\x00serve" in cmd and int(proc.name) not in servers
-                    if (execd or forked) and str(host.deploy_root).encode() in cmd:
-                        os.kill(int(proc.name), signal.SIGKILL)
-                        killed.append(int(proc.name))
+            for pid, cmd in processes():
+                # An exec'd agent, or the resident agent's child running this push (never the resident itself).
+                execd = b"modeldeck.core.targets.agent\x00push" in cmd
+                forked = b"modeldeck.core.targets.agent\x00serve" in cmd and pid not in servers
+                if (execd or forked) and str(host.deploy_root).encode() in cmd:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
 
     port = int(v1.status.endpoint.rsplit(":", 1)[1])
     with held_spare_runtime(host.deploy_root), pytest.raises(TargetError, match="without an answer"):

@@ -23,7 +23,7 @@ from modeldeck.core.targets.health import request_json
 from modeldeck.core.targets.local import free_port
 from modeldeck.core.targets.ssh.target import SshTarget, SshTimeouts
 
-from tests.fixtures.deploy import held_spare_runtime, runtime_pids
+from tests.fixtures.deploy import held_spare_runtime, processes, runtime_pids
 from tests.fixtures.ssh_target import kill_runtimes, resident_agent_pids, seed_runtime, target_for
 from tests.fixtures.sshd import SshHost
 
@@ -69,11 +69,9 @@ class ExecdAgents:
 
     def _run(self) -> None:
         while not self.stop.wait(0.003):
-            for proc in Path("/proc").iterdir():
-                with contextlib.suppress(OSError):
-                    cmd = (proc / "cmdline").read_bytes()
-                    if b"modeldeck.core.targets.agent" in cmd and self.root in cmd and b"\x00serve\x00" not in cmd:
-                        self.seen.add(cmd)
+            for _pid, cmd in processes():
+                if b"modeldeck.core.targets.agent" in cmd and self.root in cmd and b"\x00serve\x00" not in cmd:
+                    self.seen.add(cmd)
 
     def __enter__(self) -> ExecdAgents:
         self.thread.start()
@@ -235,10 +233,7 @@ def test_files_stream_through_the_agents_channel_without_an_sftp_session(serving
 
     def watch() -> None:
         while not stop.wait(0.003):
-            for proc in Path("/proc").iterdir():
-                with contextlib.suppress(OSError):
-                    if b"sftp-server" in (proc / "cmdline").read_bytes():
-                        sftp_servers.add(int(proc.name))
+            sftp_servers.update(pid for pid, cmd in processes() if b"sftp-server" in cmd)
 
     before = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
     watcher = threading.Thread(target=watch, daemon=True)
